@@ -1,0 +1,33 @@
+"""mmcli: multimodal models from the shell.
+
+The library is importable on its own; heavy dependencies (torch, transformers) load only when a
+name that needs them is first used, so ``import mmcli`` and ``mmcli --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_encoder": "mmcli.encoders",
+    "Encoder": "mmcli.encoders",
+    "list_encoder_families": "mmcli.encoders",
+    "read_feature_set": "mmcli.io.features",
+    "FeatureSet": "mmcli.io.features",
+    "FeatureSetWriter": "mmcli.io.features",
+    "load_image": "mmcli.media.images",
+    "discover_inputs": "mmcli.io.inputs",
+    "embed_items": "mmcli.extract",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmcli' has no attribute {name!r}")
+    return getattr(import_module(module), name)

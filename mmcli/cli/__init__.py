@@ -1,0 +1,41 @@
+"""The ``mmcli`` command: a thin typer layer over the library. Subcommands live one per module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mmcli import __version__
+from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
+from mmcli.cli.extract_features import extract_features
+
+app = typer.Typer(
+    name="mmcli",
+    help="Multimodal models from the shell: embed, caption, search and score images, video, text and audio.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")] = None,
+) -> None:
+    """Multimodal models from the shell: embed, caption, search and score images, video, text and audio."""
+
+
+app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
+
+
+def main() -> None:
+    app()

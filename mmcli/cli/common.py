@@ -1,0 +1,79 @@
+"""What every command shares: error reporting, progress on stderr, exit statuses."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+
+from mmcli.errors import MmcliError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_ITEMS_FAILED = 1
+EXIT_USAGE = 2
+
+
+def error_line(message: str) -> None:
+    print(f"mmcli: error: {message}", file=sys.stderr, flush=True)
+
+
+def note(message: str, *, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"mmcli: {message}", file=sys.stderr, flush=True)
+
+
+def reports_errors(command: F) -> F:
+    """Turn domain errors into one line on stderr and their exit status; no tracebacks."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MmcliError as exc:
+            error_line(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            error_line("interrupted; no output was written")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(EXIT_OK) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quiet_libraries() -> None:
+    """Hide transformers' own weight-loading bars and config chatter; mmcli reports progress itself."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@contextmanager
+def progress(total: int | None, *, quiet: bool, unit: str = "item", desc: str = "") -> Iterator[Any]:
+    """A tqdm bar on stderr with items/s; a no-op object when quiet."""
+    if quiet:
+        yield _NoProgress()
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+        yield bar
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def write(self, message: str, file: Any = None) -> None:
+        print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,123 @@
+"""``mmcli extract-features``: images and texts -> a feature set (``.npy`` + ``.jsonl``)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from itertools import chain
+from typing import Annotated
+
+import typer
+
+from mmcli.cli import options as opt
+from mmcli.cli.common import EXIT_ITEMS_FAILED, note, progress, quiet_libraries, reports_errors
+from mmcli.errors import ItemError, UsageError
+
+EXAMPLES = """\
+Examples:
+
+  mmcli extract-features photos/ -o photos.npy
+
+  mmcli extract-features --modality text captions.txt -o captions.npy
+
+  find . -name '*.jpg' | mmcli extract-features - -o feats.npy --model google/siglip-base-patch16-224
+"""
+
+
+class InputModality(str, Enum):
+    image = "image"
+    text = "text"
+
+
+@reports_errors
+def extract_features(
+    inputs: opt.Inputs = None,
+    output: opt.OutputNpy = ...,  # type: ignore[assignment]
+    text: Annotated[list[str] | None, typer.Option("--text", "-t", help="A text to embed (repeatable).",
+                                                   show_default=False)] = None,
+    modality: Annotated[InputModality, typer.Option(
+        help="What INPUTS hold: images, or texts (.txt, one per line; .jsonl with --field; -).")] = InputModality.image,
+    field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
+    model: opt.EncoderModel = opt.DEFAULT_ENCODER,
+    batch_size: opt.BatchSize = 16,
+    workers: opt.Workers = None,
+    device: opt.DeviceOption = opt.Device.auto,
+    dtype: opt.DTypeOption = opt.DType.auto,
+    normalize: Annotated[bool, typer.Option(help="L2-normalise each row.")] = True,
+    output_dtype: Annotated[opt.StorageDType, typer.Option(help="Storage type of the .npy rows.")] =
+        opt.StorageDType.float32,
+    max_pixels: opt.MaxPixels = 178_956_970,
+    on_error: opt.OnErrorOption = opt.OnError.skip,
+    overwrite: opt.Overwrite = False,
+    trust_remote_code: opt.TrustRemoteCode = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Embed images and texts into a feature set: OUT.npy rows with an OUT.jsonl record each."""
+    from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, sidecar_path
+    from mmcli.io.inputs import STDIN, discover_images, discover_texts
+
+    inputs = inputs or []
+    texts = text or []
+    if not inputs and not texts:
+        raise UsageError("no inputs: give image files or folders, --text, or - to read stdin")
+    if inputs.count(STDIN) > 1:
+        raise UsageError("- (stdin) can be given only once")
+    check_output_path(output, overwrite=overwrite)
+
+    if modality is InputModality.text:
+        items = discover_texts(inputs, texts, field_name=field)
+    else:
+        items = chain(discover_images(inputs), discover_texts([], texts))
+    total = None
+    if STDIN not in inputs:
+        items = list(items)
+        total = len(items)
+        if not items:
+            raise UsageError(f"no images found in {', '.join(inputs)}")
+    else:
+        first = next(items, None)
+        if first is None:
+            raise UsageError("no inputs: stdin was empty")
+        items = chain([first], items)
+    wants_text = bool(texts) or modality is InputModality.text
+    wants_images = modality is InputModality.image and bool(inputs)
+
+    quiet_libraries()
+    from mmcli.encoders import load_encoder
+    from mmcli.extract import embed_items
+
+    encoder = load_encoder(model, device=device.value, dtype=dtype.value, trust_remote_code=trust_remote_code)
+    for needed, modality_name in ((wants_images, "image"), (wants_text, "text")):
+        if needed and not encoder.supports(modality_name):
+            raise UsageError(
+                f"model {model!r} embeds {', '.join(sorted(encoder.modalities))} only, not {modality_name}s; "
+                "choose a model for that modality with --model"
+            )
+
+    failed = 0
+    with FeatureSetWriter(output, dtype=output_dtype.value) as writer, \
+            progress(total, quiet=quiet, unit="item", desc="embedding") as bar:
+        for batch in embed_items(items, encoder, batch_size=batch_size, workers=workers,
+                                 normalize=normalize, max_pixels=max_pixels):
+            good = [outcome for outcome in batch if outcome.error is None]
+            if good:
+                writer.add([o.vector for o in good], [o.item.record(model=model) for o in good])
+            for outcome in batch:
+                if outcome.error is None:
+                    continue
+                failed += 1
+                bar.write(f"mmcli: skipping {outcome.item.source}: {outcome.error}", file=sys.stderr)
+                writer.add_error(outcome.item.error_record(outcome.error))
+                if on_error is opt.OnError.fail:
+                    raise ItemError(f"stopped at {outcome.item.source} (--on-error fail); nothing was written")
+            bar.update(len(batch))
+
+    if writer.count == 0:
+        raise ItemError(f"every input failed ({failed}); nothing was written to {output}"
+                        f" (see {errors_path(output)})")
+    summary = f"wrote {writer.count} rows x {writer.dim} to {output} + {sidecar_path(output)}"
+    if failed:
+        summary += f"; {failed} failed, listed in {errors_path(output)}"
+    note(summary, quiet=quiet)
+    if failed:
+        raise typer.Exit(EXIT_ITEMS_FAILED)

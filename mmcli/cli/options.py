@@ -1,0 +1,73 @@
+"""Option bundles declared once and shared by every model command (typer ``Annotated`` aliases)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_ENCODER = "openai/clip-vit-base-patch32"  # mirrors mmcli.encoders.DEFAULT_MODEL without importing torch
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class OnError(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+class StorageDType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(help="Files, folders (recursive), glob patterns, or - for stdin (paths or JSONL records).",
+                   show_default=False),
+]
+EncoderModel = Annotated[
+    str,
+    typer.Option("--model", "-m", envvar="MMCLI_MODEL",
+                 help="Hugging Face model id or local checkpoint folder.", rich_help_panel="Model"),
+]
+DeviceOption = Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel="Model")]
+DTypeOption = Annotated[
+    DType, typer.Option(help="Model numerics; auto is float16 on GPUs, float32 on CPUs.", rich_help_panel="Model")
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Items per model call.",
+                                        rich_help_panel="Model")]
+Workers = Annotated[
+    int | None,
+    typer.Option(min=0, help="Threads decoding inputs ahead of the model [default: CPU count, at most 8].",
+                 show_default=False, rich_help_panel="Model"),
+]
+TrustRemoteCode = Annotated[
+    bool, typer.Option(help="Allow a hub model to run its own Python code.", rich_help_panel="Model")
+]
+OnErrorOption = Annotated[
+    OnError, typer.Option(help="On a bad item: skip it (reported, exit status 1) or stop at once.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary on stderr.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace existing output files.")]
+MaxPixels = Annotated[
+    int, typer.Option(min=1, help="Refuse images larger than this many pixels (decompression bombs).")
+]
+OutputNpy = Annotated[
+    Path, typer.Option("--output", "-o", help="Feature matrix to write (.npy); the .jsonl sidecar goes beside it.",
+                       show_default=False, dir_okay=False)
+]

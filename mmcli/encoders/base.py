@@ -1,0 +1,170 @@
+"""The Encoder interface: families implement per-batch forward passes, the base does the rest.
+
+Batching over any iterable, device placement, dtype casts, ``inference_mode`` and normalisation
+live here once, so a new family is a processor plus one or two ``_*_features`` methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmcli.errors import UnsupportedModel
+
+T = TypeVar("T")
+DEFAULT_BATCH_SIZE = 16
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class Encoder:
+    """Embeds images and/or texts into one vector space.
+
+    Attributes:
+        name: the model name or folder as the user gave it (recorded in each row's ``model``).
+        family: the registered family that handles the checkpoint.
+        modalities: what this model can embed, e.g. ``frozenset({"image", "text"})``.
+    """
+
+    family: ClassVar[str] = ""
+    modalities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, name: str, model: Any, *, device: str, dtype: torch.dtype) -> None:
+        self.name = name
+        self.model = model.to(device).eval()
+        self.device = device
+        self.dtype = dtype
+        self._dim: int | None = None
+
+    # -- what families implement -------------------------------------------------------------
+    def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
+        """One image -> model inputs with a leading batch dimension of 1 (thread-safe)."""
+        raise self._unsupported("image")
+
+    def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise self._unsupported("image")
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        raise self._unsupported("text")
+
+    def _config_dim(self) -> int | None:
+        return None
+
+    # -- shared machinery --------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings, from the config when it says, else from one probe input."""
+        if self._dim is None:
+            self._dim = self._config_dim()
+        if self._dim is None:
+            if "text" in self.modalities:
+                self._dim = self.embed_texts(["a"]).shape[1]
+            else:
+                from PIL import Image
+
+                probe = Image.new("RGB", (64, 64))
+                self._dim = self.embed_preprocessed([self.preprocess_image(probe)]).shape[1]
+        return self._dim
+
+    def supports(self, modality: str) -> bool:
+        return modality in self.modalities
+
+    def require(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise self._unsupported(modality)
+
+    def embed_preprocessed(self, inputs: Sequence[dict[str, torch.Tensor]], *, normalize: bool = True) -> np.ndarray:
+        """Embed a batch of :meth:`preprocess_image` outputs; float32 rows, one per input."""
+        self.require("image")
+        with torch.inference_mode():
+            batch = self.to_device(collate(inputs))
+            return self._finish(self._image_features(batch), normalize)
+
+    def embed_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
+        """Embed one batch of texts; float32 rows, one per text."""
+        self.require("text")
+        with torch.inference_mode():
+            return self._finish(self._text_features(list(texts)), normalize)
+
+    def encode_images(
+        self, images: Iterable[Any], *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = True
+    ) -> np.ndarray:
+        """Embed any iterable of PIL images, in batches; returns an (N, dim) float32 matrix."""
+        self.require("image")
+        chunks = [
+            self.embed_preprocessed([self.preprocess_image(image) for image in batch], normalize=normalize)
+            for batch in batched(images, batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def encode_texts(
+        self, texts: Iterable[str], *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = True
+    ) -> np.ndarray:
+        """Embed any iterable of strings, in batches; returns an (N, dim) float32 matrix."""
+        self.require("text")
+        chunks = [self.embed_texts(batch, normalize=normalize) for batch in batched(texts, batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Move tensors to the model's device; floating inputs take the model's dtype."""
+        moved = {}
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device, dtype=self.dtype if value.is_floating_point() else None)
+            moved[key] = value
+        return moved
+
+    def _finish(self, features: torch.Tensor, normalize: bool) -> np.ndarray:
+        features = features.float()
+        if normalize:
+            features = F.normalize(features, dim=-1)
+        return features.cpu().numpy()
+
+    def _unsupported(self, modality: str) -> UnsupportedModel:
+        return UnsupportedModel(
+            f"model {self.name!r} ({self.family}) cannot embed {modality}s; "
+            f"it embeds: {', '.join(sorted(self.modalities))}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"
+
+
+def collate(inputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack per-item processor outputs (each with batch dimension 1) into one batch."""
+    keys = inputs[0].keys()
+    return {key: torch.cat([item[key] for item in inputs]) for key in keys}
+
+
+def features_tensor(output: Any) -> torch.Tensor:
+    """``get_*_features`` returns a tensor in transformers 4 and a ModelOutput in 5: accept both."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for key in ("pooler_output", "image_embeds", "text_embeds"):
+        value = getattr(output, key, None) if not isinstance(output, dict) else output.get(key)
+        if isinstance(value, torch.Tensor):
+            return value
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot find embeddings in model output of type {type(output).__name__}")
+
+
+def accepted_kwargs(function: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Drop processor outputs a forward method does not take (e.g. token_type_ids)."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        named = {name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+        # **kwargs in transformers 5 forwards only attention options; keep the named inputs.
+        return {k: v for k, v in inputs.items() if k in named}
+    return {k: v for k, v in inputs.items() if k in parameters}

@@ -1,0 +1,71 @@
+"""Dual-tower image-text models (CLIP, SigLIP, SigLIP 2, MetaCLIP 2, ...): one shared space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mmcli.encoders._hf import load_auto_model, load_processor, text_max_length
+from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor
+from mmcli.encoders.registry import register_family
+from mmcli.errors import UnsupportedModel
+
+# SigLIP towers were trained on texts padded to a fixed length; their reference usage pads so.
+PAD_TO_MAX_LENGTH = frozenset({"siglip", "siglip2"})
+
+
+class DualTowerEncoder(Encoder):
+    family = "dual-tower"
+    modalities = frozenset({"image", "text"})
+
+    def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
+        super().__init__(name, model, **kwargs)
+        self.processor = processor
+        self.image_processor = processor.image_processor
+        self.tokenizer = processor.tokenizer
+        self.config = config
+        text_config = getattr(config, "text_config", config)
+        self.max_length = text_max_length(text_config, self.tokenizer)
+        self.padding: str | bool = "max_length" if config.model_type in PAD_TO_MAX_LENGTH else True
+
+    def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
+        return dict(self.image_processor(images=[image], return_tensors="pt"))
+
+    def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        get = self.model.get_image_features
+        return features_tensor(get(**accepted_kwargs(get, inputs)))
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(
+            texts, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        get = self.model.get_text_features
+        return features_tensor(get(**accepted_kwargs(get, self.to_device(dict(tokens)))))
+
+    def _config_dim(self) -> int | None:
+        dim = getattr(self.config, "projection_dim", None)
+        if isinstance(dim, int) and hasattr(self.model, "text_projection"):
+            return dim
+        return None
+
+
+def _has_two_towers(config: Any) -> bool:
+    return getattr(config, "text_config", None) is not None and getattr(config, "vision_config", None) is not None
+
+
+@register_family(
+    "dual-tower",
+    description="image-text models with get_image_features / get_text_features",
+    model_types=("clip", "siglip", "siglip2", "metaclip_2", "altclip", "chinese_clip", "align", "blip"),
+    accepts=_has_two_towers,
+)
+def load_dual_tower(name: str, path: str, config: Any, *, device: str, dtype: Any,
+                    trust_remote_code: bool = False) -> DualTowerEncoder:
+    model = load_auto_model(name, path, dtype=dtype, trust_remote_code=trust_remote_code)
+    for method in ("get_image_features", "get_text_features"):
+        if not hasattr(model, method):
+            raise UnsupportedModel(f"model {name!r} ({type(model).__name__}) has no {method}(); "
+                                   "it is not a dual-tower image-text model")
+    processor = load_processor(name, path, trust_remote_code=trust_remote_code)
+    return DualTowerEncoder(name, model, processor, config, device=device, dtype=dtype)

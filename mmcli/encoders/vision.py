@@ -1,0 +1,79 @@
+"""Image-only backbones through AutoModel (ViT, DINOv2, ConvNeXt, Swin, ResNet, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mmcli.encoders._hf import load_auto_model, load_processor
+from mmcli.encoders.base import Encoder
+from mmcli.encoders.registry import register_family
+
+POOLING = ("auto", "cls", "mean", "pooler")
+
+
+class VisionEncoder(Encoder):
+    """Embeds an image as the backbone's pooled output or CLS token.
+
+    ``auto`` takes ``pooler_output`` when it is parameter-free or a norm (DINOv2, ConvNeXt, Swin,
+    ResNet), and the final CLS token when the pooler is a dense layer (ViT, DeiT): such poolers
+    are often missing from checkpoints and would be randomly initialised.
+    """
+
+    family = "vision"
+    modalities = frozenset({"image"})
+
+    def __init__(self, name: str, model: Any, image_processor: Any, config: Any, *,
+                 pooling: str = "auto", **kwargs: Any) -> None:
+        super().__init__(name, model, **kwargs)
+        if pooling not in POOLING:
+            raise ValueError(f"pooling must be one of {POOLING}")
+        self.image_processor = image_processor
+        self.config = config
+        if pooling == "auto":
+            pooler = getattr(model, "pooler", None)
+            dense = pooler is not None and any(isinstance(m, torch.nn.Linear) for m in pooler.modules())
+            pooling = "cls" if dense else "pooler"
+        self.pooling = pooling
+
+    def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
+        return dict(self.image_processor(images=[image], return_tensors="pt"))
+
+    def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        output = self.model(pixel_values=inputs["pixel_values"])
+        hidden = output.last_hidden_state
+        if self.pooling == "pooler" and getattr(output, "pooler_output", None) is not None:
+            return output.pooler_output.flatten(1)
+        if hidden.dim() == 3:
+            return hidden[:, 0] if self.pooling != "mean" else hidden.mean(dim=1)
+        return hidden.mean(dim=(2, 3))  # convolutional feature map without a pooler
+
+    def _config_dim(self) -> int | None:
+        sizes = getattr(self.config, "hidden_sizes", None)
+        if sizes and self.pooling == "pooler":
+            return int(sizes[-1])
+        size = getattr(self.config, "hidden_size", None)
+        return int(size) if isinstance(size, int) and not sizes else None
+
+
+def _is_vision_only(config: Any) -> bool:
+    return (getattr(config, "num_channels", None) is not None
+            and getattr(config, "vocab_size", None) is None
+            and getattr(config, "text_config", None) is None)
+
+
+@register_family(
+    "vision",
+    description="image-only backbones (pooled output or CLS token)",
+    model_types=("vit", "deit", "beit", "dinov2", "dinov2_with_registers", "dinov3_vit", "dinov3_convnext",
+                 "convnext", "convnextv2", "swin", "swinv2", "resnet", "regnet", "efficientnet",
+                 "mobilevit", "mobilevitv2", "levit", "data2vec-vision", "ijepa", "hiera", "vit_msn",
+                 "pvt", "pvt_v2", "focalnet", "siglip_vision_model", "clip_vision_model"),
+    accepts=_is_vision_only,
+)
+def load_vision(name: str, path: str, config: Any, *, device: str, dtype: Any,
+                trust_remote_code: bool = False, pooling: str = "auto") -> VisionEncoder:
+    model = load_auto_model(name, path, dtype=dtype, trust_remote_code=trust_remote_code)
+    image_processor = load_processor(name, path, trust_remote_code=trust_remote_code, kind="image")
+    return VisionEncoder(name, model, image_processor, config, pooling=pooling, device=device, dtype=dtype)

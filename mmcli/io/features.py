@@ -1,0 +1,197 @@
+"""Feature sets: ``NAME.npy`` (N x D matrix) with ``NAME.jsonl`` (N records), per DESIGN.md.
+
+Rows are streamed to temporary files as they are produced, so memory stays flat in the number of
+inputs, and the pair only appears under its final names once every row is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from mmcli.errors import InputError, OutputExists, UsageError
+from mmcli.io.atomic import atomic_output, commit, temporary_sibling
+from mmcli.io.jsonl import dumps, iter_jsonl
+
+REQUIRED_KEYS = ("id", "modality", "model", "source")
+MODALITIES = ("image", "text", "video", "frame", "audio", "fused")
+STORAGE_DTYPES = ("float32", "float16")
+
+
+def sidecar_path(npy: Path) -> Path:
+    """``feats.npy`` -> ``feats.jsonl``."""
+    return npy.with_suffix(".jsonl")
+
+
+def errors_path(npy: Path) -> Path:
+    """``feats.npy`` -> ``feats.errors.jsonl``: failed items, which are never rows."""
+    return npy.with_suffix(".errors.jsonl")
+
+
+def check_output_path(npy: Path, *, overwrite: bool) -> Path:
+    """Validate ``-o`` before any work is done, so a bad path fails fast and loses nothing."""
+    if npy.suffix != ".npy":
+        raise UsageError(f"output must end in .npy (got {str(npy)!r}); the sidecar .jsonl is written beside it")
+    folder = npy.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {npy}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write {npy}: folder {str(folder)!r} is not writable")
+    if not overwrite:
+        existing = [p for p in (npy, sidecar_path(npy)) if p.exists()]
+        if existing:
+            raise OutputExists(f"{existing[0]} already exists; pass --overwrite to replace it")
+    return npy
+
+
+@dataclass
+class FeatureSet:
+    """A loaded feature set: ``vectors`` is memory-mapped, ``records`` are the sidecar lines."""
+
+    vectors: np.ndarray
+    records: list[dict[str, Any]]
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def ids(self) -> list[str]:
+        return [record["id"] for record in self.records]
+
+
+def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> FeatureSet:
+    """Load ``NAME.npy`` and its sidecar, refusing anything inconsistent or pickled."""
+    npy = Path(path)
+    if not npy.exists():
+        raise InputError(f"feature set {npy} does not exist")
+    try:
+        vectors = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{npy}: not a plain numeric .npy file ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{npy}: cannot read ({exc})") from None
+    if vectors.ndim != 2:
+        raise InputError(f"{npy}: expected a 2-D matrix, got shape {vectors.shape}")
+    if not np.issubdtype(vectors.dtype, np.floating):
+        raise InputError(f"{npy}: expected float rows, got dtype {vectors.dtype}")
+    sidecar = sidecar_path(npy)
+    if not sidecar.exists():
+        raise InputError(f"{npy}: its sidecar {sidecar} is missing")
+    with open(sidecar, encoding="utf-8") as handle:
+        records = [record for _, record in iter_jsonl(handle, str(sidecar))]
+    if len(records) != vectors.shape[0]:
+        raise InputError(
+            f"{npy} has {vectors.shape[0]} rows but {sidecar} has {len(records)} records; "
+            "they must match line for line (was one of them replaced or edited?)"
+        )
+    return FeatureSet(vectors=vectors, records=records, path=npy)
+
+
+class FeatureSetWriter:
+    """Streams rows and records to temporary files; ``close()`` publishes the pair atomically.
+
+    Use as a context manager: leaving the block with an exception discards everything, so a
+    failed or interrupted run never leaves a feature set that looks valid.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, dtype: str = "float32") -> None:
+        if dtype not in STORAGE_DTYPES:
+            raise UsageError(f"unknown storage dtype {dtype!r}; choose from {', '.join(STORAGE_DTYPES)}")
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        self.dim: int | None = None
+        self.errors: list[dict[str, Any]] = []
+        self._rows_path = temporary_sibling(self.path, ".rows")
+        self._records_path = temporary_sibling(sidecar_path(self.path), ".part")
+        self._rows: IO[bytes] = open(self._rows_path, "wb")
+        self._records: IO[str] = open(self._records_path, "w", encoding="utf-8")
+        self._ids: set[str] = set()
+        self.closed = False
+
+    def add(self, vectors: np.ndarray, records: Sequence[dict[str, Any]]) -> None:
+        """Append a batch of rows with one record each."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != len(records):
+            raise ValueError(f"{vectors.shape[0]} rows for {len(records)} records")
+        if self.dim is None:
+            self.dim = vectors.shape[1]
+        elif vectors.shape[1] != self.dim:
+            raise ValueError(f"row width {vectors.shape[1]} differs from earlier rows ({self.dim})")
+        for record in records:
+            missing = [key for key in REQUIRED_KEYS if key not in record]
+            if missing:
+                raise ValueError(f"record lacks {missing}: {record}")
+            if record["id"] in self._ids:
+                raise ValueError(f"duplicate id {record['id']!r}")
+            self._ids.add(record["id"])
+        self._rows.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
+        for record in records:
+            self._records.write(dumps(record) + "\n")
+        self.count += len(records)
+
+    def add_error(self, record: dict[str, Any]) -> None:
+        """Remember a failed item; it goes to ``NAME.errors.jsonl``, never into the matrix."""
+        self.errors.append(record)
+
+    def close(self) -> None:
+        """Publish ``NAME.npy``, ``NAME.jsonl`` (and ``NAME.errors.jsonl`` if items failed)."""
+        if self.closed:
+            return
+        self._rows.close()
+        self._records.close()
+        self.closed = True
+        try:
+            self._publish_errors()
+            if self.count == 0:
+                return
+            npy_temporary = temporary_sibling(self.path, ".npy")
+            try:
+                with open(npy_temporary, "wb") as out, open(self._rows_path, "rb") as rows:
+                    header = {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                              "fortran_order": False, "shape": (self.count, self.dim)}
+                    np.lib.format.write_array_header_1_0(out, header)
+                    shutil.copyfileobj(rows, out, 1 << 22)
+                commit(self._records_path, sidecar_path(self.path))
+                commit(npy_temporary, self.path)
+            finally:
+                npy_temporary.unlink(missing_ok=True)
+        finally:
+            self._discard()
+
+    def abort(self) -> None:
+        """Drop everything written so far; the previous outputs, if any, stay as they were."""
+        if not self.closed:
+            self._rows.close()
+            self._records.close()
+            self.closed = True
+        self._discard()
+
+    def _publish_errors(self) -> None:
+        target = errors_path(self.path)
+        if not self.errors:
+            target.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
+            return
+        with atomic_output(target) as handle:
+            for record in self.errors:
+                handle.write(dumps(record) + "\n")
+
+    def _discard(self) -> None:
+        self._rows_path.unlink(missing_ok=True)
+        self._records_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FeatureSetWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

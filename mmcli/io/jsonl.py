@@ -1,0 +1,40 @@
+"""JSON Lines in and out, with errors that name the file and line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from mmcli.errors import InputError
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """One compact JSON line; non-ASCII text is kept readable."""
+    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+
+
+def parse_line(line: str, where: str) -> dict[str, Any]:
+    """Parse one JSONL line that must hold an object; ``where`` is ``file:line`` for the error."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)`` for each non-blank line of a JSONL stream."""
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield number, parse_line(line, f"{name}:{number}")
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], handle: IO[str]) -> int:
+    count = 0
+    for record in records:
+        handle.write(dumps(record) + "\n")
+        count += 1
+    return count

@@ -1,0 +1,101 @@
+"""Resolving model names, devices and dtypes; turning hub failures into actionable errors.
+
+Shared by every model family (encoders now, captioners later) so they all load checkpoints the
+same way: Hugging Face id or local ``save_pretrained`` folder, through ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from mmcli.errors import ModelNotFound, UsageError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+T = TypeVar("T")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
+    import torch
+
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise UsageError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for, but Apple MPS is not available; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """The torch dtype for ``dtype`` on ``device``.
+
+    ``auto`` is float16 on GPUs and float32 on the CPU, where half-precision matrix products are
+    slow or unsupported.
+    """
+    import torch
+
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
+    return getattr(torch, dtype)
+
+
+def looks_like_path(name: str) -> bool:
+    """Hub ids are ``name`` or ``owner/name``; anything else is meant as a local folder."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or os.path.isdir(name)
+
+
+def hub_call(name: str, load: Callable[[], T], *, what: str = "model") -> T:
+    """Run a ``from_pretrained`` call, translating its failures into :class:`ModelNotFound`."""
+    try:
+        return load()
+    except OSError as exc:
+        raise ModelNotFound(_explain_missing(name, exc, what)) from None
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelNotFound(
+                f"{what} {name!r} runs its own code from the hub; rerun with --trust-remote-code "
+                "if you trust its authors"
+            ) from None
+        raise
+
+
+def load_config(name: str, *, trust_remote_code: bool = False) -> Any:
+    """The model's config (which decides the family), with errors that say what to do."""
+    if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
+        raise ModelNotFound(f"model folder {name!r} does not exist")
+    from transformers import AutoConfig
+
+    path = os.path.expanduser(name)
+    return hub_call(name, lambda: AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
+
+
+def _explain_missing(name: str, exc: Exception, what: str) -> str:
+    text = str(exc)
+    if os.path.isdir(os.path.expanduser(name)):
+        return f"{what} folder {name!r} is not a usable checkpoint: {text.splitlines()[0]}"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if "offline" in text.lower() or "couldn't connect" in text.lower() or offline:
+        return (
+            f"{what} {name!r} is not in the Hugging Face cache and the hub cannot be reached"
+            f"{' (HF_HUB_OFFLINE is set)' if offline else ''}. Download it once with network "
+            f"(`hf download {name}`), point HF_HOME at a cache that has it, or pass a local folder"
+        )
+    if "not a valid model identifier" in text or "Repository Not Found" in text or "404" in text:
+        return (
+            f"no {what} named {name!r} on the Hugging Face hub; check the spelling "
+            "(or log in with `hf auth login` for a private or gated model)"
+        )
+    return f"cannot load {what} {name!r}: {text.splitlines()[0] if text else type(exc).__name__}"

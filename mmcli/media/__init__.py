@@ -1,0 +1,1 @@
+"""Decoding media into model-ready objects, shared by every command."""

@@ -1,0 +1,99 @@
+"""Image decoding that never surprises a model: upright, RGB, first frame, bounded size.
+
+Every command that reads images goes through :func:`load_image`, so a photo is decoded the same
+way whether it is embedded, captioned or classified.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mmcli.errors import ItemError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+     ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".avif"}
+)
+# Enough for a 100-megapixel camera; more is almost always a malformed or hostile header.
+DEFAULT_MAX_PIXELS = 178_956_970
+BACKGROUND = (255, 255, 255)
+
+# The size limit is enforced below with a per-item error; Pillow's own warning would only add noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """Judge by extension, as directory walks must not open every file they pass."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``path`` into an upright 8-bit RGB image.
+
+    EXIF orientation is applied; transparency is composited over white; CMYK, 16-bit and palette
+    images become RGB; animations give their first frame. Any failure is an :class:`ItemError`
+    with a message a person can act on.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise ItemError("empty file (0 bytes)")
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ItemError(
+                    f"image is {width}x{height} pixels, over the limit of {max_pixels:,} "
+                    "(a decompression bomb?); raise the limit with --max-pixels if it is genuine"
+                )
+            image.seek(0)
+            image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+    except ItemError:
+        raise
+    except FileNotFoundError:
+        raise ItemError("no such file") from None
+    except IsADirectoryError:
+        raise ItemError("is a directory, not an image") from None
+    except PermissionError:
+        raise ItemError("permission denied") from None
+    except UnidentifiedImageError:
+        raise ItemError("not an image (unrecognised or corrupt format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ItemError(f"decompression bomb refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason:
+            reason = "image file is truncated"
+        raise ItemError(f"corrupt image: {reason}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB, compositing alpha over white and rescaling deep images."""
+    mode = image.mode
+    if mode == "RGB":
+        return image.copy()
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return _deep_to_rgb(image)
+    return image.convert("RGB")
+
+
+def _deep_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit single-channel images: scale to 8 bits instead of clipping at 255."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low or 1.0) * 255.0
+    else:
+        scaled = values / 257.0  # 65535 -> 255, the full 16-bit range onto 8 bits
+    gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")

@@ -1,0 +1,166 @@
+"""Tiny, randomly initialised checkpoints of real architectures, saved like hub models.
+
+The test suite (and anyone trying mmcli without network) builds these once and loads them
+through exactly the ``from_pretrained`` path a hub model takes. Run as a script to write them
+to a folder: ``python tests/tiny_models.py /tmp/mmcli-tiny``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+# A few sentences are enough for a character-level vocabulary that covers the test texts.
+CORPUS = (
+    "a photo of a cat. a dog runs on the grass! two people ride bicycles in the city, "
+    "an astronaut in a white suit; a rocket on the launch pad? coffee in a cup 0123456789 "
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ the quick brown fox jumps over the lazy dog - xyz'\"()[]"
+)
+IMAGE_SIZE = 32
+MEAN = [0.48145466, 0.4578275, 0.40821073]
+STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _chars() -> list[str]:
+    return sorted(set(CORPUS.lower() + CORPUS) - {" "})
+
+
+def clip_tokenizer():
+    """A CLIP BPE tokenizer whose vocabulary is single characters (no merges)."""
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {}
+    for token in ["<|startoftext|>", "<|endoftext|>"]:
+        vocab[token] = len(vocab)
+    for char in _chars():
+        for piece in (char, char + "</w>"):
+            vocab.setdefault(piece, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[])
+
+
+def wordpiece_tokenizer():
+    """A BERT WordPiece tokenizer over single characters, as a sentence encoder would ship."""
+    from transformers import BertTokenizer
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += [c for c in _chars() if c.lower() == c]
+    tokens += ["##" + c for c in _chars() if c.lower() == c]
+    return BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True)
+
+
+def _vision_kwargs(hidden: int = 32) -> dict:
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
+
+
+def _text_kwargs(vocab_size: int, hidden: int = 32) -> dict:
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+    )
+
+
+def build_clip(folder: Path) -> Path:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = clip_tokenizer()
+    text = _text_kwargs(len(tokenizer))
+    text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    config = CLIPConfig(text_config=text, vision_config=_vision_kwargs(), projection_dim=24)
+    torch.manual_seed(0)
+    CLIPModel(config).eval().save_pretrained(folder)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=MEAN,
+        image_std=STD,
+    )
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_siglip(folder: Path) -> Path:
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    tokenizer = clip_tokenizer()
+    tokenizer.model_max_length = 16
+    text = _text_kwargs(len(tokenizer))
+    text.update(max_position_embeddings=16, pad_token_id=1, eos_token_id=1, bos_token_id=0)
+    config = SiglipConfig(text_config=text, vision_config=_vision_kwargs())
+    torch.manual_seed(1)
+    SiglipModel(config).eval().save_pretrained(folder)
+    image_processor = SiglipImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_vit(folder: Path) -> Path:
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    config = ViTConfig(**_vision_kwargs())
+    torch.manual_seed(2)
+    ViTModel(config).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(folder)
+    return folder
+
+
+def build_bert(folder: Path) -> Path:
+    """A BERT sentence encoder laid out as sentence-transformers saves one (mean pooling)."""
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = wordpiece_tokenizer()
+    config = BertConfig(**_text_kwargs(len(tokenizer)), type_vocab_size=2, pad_token_id=0)
+    torch.manual_seed(3)
+    BertModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    pooling = folder / "1_Pooling"
+    pooling.mkdir(exist_ok=True)
+    (pooling / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+    )
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            ]
+        )
+    )
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48}))
+    return folder
+
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "clip": build_clip,
+    "siglip": build_siglip,
+    "vit": build_vit,
+    "bert": build_bert,
+}
+
+
+def build_all(root: Path) -> dict[str, Path]:
+    return {name: build(root / f"tiny-{name}") for name, build in BUILDERS.items()}
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
+    for name, path in build_all(out).items():
+        print(f"{name}\t{path}")
