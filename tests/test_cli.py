@@ -90,8 +90,7 @@ def test_stdin_paths_and_jsonl_records(run_mmcli, tiny_models, photos, tmp_path)
     paths = sorted(str(p) for p in photos.glob("*.jpg"))
     lines = [paths[0], json.dumps({"path": paths[1], "id": "cat", "split": "test"})]
     out = tmp_path / "out.npy"
-    result = run_mmcli("extract-features", "-", "-o", out, "--model", tiny_models["vit"],
-                       input="\n".join(lines) + "\n")
+    result = run_mmcli("extract-features", "-", "-o", out, "--model", tiny_models["vit"], input="\n".join(lines) + "\n")
     assert result.returncode == 0, result.stderr
     feature_set = read_feature_set(out)
     assert feature_set.ids == [paths[0], "cat"]
@@ -108,9 +107,21 @@ def test_texts_from_flags_files_and_jsonl(run_mmcli, tiny_models, tmp_path):
         json.dumps({"id": "x1", "caption": "coffee in a cup", "image_id": "7"}) + "\n"
     )
     out = tmp_path / "out.npy"
-    result = run_mmcli("extract-features", "--modality", "text", tmp_path / "captions.txt",
-                       tmp_path / "captions.jsonl", "--field", "caption", "--text", "an astronaut",
-                       "-o", out, "--model", tiny_models["bert"])
+    result = run_mmcli(
+        "extract-features",
+        "--modality",
+        "text",
+        tmp_path / "captions.txt",
+        tmp_path / "captions.jsonl",
+        "--field",
+        "caption",
+        "--text",
+        "an astronaut",
+        "-o",
+        out,
+        "--model",
+        tiny_models["bert"],
+    )
     assert result.returncode == 0, result.stderr
     feature_set = read_feature_set(out)
     txt = str(tmp_path / "captions.txt")
@@ -120,14 +131,27 @@ def test_texts_from_flags_files_and_jsonl(run_mmcli, tiny_models, tmp_path):
     assert feature_set.records[3]["image_id"] == "7"
 
     expected = load_encoder(str(tiny_models["bert"]), device="cpu").encode_texts(
-        ["an astronaut", "a cat", "a dog runs", "coffee in a cup"])
+        ["an astronaut", "a cat", "a dog runs", "coffee in a cup"]
+    )
     np.testing.assert_allclose(feature_set.vectors, expected, atol=1e-5)
 
 
 def test_text_lines_from_stdin_with_float16_and_no_normalize(run_mmcli, tiny_models, tmp_path):
     out = tmp_path / "out.npy"
-    result = run_mmcli("extract-features", "--modality", "text", "-", "-o", out, "--model", tiny_models["clip"],
-                       "--output-dtype", "float16", "--no-normalize", input="a cat\na dog\n")
+    result = run_mmcli(
+        "extract-features",
+        "--modality",
+        "text",
+        "-",
+        "-o",
+        out,
+        "--model",
+        tiny_models["clip"],
+        "--output-dtype",
+        "float16",
+        "--no-normalize",
+        input="a cat\na dog\n",
+    )
     assert result.returncode == 0, result.stderr
     matrix = np.load(out)
     assert matrix.dtype == np.float16 and matrix.shape == (2, 24)
@@ -155,8 +179,17 @@ def test_corrupt_image_in_folder_is_an_error_record_and_the_rest_is_written(run_
 def test_on_error_fail_stops_and_writes_no_pair(run_mmcli, tiny_models, photos, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("this is text, not a JPEG")
-    result = run_mmcli("extract-features", photos / "astronaut.jpg", bad, "-o", tmp_path / "out.npy",
-                       "--model", tiny_models["clip"], "--on-error", "fail")
+    result = run_mmcli(
+        "extract-features",
+        photos / "astronaut.jpg",
+        bad,
+        "-o",
+        tmp_path / "out.npy",
+        "--model",
+        tiny_models["clip"],
+        "--on-error",
+        "fail",
+    )
     _assert_clean_failure(result, 1)
     assert "not an image" in result.stderr
     assert _no_outputs(tmp_path)
@@ -166,8 +199,16 @@ def test_explicit_non_image_and_missing_files_are_error_records(run_mmcli, tiny_
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     out = tmp_path / "out.npy"
-    result = run_mmcli("extract-features", photos / "rocket.jpg", notes, tmp_path / "missing.jpg",
-                       "-o", out, "--model", tiny_models["clip"])
+    result = run_mmcli(
+        "extract-features",
+        photos / "rocket.jpg",
+        notes,
+        tmp_path / "missing.jpg",
+        "-o",
+        out,
+        "--model",
+        tiny_models["clip"],
+    )
     assert result.returncode == 1
     assert read_feature_set(out).ids == [str(photos / "rocket.jpg")]
     errors = {e["id"]: e["error"] for e in map(json.loads, (tmp_path / "out.errors.jsonl").read_text().splitlines())}
@@ -199,16 +240,20 @@ def test_usage_errors_exit_2_with_one_line(run_mmcli, photos, tmp_path, args, me
 
 
 def test_uncached_model_offline_is_one_clear_line(run_mmcli, photos, tmp_path):
-    result = run_mmcli("extract-features", photos / "coffee.jpg", "-o", tmp_path / "out.npy",
-                       env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    result = run_mmcli(
+        "extract-features",
+        photos / "coffee.jpg",
+        "-o",
+        tmp_path / "out.npy",
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )
     _assert_clean_failure(result, 2)
     assert "openai/clip-vit-base-patch32" in result.stderr and "hf download" in result.stderr
     assert _no_outputs(tmp_path)
 
 
 def test_image_only_model_with_texts_is_a_usage_error(run_mmcli, tiny_models, tmp_path):
-    result = run_mmcli("extract-features", "--text", "a cat", "-o", tmp_path / "out.npy",
-                       "--model", tiny_models["vit"])
+    result = run_mmcli("extract-features", "--text", "a cat", "-o", tmp_path / "out.npy", "--model", tiny_models["vit"])
     _assert_clean_failure(result, 2)
     assert "not texts" in result.stderr
 
@@ -237,9 +282,70 @@ def test_hostile_images_each_get_a_record(run_mmcli, tiny_models, tmp_path):
     frames = [Image.new("P", (10, 10), i) for i in range(3)]
     frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
     os.symlink(folder, folder / "loop")
-    result = run_mmcli("extract-features", folder, "-o", tmp_path / "out.npy", "--model", tiny_models["clip"],
-                       "--quiet")
+    result = run_mmcli(
+        "extract-features", folder, "-o", tmp_path / "out.npy", "--model", tiny_models["clip"], "--quiet"
+    )
     assert result.returncode == 1
     ids = read_feature_set(tmp_path / "out.npy").ids
     assert sorted(os.path.basename(i) for i in ids) == ["alpha.png", "anim.gif", "cmyk.jpg", "png-named.jpg"]
     assert result.stderr.count("skipping") == 1 and "empty file" in result.stderr
+
+
+def test_progress_bar_with_rate_on_a_terminal(mmcli_exe, tiny_models, photos, tmp_path):
+    """On a terminal stderr shows a progress bar with items/s; in pipes and logs it stays silent."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal has a size
+    process = subprocess.Popen(
+        [
+            mmcli_exe,
+            "extract-features",
+            photos,
+            "-o",
+            tmp_path / "out.npy",
+            "--model",
+            tiny_models["clip"],
+            "--batch-size",
+            "1",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    assert process.wait(timeout=120) == 0
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert "item/s" in terminal and "/4" in terminal
+    assert "wrote 4 rows" in terminal
+
+
+def test_example_pipeline_runs(tiny_models):
+    from conftest import EXAMPLES
+
+    result = subprocess.run(
+        ["bash", str(EXAMPLES / "pipeline.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MMCLI_MODEL": str(tiny_models["clip"]), "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [os.path.basename(row[0]) for row in rows] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    captions = (EXAMPLES / "captions.txt").read_text().splitlines()
+    assert all(row[1] in captions and -1.0 <= float(row[2]) <= 1.0 for row in rows)

@@ -72,8 +72,9 @@ def test_no_normalize_returns_raw_projections(tiny_models, photos):
     encoder = load_encoder(str(tiny_models["clip"]), device="cpu")
     raw = encoder.encode_images(images, normalize=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), encoder.encode_images(images),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        raw / np.linalg.norm(raw, axis=1, keepdims=True), encoder.encode_images(images), atol=1e-5
+    )
 
 
 def test_vision_backbone_uses_cls_token_not_a_random_dense_pooler(tiny_models, photos):

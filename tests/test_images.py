@@ -99,6 +99,31 @@ def test_jpeg_without_orientation_is_unchanged(tmp_path):
     assert close_to(image.getpixel((34, 10)), BLUE)
 
 
+def test_malformed_exif_never_escapes_as_a_non_item_error(tmp_path):
+    # A camera wrote its "Make" string under tag 0x0100 (ImageWidth, normally a number). Pillow decodes the pixels
+    # and reads the tags, so the photo is usable; re-writing the EXIF while transposing must not crash the run.
+    path = tmp_path / "odd_exif.jpg"
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    exif[0x010F] = "Canon"
+    left_red_right_blue().save(path, quality=95, exif=exif)
+    data = path.read_bytes()
+    make_entry = b"\x01\x0f\x00\x02"  # big-endian IFD entry: tag 0x010F, type ASCII
+    assert data.count(make_entry) == 1
+    path.write_bytes(data.replace(make_entry, b"\x01\x00\x00\x02"))
+    with Image.open(path) as stored:
+        stored.load()
+        assert stored.getexif()[0x0100] == "Canon"
+    try:
+        image = load_image(path)
+    except ItemError as exc:  # a per-item error is acceptable ...
+        assert str(exc)
+    else:  # ... loading it upright is better
+        assert_rgb8(image)
+        assert image.size == (20, 40)
+        assert close_to(image.getpixel((10, 5)), RED)
+
+
 # --- modes -------------------------------------------------------------------------------------------------------
 
 

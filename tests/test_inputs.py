@@ -25,8 +25,17 @@ def rel(paths, root):
 def album(tmp_path):
     """A folder whose names sort differently as plain strings and as path components."""
     root = tmp_path / "album"
-    for name in ("a/b.jpg", "a/c/d.png", "a-b.jpg", "a.png", "Z.JPG", "zz/deep/deeper/e.webp", "a/c/notes.txt",
-                 "readme", "zz/data.json"):
+    for name in (
+        "a/b.jpg",
+        "a/c/d.png",
+        "a-b.jpg",
+        "a.png",
+        "Z.JPG",
+        "zz/deep/deeper/e.webp",
+        "a/c/notes.txt",
+        "readme",
+        "zz/data.json",
+    ):
         touch(root / name)
     return root
 
@@ -116,8 +125,12 @@ def test_explicit_non_image_file_is_still_an_item(tmp_path):
 def test_inputs_keep_the_order_given(album, tmp_path):
     one = touch(tmp_path / "one.jpg")
     items = list(discover_images([str(one), str(album / "a"), str(album / "Z.JPG")]))
-    assert [item.path for item in items] == [str(one), str(album / "a" / "b.jpg"), str(album / "a" / "c" / "d.png"),
-                                             str(album / "Z.JPG")]
+    assert [item.path for item in items] == [
+        str(one),
+        str(album / "a" / "b.jpg"),
+        str(album / "a" / "c" / "d.png"),
+        str(album / "Z.JPG"),
+    ]
 
 
 def test_glob_pattern(tmp_path):
@@ -147,7 +160,7 @@ def test_glob_matching_nothing_is_an_error_item(tmp_path):
     items = list(discover_images([pattern]))
     assert len(items) == 1
     assert items[0].id == items[0].source == pattern
-    assert items[0].error == "no file matches this pattern"
+    assert items[0].error == "no image matches this pattern"
 
 
 def test_missing_path_is_an_error_item_and_later_inputs_continue(tmp_path):
@@ -207,7 +220,7 @@ def test_stdin_record_without_path_names_the_line():
         list(discover_images(["-"], stdin=stdin))
 
 
-def test_stdin_json_that_is_not_an_object():
+def test_stdin_line_starting_with_a_brace_must_be_valid_json():
     with pytest.raises(InputError, match=r"<stdin>:1"):
         list(discover_images(["-"], stdin=io.StringIO("{[1, 2]\n")))
 
@@ -315,14 +328,22 @@ def test_text_inputs_that_cannot_be_read(tmp_path):
 
 def test_record_puts_required_keys_first_and_keeps_them_safe_from_extras():
     item = InputItem(
-        id="cat-1", modality="image", source="cats/1.jpg", path="cats/1.jpg",
-        extra={"label": "cat", "id": "evil", "modality": "text", "source": "elsewhere", "model": "fake",
-               "score": 0.5},
+        id="cat-1",
+        modality="image",
+        source="cats/1.jpg",
+        path="cats/1.jpg",
+        extra={"label": "cat", "id": "evil", "modality": "text", "source": "elsewhere", "model": "fake", "score": 0.5},
     )
     record = item.record(model="clip-tiny")
     assert list(record) == ["id", "modality", "model", "source", "label", "score"]
-    assert record == {"id": "cat-1", "modality": "image", "model": "clip-tiny", "source": "cats/1.jpg",
-                      "label": "cat", "score": 0.5}
+    assert record == {
+        "id": "cat-1",
+        "modality": "image",
+        "model": "clip-tiny",
+        "source": "cats/1.jpg",
+        "label": "cat",
+        "score": 0.5,
+    }
     assert item.extra["id"] == "evil"  # the item itself is not changed
 
 
@@ -336,10 +357,32 @@ def test_record_with_more_fields_and_no_extra():
 def test_record_from_stdin_jsonl_round_trip():
     stdin = io.StringIO('{"path": "p.jpg", "id": "p", "model": "not-me", "source": "nope", "label": "x"}\n')
     (item,) = discover_images(["-"], stdin=stdin)
-    assert item.record(model="real") == {"id": "p", "modality": "image", "model": "real", "source": "p.jpg",
-                                         "label": "x"}
+    assert item.record(model="real") == {
+        "id": "p",
+        "modality": "image",
+        "model": "real",
+        "source": "p.jpg",
+        "label": "x",
+    }
 
 
 def test_error_record():
     item = InputItem(id="x", modality="image", source="x.jpg", path="x.jpg")
     assert item.error_record("no such file") == {"id": "x", "source": "x.jpg", "error": "no such file"}
+
+
+def test_glob_gives_the_same_order_as_the_folder_walk(album):
+    from_glob = [item.path for item in discover_images([str(album / "**" / "*")])]
+    assert rel(from_glob, album) == ALBUM_ORDER
+
+
+def test_glob_matching_only_non_images_is_an_error_item(album):
+    items = list(discover_images([str(album / "zz" / "*.json")]))
+    assert len(items) == 1 and items[0].error == "no image matches this pattern"
+
+
+def test_windows_line_endings_on_stdin_are_not_part_of_paths_or_texts():
+    items = list(discover_images(["-"], stdin=io.StringIO("a.jpg\r\nb.jpg\r\n")))
+    assert [item.path for item in items] == ["a.jpg", "b.jpg"]
+    texts = list(discover_texts(["-"], stdin=io.StringIO("a cat\r\na dog\r\n")))
+    assert [item.text for item in texts] == ["a cat", "a dog"]

@@ -132,9 +132,7 @@ def build_bert(folder: Path) -> Path:
     tokenizer.save_pretrained(folder)
     pooling = folder / "1_Pooling"
     pooling.mkdir(exist_ok=True)
-    (pooling / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
-    )
+    (pooling / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
     (folder / "modules.json").write_text(
         json.dumps(
             [

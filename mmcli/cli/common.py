@@ -67,7 +67,8 @@ def progress(total: int | None, *, quiet: bool, unit: str = "item", desc: str = 
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+    # disable=None: a bar on a terminal, nothing in logs and CI where stderr is a file or pipe.
+    with tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False, disable=None) as bar:
         yield bar
 
 

@@ -33,10 +33,13 @@ class InputModality(str, Enum):
 def extract_features(
     inputs: opt.Inputs = None,
     output: opt.OutputNpy = ...,  # type: ignore[assignment]
-    text: Annotated[list[str] | None, typer.Option("--text", "-t", help="A text to embed (repeatable).",
-                                                   show_default=False)] = None,
-    modality: Annotated[InputModality, typer.Option(
-        help="What INPUTS hold: images, or texts (.txt, one per line; .jsonl with --field; -).")] = InputModality.image,
+    text: Annotated[
+        list[str] | None, typer.Option("--text", "-t", help="A text to embed (repeatable).", show_default=False)
+    ] = None,
+    modality: Annotated[
+        InputModality,
+        typer.Option(help="What INPUTS hold: images, or texts (.txt, one per line; .jsonl with --field; -)."),
+    ] = InputModality.image,
     field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
     model: opt.EncoderModel = opt.DEFAULT_ENCODER,
     batch_size: opt.BatchSize = 16,
@@ -44,8 +47,9 @@ def extract_features(
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
     normalize: Annotated[bool, typer.Option(help="L2-normalise each row.")] = True,
-    output_dtype: Annotated[opt.StorageDType, typer.Option(help="Storage type of the .npy rows.")] =
-        opt.StorageDType.float32,
+    output_dtype: Annotated[
+        opt.StorageDType, typer.Option(help="Storage type of the .npy rows.")
+    ] = opt.StorageDType.float32,
     max_pixels: opt.MaxPixels = 178_956_970,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
@@ -95,10 +99,13 @@ def extract_features(
             )
 
     failed = 0
-    with FeatureSetWriter(output, dtype=output_dtype.value) as writer, \
-            progress(total, quiet=quiet, unit="item", desc="embedding") as bar:
-        for batch in embed_items(items, encoder, batch_size=batch_size, workers=workers,
-                                 normalize=normalize, max_pixels=max_pixels):
+    with (
+        FeatureSetWriter(output, dtype=output_dtype.value) as writer,
+        progress(total, quiet=quiet, unit="item", desc="embedding") as bar,
+    ):
+        for batch in embed_items(
+            items, encoder, batch_size=batch_size, workers=workers, normalize=normalize, max_pixels=max_pixels
+        ):
             good = [outcome for outcome in batch if outcome.error is None]
             if good:
                 writer.add([o.vector for o in good], [o.item.record(model=model) for o in good])
@@ -113,8 +120,7 @@ def extract_features(
             bar.update(len(batch))
 
     if writer.count == 0:
-        raise ItemError(f"every input failed ({failed}); nothing was written to {output}"
-                        f" (see {errors_path(output)})")
+        raise ItemError(f"every input failed ({failed}); nothing was written to {output} (see {errors_path(output)})")
     summary = f"wrote {writer.count} rows x {writer.dim} to {output} + {sidecar_path(output)}"
     if failed:
         summary += f"; {failed} failed, listed in {errors_path(output)}"

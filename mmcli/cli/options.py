@@ -37,24 +37,35 @@ class StorageDType(str, Enum):
 
 Inputs = Annotated[
     list[str] | None,
-    typer.Argument(help="Files, folders (recursive), glob patterns, or - for stdin (paths or JSONL records).",
-                   show_default=False),
+    typer.Argument(
+        help="Files, folders (recursive), glob patterns, or - for stdin (paths or JSONL records).", show_default=False
+    ),
 ]
 EncoderModel = Annotated[
     str,
-    typer.Option("--model", "-m", envvar="MMCLI_MODEL",
-                 help="Hugging Face model id or local checkpoint folder.", rich_help_panel="Model"),
+    typer.Option(
+        "--model",
+        "-m",
+        envvar="MMCLI_MODEL",
+        help="Hugging Face model id or local checkpoint folder.",
+        rich_help_panel="Model",
+    ),
 ]
 DeviceOption = Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel="Model")]
 DTypeOption = Annotated[
     DType, typer.Option(help="Model numerics; auto is float16 on GPUs, float32 on CPUs.", rich_help_panel="Model")
 ]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Items per model call.",
-                                        rich_help_panel="Model")]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Items per model call.", rich_help_panel="Model")
+]
 Workers = Annotated[
     int | None,
-    typer.Option(min=0, help="Threads decoding inputs ahead of the model [default: CPU count, at most 8].",
-                 show_default=False, rich_help_panel="Model"),
+    typer.Option(
+        min=0,
+        help="Threads decoding inputs ahead of the model [default: CPU count, at most 8].",
+        show_default=False,
+        rich_help_panel="Model",
+    ),
 ]
 TrustRemoteCode = Annotated[
     bool, typer.Option(help="Allow a hub model to run its own Python code.", rich_help_panel="Model")
@@ -68,6 +79,12 @@ MaxPixels = Annotated[
     int, typer.Option(min=1, help="Refuse images larger than this many pixels (decompression bombs).")
 ]
 OutputNpy = Annotated[
-    Path, typer.Option("--output", "-o", help="Feature matrix to write (.npy); the .jsonl sidecar goes beside it.",
-                       show_default=False, dir_okay=False)
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Feature matrix to write (.npy); the .jsonl sidecar goes beside it.",
+        show_default=False,
+        dir_okay=False,
+    ),
 ]

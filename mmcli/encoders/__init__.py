@@ -50,7 +50,4 @@ def load_encoder(
 
 def list_encoder_families() -> list[dict[str, Any]]:
     """The registered families with the model types each claims (for ``mmcli models``)."""
-    return [
-        {"family": f.name, "description": f.description, "model_types": sorted(f.model_types)}
-        for f in families()
-    ]
+    return [{"family": f.name, "description": f.description, "model_types": sorted(f.model_types)} for f in families()]

@@ -60,12 +60,14 @@ def _has_two_towers(config: Any) -> bool:
     model_types=("clip", "siglip", "siglip2", "metaclip_2", "altclip", "chinese_clip", "align", "blip"),
     accepts=_has_two_towers,
 )
-def load_dual_tower(name: str, path: str, config: Any, *, device: str, dtype: Any,
-                    trust_remote_code: bool = False) -> DualTowerEncoder:
+def load_dual_tower(
+    name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
+) -> DualTowerEncoder:
     model = load_auto_model(name, path, dtype=dtype, trust_remote_code=trust_remote_code)
     for method in ("get_image_features", "get_text_features"):
         if not hasattr(model, method):
-            raise UnsupportedModel(f"model {name!r} ({type(model).__name__}) has no {method}(); "
-                                   "it is not a dual-tower image-text model")
+            raise UnsupportedModel(
+                f"model {name!r} ({type(model).__name__}) has no {method}(); it is not a dual-tower image-text model"
+            )
     processor = load_processor(name, path, trust_remote_code=trust_remote_code)
     return DualTowerEncoder(name, model, processor, config, device=device, dtype=dtype)

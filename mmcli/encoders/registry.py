@@ -57,6 +57,5 @@ def family_for(config: Any, name: str = "") -> Family:
             return family
     known = ", ".join(f"{f.name} ({', '.join(sorted(f.model_types))})" for f in _FAMILIES.values())
     raise UnsupportedModel(
-        f"model {name or '?'!r} has model_type {model_type!r}, which no encoder family handles. "
-        f"Supported: {known}"
+        f"model {name or '?'!r} has model_type {model_type!r}, which no encoder family handles. Supported: {known}"
     )

@@ -20,8 +20,17 @@ class TextEncoder(Encoder):
     family = "text"
     modalities = frozenset({"text"})
 
-    def __init__(self, name: str, model: Any, tokenizer: Any, config: Any, *,
-                 pooling: tuple[str, ...] = ("mean",), max_length: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        config: Any,
+        *,
+        pooling: tuple[str, ...] = ("mean",),
+        max_length: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(name, model, **kwargs)
         self.tokenizer = tokenizer
         self.config = config
@@ -29,8 +38,7 @@ class TextEncoder(Encoder):
         self.max_length = max_length or text_max_length(config, tokenizer)
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         inputs = self.to_device(dict(tokens))
         hidden = self.model(**accepted_kwargs(self.model.forward, inputs)).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -61,8 +69,12 @@ def read_sentence_transformers_config(path: str) -> tuple[tuple[str, ...], int |
 
     def read(filename: str) -> dict[str, Any]:
         try:
-            resolved = cached_file(path, filename, _raise_exceptions_for_missing_entries=False,
-                                   _raise_exceptions_for_connection_errors=False)
+            resolved = cached_file(
+                path,
+                filename,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
         except OSError:
             return {}
         if not resolved:
@@ -71,29 +83,52 @@ def read_sentence_transformers_config(path: str) -> tuple[tuple[str, ...], int |
             return json.load(handle)
 
     pooling_config = read("1_Pooling/config.json")
-    modes = tuple(mode for mode in POOLING_MODES if pooling_config.get(f"pooling_mode_{mode}_tokens")
-                  or pooling_config.get(f"pooling_mode_{mode}_token") or pooling_config.get(f"pooling_mode_{mode}"))
+    modes = tuple(
+        mode
+        for mode in POOLING_MODES
+        if pooling_config.get(f"pooling_mode_{mode}_tokens")
+        or pooling_config.get(f"pooling_mode_{mode}_token")
+        or pooling_config.get(f"pooling_mode_{mode}")
+    )
     max_length = read("sentence_bert_config.json").get("max_seq_length")
     return modes or ("mean",), max_length if isinstance(max_length, int) else None
 
 
 def _is_text_only(config: Any) -> bool:
-    return (getattr(config, "vocab_size", None) is not None
-            and getattr(config, "vision_config", None) is None
-            and not getattr(config, "is_encoder_decoder", False))
+    return (
+        getattr(config, "vocab_size", None) is not None
+        and getattr(config, "vision_config", None) is None
+        and not getattr(config, "is_encoder_decoder", False)
+    )
 
 
 @register_family(
     "text",
     description="sentence encoders (BERT-like) with sentence-transformers pooling",
-    model_types=("bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "electra", "albert", "camembert",
-                 "deberta", "deberta-v2", "modernbert", "nomic_bert", "xlm", "ernie"),
+    model_types=(
+        "bert",
+        "roberta",
+        "xlm-roberta",
+        "mpnet",
+        "distilbert",
+        "electra",
+        "albert",
+        "camembert",
+        "deberta",
+        "deberta-v2",
+        "modernbert",
+        "nomic_bert",
+        "xlm",
+        "ernie",
+    ),
     accepts=_is_text_only,
 )
-def load_text(name: str, path: str, config: Any, *, device: str, dtype: Any,
-              trust_remote_code: bool = False) -> TextEncoder:
+def load_text(
+    name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
+) -> TextEncoder:
     model = load_auto_model(name, path, dtype=dtype, trust_remote_code=trust_remote_code)
     tokenizer = load_processor(name, path, trust_remote_code=trust_remote_code, kind="tokenizer")
     pooling, max_length = read_sentence_transformers_config(path)
-    return TextEncoder(name, model, tokenizer, config, pooling=pooling, max_length=max_length,
-                       device=device, dtype=dtype)
+    return TextEncoder(
+        name, model, tokenizer, config, pooling=pooling, max_length=max_length, device=device, dtype=dtype
+    )

@@ -24,8 +24,9 @@ class VisionEncoder(Encoder):
     family = "vision"
     modalities = frozenset({"image"})
 
-    def __init__(self, name: str, model: Any, image_processor: Any, config: Any, *,
-                 pooling: str = "auto", **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, model: Any, image_processor: Any, config: Any, *, pooling: str = "auto", **kwargs: Any
+    ) -> None:
         super().__init__(name, model, **kwargs)
         if pooling not in POOLING:
             raise ValueError(f"pooling must be one of {POOLING}")
@@ -58,22 +59,56 @@ class VisionEncoder(Encoder):
 
 
 def _is_vision_only(config: Any) -> bool:
-    return (getattr(config, "num_channels", None) is not None
-            and getattr(config, "vocab_size", None) is None
-            and getattr(config, "text_config", None) is None)
+    return (
+        getattr(config, "num_channels", None) is not None
+        and getattr(config, "vocab_size", None) is None
+        and getattr(config, "text_config", None) is None
+    )
 
 
 @register_family(
     "vision",
     description="image-only backbones (pooled output or CLS token)",
-    model_types=("vit", "deit", "beit", "dinov2", "dinov2_with_registers", "dinov3_vit", "dinov3_convnext",
-                 "convnext", "convnextv2", "swin", "swinv2", "resnet", "regnet", "efficientnet",
-                 "mobilevit", "mobilevitv2", "levit", "data2vec-vision", "ijepa", "hiera", "vit_msn",
-                 "pvt", "pvt_v2", "focalnet", "siglip_vision_model", "clip_vision_model"),
+    model_types=(
+        "vit",
+        "deit",
+        "beit",
+        "dinov2",
+        "dinov2_with_registers",
+        "dinov3_vit",
+        "dinov3_convnext",
+        "convnext",
+        "convnextv2",
+        "swin",
+        "swinv2",
+        "resnet",
+        "regnet",
+        "efficientnet",
+        "mobilevit",
+        "mobilevitv2",
+        "levit",
+        "data2vec-vision",
+        "ijepa",
+        "hiera",
+        "vit_msn",
+        "pvt",
+        "pvt_v2",
+        "focalnet",
+        "siglip_vision_model",
+        "clip_vision_model",
+    ),
     accepts=_is_vision_only,
 )
-def load_vision(name: str, path: str, config: Any, *, device: str, dtype: Any,
-                trust_remote_code: bool = False, pooling: str = "auto") -> VisionEncoder:
+def load_vision(
+    name: str,
+    path: str,
+    config: Any,
+    *,
+    device: str,
+    dtype: Any,
+    trust_remote_code: bool = False,
+    pooling: str = "auto",
+) -> VisionEncoder:
     model = load_auto_model(name, path, dtype=dtype, trust_remote_code=trust_remote_code)
     image_processor = load_processor(name, path, trust_remote_code=trust_remote_code, kind="image")
     return VisionEncoder(name, model, image_processor, config, pooling=pooling, device=device, dtype=dtype)

@@ -155,8 +155,11 @@ class FeatureSetWriter:
             npy_temporary = temporary_sibling(self.path, ".npy")
             try:
                 with open(npy_temporary, "wb") as out, open(self._rows_path, "rb") as rows:
-                    header = {"descr": np.lib.format.dtype_to_descr(self.dtype),
-                              "fortran_order": False, "shape": (self.count, self.dim)}
+                    header = {
+                        "descr": np.lib.format.dtype_to_descr(self.dtype),
+                        "fortran_order": False,
+                        "shape": (self.count, self.dim),
+                    }
                     np.lib.format.write_array_header_1_0(out, header)
                     shutil.copyfileobj(rows, out, 1 << 22)
                 commit(self._records_path, sidecar_path(self.path))

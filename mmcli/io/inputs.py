@@ -35,10 +35,14 @@ class InputItem:
     error: str | None = None  # set when discovery already knows the item cannot be processed
 
     def record(self, **fields: Any) -> dict[str, Any]:
-        """The output record: the item's extra keys, then the fixed keys (which win on a clash)."""
+        """The output record: the fixed keys first, then the item's extra keys (which never override them)."""
         base = {"id": self.id, "modality": self.modality}
-        return {**base, **fields, "source": self.source,
-                **{k: v for k, v in self.extra.items() if k not in base and k not in fields and k != "source"}}
+        return {
+            **base,
+            **fields,
+            "source": self.source,
+            **{k: v for k, v in self.extra.items() if k not in base and k not in fields and k != "source"},
+        }
 
     def error_record(self, message: str) -> dict[str, Any]:
         return {"id": self.id, "source": self.source, "error": message}
@@ -59,14 +63,16 @@ def discover_images(inputs: Iterable[str], *, stdin: IO[str] | None = None) -> I
         elif os.path.lexists(given):
             yield InputItem(id=given, modality="image", source=given, path=given)
         elif glob.has_magic(given):
-            matches = sorted(glob.glob(given, recursive=True))
-            if not matches:
-                yield _missing(given, "no file matches this pattern")
-            for path in matches:
+            found: set[str] = set()  # `**/*` matches folders and the files inside them: list each once
+            for path in glob.glob(given, recursive=True):
                 if os.path.isdir(path):
-                    yield from (InputItem(id=p, modality="image", source=p, path=p) for p in walk_images(path))
+                    found.update(walk_images(path))
                 elif is_image_path(path):
-                    yield InputItem(id=path, modality="image", source=path, path=path)
+                    found.add(path)
+            if not found:
+                yield _missing(given, "no image matches this pattern")
+            for image in sorted(found, key=path_sort_key):
+                yield InputItem(id=image, modality="image", source=image, path=image)
         else:
             yield _missing(given, "no such file or directory")
 
@@ -134,7 +140,12 @@ def walk_images(root: str) -> list[str]:
                 found.append(entry.path)
 
     visit(root.rstrip(os.sep) if root not in (os.sep, "") else root)
-    return sorted(found, key=lambda path: path.split(os.sep))
+    return sorted(found, key=path_sort_key)
+
+
+def path_sort_key(path: str) -> list[str]:
+    """Order by path components, so ``a/b.jpg`` sorts with folder ``a`` and before ``a-b.jpg``."""
+    return path.split(os.sep)
 
 
 def _missing(given: str, reason: str) -> InputItem:
@@ -143,7 +154,7 @@ def _missing(given: str, reason: str) -> InputItem:
 
 def _image_records_from_stream(stream: IO[str], name: str) -> Iterator[InputItem]:
     for number, line in enumerate(stream, start=1):
-        line = line.rstrip("\n")
+        line = line.rstrip("\r\n")
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
@@ -158,12 +169,10 @@ def _image_records_from_stream(stream: IO[str], name: str) -> Iterator[InputItem
             yield InputItem(id=line, modality="image", source=line, path=line)
 
 
-def _texts_from_stream(
-    stream: IO[str], name: str, prefix: str | None, field_name: str
-) -> Iterator[InputItem]:
+def _texts_from_stream(stream: IO[str], name: str, prefix: str | None, field_name: str) -> Iterator[InputItem]:
     as_jsonl = name.endswith(JSONL_SUFFIXES)
     for number, line in enumerate(stream, start=1):
-        line = line.rstrip("\n")
+        line = line.rstrip("\r\n")
         if not line.strip():
             continue
         if as_jsonl or (name == "<stdin>" and line.lstrip().startswith("{")):

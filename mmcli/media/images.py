@@ -10,20 +10,57 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from mmcli.errors import ItemError
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff",
-     ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".avif"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".gif",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+        ".ico",
+        ".jp2",
+        ".j2k",
+        ".avif",
+    }
 )
 # Enough for a 100-megapixel camera; more is almost always a malformed or hostile header.
 DEFAULT_MAX_PIXELS = 178_956_970
 BACKGROUND = (255, 255, 255)
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
-# The size limit is enforced below with a per-item error; Pillow's own warning would only add noise.
+# load_image enforces its own limit with a per-item error; Pillow's warning below that would only add noise.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _allow_pillow_up_to(max_pixels: int) -> None:
+    """Pillow refuses images over twice its global limit inside ``Image.open``, before mmcli can
+    judge them; raise that limit (never lower it) so a user's larger ``--max-pixels`` takes effect."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and 2 * current < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -38,7 +75,10 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     images become RGB; animations give their first frame. Any failure is an :class:`ItemError`
     with a message a person can act on.
     """
+    _allow_pillow_up_to(max_pixels)
     try:
+        if os.path.isdir(path):
+            raise ItemError("is a directory, not an image")
         if os.path.getsize(path) == 0:
             raise ItemError("empty file (0 bytes)")
         with Image.open(path) as image:
@@ -50,7 +90,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
                 )
             image.seek(0)
             image.load()
-            return to_rgb(ImageOps.exif_transpose(image))
+            return to_rgb(_upright(image))
     except ItemError:
         raise
     except FileNotFoundError:
@@ -68,6 +108,20 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         if "truncated" in reason:
             reason = "image file is truncated"
         raise ItemError(f"corrupt image: {reason}") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation to the pixels.
+
+    Done by hand rather than with ``ImageOps.exif_transpose``, which also rewrites the EXIF block
+    and crashes on tags of unexpected types that odd cameras write; only the orientation matters.
+    """
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # unreadable EXIF: keep the pixels as stored
+        return image
+    method = _ORIENTATION_TRANSPOSE.get(orientation)
+    return image.transpose(method) if method is not None else image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
