@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mmcli.errors import ModelNotFound, UsageError
+from mmcli.errors import ModelNotFound, UnsupportedModel, UsageError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -64,10 +64,20 @@ def hub_call(name: str, load: Callable[[], T], *, what: str = "model") -> T:
     except OSError as exc:
         raise ModelNotFound(_explain_missing(name, exc, what)) from None
     except ValueError as exc:
-        if "trust_remote_code" in str(exc):
+        text = str(exc)
+        if "trust_remote_code" in text:
             raise ModelNotFound(
                 f"{what} {name!r} runs its own code from the hub; rerun with --trust-remote-code "
                 "if you trust its authors"
+            ) from None
+        if "Unrecognized model" in text:
+            raise ModelNotFound(
+                f"{name!r} is not a Hugging Face checkpoint: its config.json is missing or has no model_type"
+            ) from None
+        if "does not recognize this architecture" in text:
+            raise UnsupportedModel(
+                f"{what} {name!r} has an architecture this transformers {_transformers_version()} does not know; "
+                "upgrade it (pip install -U transformers) or pass --trust-remote-code if the model ships its code"
             ) from None
         raise
 
@@ -80,6 +90,12 @@ def load_config(name: str, *, trust_remote_code: bool = False) -> Any:
 
     path = os.path.expanduser(name)
     return hub_call(name, lambda: AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def _explain_missing(name: str, exc: Exception, what: str) -> str:

@@ -223,6 +223,7 @@ def test_explicit_non_image_and_missing_files_are_error_records(run_mmcli, tiny_
         ([], "no inputs"),
         (["{photo}", "-o", "{tmp}/no/such/dir/x.npy"], "does not exist"),
         (["{photo}", "--model", "{tmp}/not-a-model"], "does not exist"),
+        (["{photo}", "--model", "{empty}"], "is not a Hugging Face checkpoint"),
         (["{photo}", "--device", "gpu"], "Invalid value"),
     ],
 )

@@ -41,7 +41,9 @@ def _reference_dual_tower(path, images, texts, padding):
     return _normalise(image_out.pooler_output), _normalise(text_out.pooler_output)
 
 
-@pytest.mark.parametrize(("name", "padding"), [("clip", True), ("siglip", "max_length")])
+@pytest.mark.parametrize(
+    ("name", "padding"), [("clip", True), ("siglip", "max_length"), ("siglip2", "max_length"), ("metaclip2", True)]
+)
 def test_dual_tower_matches_reference_usage(tiny_models, photos, name, padding):
     images = _images(photos)
     encoder = load_encoder(str(tiny_models[name]), device="cpu", dtype="float32")
@@ -94,6 +96,19 @@ def test_vision_backbone_uses_cls_token_not_a_random_dense_pooler(tiny_models, p
     got = encoder.encode_images(images)
     assert got.shape == (len(images), encoder.dim) == (len(images), 32)
     assert _row_cosines(got, expected).min() >= 0.9999
+
+
+def test_dinov2_uses_its_layer_normed_pooled_output(tiny_models, photos):
+    from transformers import AutoImageProcessor, AutoModel
+
+    images = _images(photos)
+    encoder = load_encoder(str(tiny_models["dinov2"]), device="cpu")
+    assert (encoder.family, encoder.pooling) == ("vision", "pooler")
+    processor = AutoImageProcessor.from_pretrained(tiny_models["dinov2"])
+    model = AutoModel.from_pretrained(tiny_models["dinov2"]).eval()
+    with torch.inference_mode():
+        expected = _normalise(model(**processor(images=images, return_tensors="pt")).pooler_output)
+    assert _row_cosines(encoder.encode_images(images, batch_size=3), expected).min() >= 0.9999
 
 
 def test_image_only_model_refuses_text(tiny_models):

@@ -110,6 +110,61 @@ def build_siglip(folder: Path) -> Path:
     return folder
 
 
+def build_siglip2(folder: Path) -> Path:
+    """SigLIP 2 (NaFlex): variable-resolution patches with an attention mask and spatial shapes."""
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
+
+    tokenizer = clip_tokenizer()
+    tokenizer.model_max_length = 64
+    text = _text_kwargs(len(tokenizer))
+    text.update(max_position_embeddings=64, pad_token_id=1, eos_token_id=1, bos_token_id=0)
+    vision = _vision_kwargs()
+    del vision["image_size"]
+    # Siglip2Processor's call defaults (patch 16, 256 patches) override its image processor's config,
+    # so the tiny model uses them too.
+    vision.update(patch_size=16, num_patches=256)
+    config = Siglip2Config(text_config=text, vision_config=vision)
+    torch.manual_seed(4)
+    Siglip2Model(config).eval().save_pretrained(folder)
+    image_processor = Siglip2ImageProcessor(
+        patch_size=16, max_num_patches=256, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_metaclip2(folder: Path) -> Path:
+    from transformers import CLIPImageProcessor, CLIPProcessor, MetaClip2Config, MetaClip2Model
+
+    tokenizer = clip_tokenizer()
+    text = _text_kwargs(len(tokenizer))
+    text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    config = MetaClip2Config(text_config=text, vision_config=_vision_kwargs(), projection_dim=16)
+    torch.manual_seed(5)
+    MetaClip2Model(config).eval().save_pretrained(folder)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=MEAN,
+        image_std=STD,
+    )
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_dinov2(folder: Path) -> Path:
+    """DINOv2: its pooled output is the layer-normed CLS token (no dense pooler)."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(**_vision_kwargs())
+    torch.manual_seed(6)
+    Dinov2Model(config).eval().save_pretrained(folder)
+    BitImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    ).save_pretrained(folder)
+    return folder
+
+
 def build_vit(folder: Path) -> Path:
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
@@ -149,6 +204,9 @@ def build_bert(folder: Path) -> Path:
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "clip": build_clip,
     "siglip": build_siglip,
+    "siglip2": build_siglip2,
+    "metaclip2": build_metaclip2,
+    "dinov2": build_dinov2,
     "vit": build_vit,
     "bert": build_bert,
 }

@@ -22,23 +22,22 @@ class DualTowerEncoder(Encoder):
     def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
         super().__init__(name, model, **kwargs)
         self.processor = processor
-        self.image_processor = processor.image_processor
-        self.tokenizer = processor.tokenizer
         self.config = config
         text_config = getattr(config, "text_config", config)
-        self.max_length = text_max_length(text_config, self.tokenizer)
+        self.max_length = text_max_length(text_config, processor.tokenizer)
         self.padding: str | bool = "max_length" if config.model_type in PAD_TO_MAX_LENGTH else True
 
     def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
-        return dict(self.image_processor(images=[image], return_tensors="pt"))
+        # The processor, not its image processor: processors such as SigLIP 2's add call defaults.
+        return dict(self.processor(images=[image], return_tensors="pt"))
 
     def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         get = self.model.get_image_features
         return features_tensor(get(**accepted_kwargs(get, inputs)))
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(
-            texts, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        tokens = self.processor(
+            text=texts, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         get = self.model.get_text_features
         return features_tensor(get(**accepted_kwargs(get, self.to_device(dict(tokens)))))
