@@ -74,15 +74,16 @@ def _text_kwargs(vocab_size: int, hidden: int = 32) -> dict:
     )
 
 
-def build_clip(folder: Path) -> Path:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+def _build_clip_like(folder: Path, config_class: type, model_class: type, seed: int, projection_dim: int) -> Path:
+    """CLIP and MetaCLIP 2 share the architecture, tokenizer and processor; only the classes differ."""
+    from transformers import CLIPImageProcessor, CLIPProcessor
 
     tokenizer = clip_tokenizer()
     text = _text_kwargs(len(tokenizer))
     text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    config = CLIPConfig(text_config=text, vision_config=_vision_kwargs(), projection_dim=24)
-    torch.manual_seed(0)
-    CLIPModel(config).eval().save_pretrained(folder)
+    config = config_class(text_config=text, vision_config=_vision_kwargs(), projection_dim=projection_dim)
+    torch.manual_seed(seed)
+    model_class(config).eval().save_pretrained(folder)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE},
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
@@ -91,6 +92,12 @@ def build_clip(folder: Path) -> Path:
     )
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+def build_clip(folder: Path) -> Path:
+    from transformers import CLIPConfig, CLIPModel
+
+    return _build_clip_like(folder, CLIPConfig, CLIPModel, seed=0, projection_dim=24)
 
 
 def build_siglip(folder: Path) -> Path:
@@ -134,22 +141,9 @@ def build_siglip2(folder: Path) -> Path:
 
 
 def build_metaclip2(folder: Path) -> Path:
-    from transformers import CLIPImageProcessor, CLIPProcessor, MetaClip2Config, MetaClip2Model
+    from transformers import MetaClip2Config, MetaClip2Model
 
-    tokenizer = clip_tokenizer()
-    text = _text_kwargs(len(tokenizer))
-    text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    config = MetaClip2Config(text_config=text, vision_config=_vision_kwargs(), projection_dim=16)
-    torch.manual_seed(5)
-    MetaClip2Model(config).eval().save_pretrained(folder)
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_mean=MEAN,
-        image_std=STD,
-    )
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    return _build_clip_like(folder, MetaClip2Config, MetaClip2Model, seed=5, projection_dim=16)
 
 
 def build_dinov2(folder: Path) -> Path:
