@@ -82,6 +82,27 @@ def hub_call(name: str, load: Callable[[], T], *, what: str = "model") -> T:
         raise
 
 
+def from_pretrained(cls: Any, name: str, path: str, *, what: str = "model", **kwargs: Any) -> Any:
+    """``cls.from_pretrained(path, **kwargs)``; ``cls`` may be a transformers class name such as ``"AutoModel"``."""
+    if isinstance(cls, str):
+        import transformers
+
+        cls = getattr(transformers, cls)
+    return hub_call(name, lambda: cls.from_pretrained(path, **kwargs), what=what)
+
+
+def move_to(inputs: Any, device: str, dtype: Any) -> dict[str, Any]:
+    """Move a processor's tensors to ``device``; floating ones take the model's ``dtype``."""
+    import torch
+
+    moved = {}
+    for key, value in dict(inputs).items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, dtype=dtype if value.is_floating_point() else None)
+        moved[key] = value
+    return moved
+
+
 def load_config(name: str, *, trust_remote_code: bool = False) -> Any:
     """The model's config (which decides the family), with errors that say what to do."""
     if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcli.errors import UnsupportedModel
+from mmcli.loading import move_to
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 16
@@ -115,13 +116,7 @@ class Encoder:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Move tensors to the model's device; floating inputs take the model's dtype."""
-        moved = {}
-        for key, value in inputs.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(self.device, dtype=self.dtype if value.is_floating_point() else None)
-            moved[key] = value
-        return moved
+        return move_to(inputs, self.device, self.dtype)
 
     def _finish(self, features: torch.Tensor, normalize: bool) -> np.ndarray:
         features = features.float()
@@ -137,6 +132,13 @@ class Encoder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"
+
+
+def text_max_length(config: Any, tokenizer: Any) -> int:
+    """Longest input the text tower takes: its position table, or the tokenizer's own limit."""
+    candidates = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    usable = [int(c) for c in candidates if isinstance(c, int) and 0 < c < 1_000_000]
+    return min(usable) if usable else 512
 
 
 def collate(inputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders._hf import load_auto_model, load_processor, text_max_length
-from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor
+from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
 from mmcli.encoders.registry import register_family
 from mmcli.errors import UnsupportedModel
+from mmcli.loading import from_pretrained
 
 # SigLIP towers were trained on texts padded to a fixed length; their reference usage pads so.
 PAD_TO_MAX_LENGTH = frozenset({"siglip", "siglip2"})
@@ -62,11 +62,13 @@ def _has_two_towers(config: Any) -> bool:
 def load_dual_tower(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> DualTowerEncoder:
-    model = load_auto_model(name, path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = from_pretrained("AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code)
     for method in ("get_image_features", "get_text_features"):
         if not hasattr(model, method):
             raise UnsupportedModel(
                 f"model {name!r} ({type(model).__name__}) has no {method}(); it is not a dual-tower image-text model"
             )
-    processor = load_processor(name, path, trust_remote_code=trust_remote_code)
+    processor = from_pretrained(
+        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
+    )
     return DualTowerEncoder(name, model, processor, config, device=device, dtype=dtype)

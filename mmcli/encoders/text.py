@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders._hf import load_auto_model, load_processor, text_max_length
-from mmcli.encoders.base import Encoder, accepted_kwargs
+from mmcli.encoders.base import Encoder, accepted_kwargs, text_max_length
 from mmcli.encoders.registry import register_family
+from mmcli.loading import from_pretrained
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "lasttoken")  # sentence-transformers concat order
 
@@ -126,8 +126,10 @@ def _is_text_only(config: Any) -> bool:
 def load_text(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> TextEncoder:
-    model = load_auto_model(name, path, dtype=dtype, trust_remote_code=trust_remote_code)
-    tokenizer = load_processor(name, path, trust_remote_code=trust_remote_code, kind="tokenizer")
+    model = from_pretrained("AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code)
+    tokenizer = from_pretrained(
+        "AutoTokenizer", name, path, what="tokenizer of model", trust_remote_code=trust_remote_code
+    )
     pooling, max_length = read_sentence_transformers_config(path)
     return TextEncoder(
         name, model, tokenizer, config, pooling=pooling, max_length=max_length, device=device, dtype=dtype

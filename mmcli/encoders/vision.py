@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders._hf import load_auto_model, load_processor
 from mmcli.encoders.base import Encoder
 from mmcli.encoders.registry import register_family
+from mmcli.loading import from_pretrained
 
 POOLING = ("auto", "cls", "mean", "pooler")
 
@@ -109,6 +109,8 @@ def load_vision(
     trust_remote_code: bool = False,
     pooling: str = "auto",
 ) -> VisionEncoder:
-    model = load_auto_model(name, path, dtype=dtype, trust_remote_code=trust_remote_code)
-    image_processor = load_processor(name, path, trust_remote_code=trust_remote_code, kind="image")
+    model = from_pretrained("AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code)
+    image_processor = from_pretrained(
+        "AutoImageProcessor", name, path, what="image processor of model", trust_remote_code=trust_remote_code
+    )
     return VisionEncoder(name, model, image_processor, config, pooling=pooling, device=device, dtype=dtype)

@@ -1,0 +1,102 @@
+"""Registries that decide which model family handles a checkpoint, from its config's ``model_type``.
+
+Families register the model types they know; for a type nobody claimed, each family's
+``accepts(config)`` judges the config's shape (two towers, a vision config, a text vocabulary),
+so new architectures of a known kind work without a release of mmcli. Encoders and captioners
+each keep one registry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mmcli.errors import UnsupportedModel
+from mmcli.loading import load_config, resolve_device, resolve_dtype
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    description: str
+    model_types: frozenset[str]
+    load: Callable[..., Any]
+    accepts: Callable[[Any], bool]
+
+
+def _never(config: Any) -> bool:
+    return False
+
+
+class Registry:
+    """Model families of one kind (``encoder``, ``captioner``), looked up by config."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._families: dict[str, Family] = {}
+
+    def register(
+        self,
+        name: str,
+        *,
+        description: str,
+        model_types: tuple[str, ...] | frozenset[str],
+        accepts: Callable[[Any], bool] = _never,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator for a loader: ``load(name, path, config, *, device, dtype, trust_remote_code, **options)``."""
+
+        def decorate(load: Callable[..., Any]) -> Callable[..., Any]:
+            self._families[name] = Family(name, description, frozenset(model_types), load, accepts)
+            return load
+
+        return decorate
+
+    def families(self) -> list[Family]:
+        return list(self._families.values())
+
+    def family_for(self, config: Any, name: str = "") -> Family:
+        """The family for a config: an exact ``model_type`` claim first, then shape-based guesses."""
+        model_type = getattr(config, "model_type", "") or ""
+        for family in self._families.values():
+            if model_type in family.model_types:
+                return family
+        for family in self._families.values():
+            if family.accepts(config):
+                return family
+        known = "; ".join(f"{f.name} ({', '.join(sorted(f.model_types))})" for f in self._families.values())
+        raise UnsupportedModel(
+            f"model {name or '?'!r} has model_type {model_type!r}, which no {self.kind} family handles. "
+            f"Supported: {known}"
+        )
+
+    def load(
+        self,
+        name_or_path: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Resolve config, family, device and dtype, then let the family load the checkpoint."""
+        config = load_config(name_or_path, trust_remote_code=trust_remote_code)
+        family = self.family_for(config, name_or_path)
+        resolved_device = resolve_device(device)
+        return family.load(
+            name_or_path,
+            os.path.expanduser(name_or_path),
+            config,
+            device=resolved_device,
+            dtype=resolve_dtype(dtype, resolved_device),
+            trust_remote_code=trust_remote_code,
+            **options,
+        )
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The registered families with the model types each claims."""
+        return [
+            {"family": f.name, "description": f.description, "model_types": sorted(f.model_types)}
+            for f in self._families.values()
+        ]
