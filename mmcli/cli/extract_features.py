@@ -108,7 +108,7 @@ def extract_features(
         ):
             good = [outcome for outcome in batch if outcome.error is None]
             if good:
-                writer.add([o.vector for o in good], [o.item.record(model=model) for o in good])
+                writer.add([o.value for o in good], [o.item.record(model=model) for o in good])
             for outcome in batch:
                 if outcome.error is None:
                     continue

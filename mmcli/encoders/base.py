@@ -6,8 +6,7 @@ live here once, so a new family is a processor plus one or two ``_*_features`` m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -16,15 +15,10 @@ import torch.nn.functional as F
 
 from mmcli.errors import UnsupportedModel
 from mmcli.loading import move_to
+from mmcli.pipeline import batched
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 16
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 class Encoder:
