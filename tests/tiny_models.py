@@ -195,6 +195,24 @@ def build_bert(folder: Path) -> Path:
     return folder
 
 
+def build_blip(folder: Path) -> Path:
+    """BLIP captioning: a ViT encoder and a BERT decoder with cross-attention."""
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    tokenizer = wordpiece_tokenizer()
+    text = _text_kwargs(len(tokenizer))
+    # A wider initialisation than the default makes a random model's captions depend on the image,
+    # so tests can tell images apart.
+    text.update(bos_token_id=2, sep_token_id=3, pad_token_id=0, eos_token_id=3, initializer_range=0.2)
+    vision = {**_vision_kwargs(), "initializer_range": 0.2}
+    config = BlipConfig(text_config=text, vision_config=vision, initializer_range=0.2)
+    torch.manual_seed(7)
+    BlipForConditionalGeneration(config).eval().save_pretrained(folder)
+    image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "clip": build_clip,
     "siglip": build_siglip,
@@ -203,6 +221,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "dinov2": build_dinov2,
     "vit": build_vit,
     "bert": build_bert,
+    "blip": build_blip,
 }
 
 

@@ -1,0 +1,47 @@
+"""Captioning model families behind one :class:`Captioner` interface.
+
+>>> captioner = load_captioner("Salesforce/blip-image-captioning-base")   # doctest: +SKIP
+>>> captioner.generate([image])                                           # doctest: +SKIP
+['a woman sitting on the beach with her dog']
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from mmcli.captioners.base import Captioner, GenerationOptions, clean_caption
+from mmcli.captioners.registry import CAPTIONERS
+
+# Every other module in this package is a family that registers itself on import.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("base", "registry"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+
+__all__ = [
+    "DEFAULT_CAPTIONER",
+    "Captioner",
+    "GenerationOptions",
+    "clean_caption",
+    "list_captioner_families",
+    "load_captioner",
+]
+
+
+def load_captioner(
+    name_or_path: str = DEFAULT_CAPTIONER,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    **options: Any,
+) -> Captioner:
+    """Load a hub id or local checkpoint folder as a :class:`Captioner`, its family chosen from its config."""
+    return CAPTIONERS.load(name_or_path, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options)
+
+
+def list_captioner_families() -> list[dict[str, Any]]:
+    return CAPTIONERS.describe()

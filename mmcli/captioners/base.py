@@ -1,0 +1,133 @@
+"""The Captioner interface: ``generate(images, prompt)`` for every captioning family.
+
+Families say how to build model inputs from images and a prompt (their processor's reference
+usage) and, where needed, how to decode; device, dtype, generation settings, ``inference_mode``
+and caption cleaning live here once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from mmcli.errors import UsageError
+from mmcli.loading import move_to
+
+DETAIL_LEVELS = ("brief", "detailed", "more")
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding settings; the defaults are greedy decoding of up to 30 new tokens."""
+
+    max_new_tokens: int = 30
+    min_new_tokens: int | None = None
+    num_beams: int = 1
+    repetition_penalty: float | None = None
+    temperature: float = 0.0
+    top_p: float | None = None
+    seed: int | None = None
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``model.generate``; explicit, so a checkpoint's own
+        generation_config (some turn sampling on) cannot change what the flags asked for."""
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
+        if self.min_new_tokens is not None:
+            kwargs["min_new_tokens"] = self.min_new_tokens
+        if self.repetition_penalty is not None:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.temperature > 0:
+            kwargs.update(do_sample=True, temperature=self.temperature)
+            if self.top_p is not None:
+                kwargs["top_p"] = self.top_p
+        else:
+            kwargs["do_sample"] = False
+        return kwargs
+
+
+class Captioner:
+    """Writes captions for batches of PIL images.
+
+    Attributes:
+        name: the model name or folder as given (recorded in each record's ``model``).
+        family: the registered family that handles the checkpoint.
+        default_prompt: the prompt used when none is given (``None``: unconditional captioning).
+        detail_prompts: prompts for ``--detail`` levels, for families that have them.
+    """
+
+    family: ClassVar[str] = ""
+    default_prompt: ClassVar[str | None] = None
+    detail_prompts: ClassVar[dict[str, str] | None] = None
+
+    def __init__(self, name: str, model: Any, processor: Any, *, device: str, dtype: torch.dtype) -> None:
+        self.name = name
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def prompt_for(self, prompt: str | None = None, detail: str | None = None) -> str | None:
+        """The prompt a run uses: an explicit one, else the ``detail`` level's, else the default."""
+        if prompt is not None:
+            return prompt
+        if detail and detail != "brief":
+            if not self.detail_prompts or detail not in self.detail_prompts:
+                raise UsageError(
+                    f"--detail {detail} is not available for {self.family} models; "
+                    "they write one short caption (use --prompt to steer them)"
+                )
+            return self.detail_prompts[detail]
+        return self.default_prompt
+
+    # -- what families implement -------------------------------------------------------------
+    def prepare(self, images: Sequence[Any], prompt: str | None) -> dict[str, Any]:
+        """Model inputs for a batch, as the family's reference usage builds them."""
+        if prompt:
+            return self.processor(images=list(images), text=[prompt] * len(images), return_tensors="pt")
+        return self.processor(images=list(images), return_tensors="pt")
+
+    def decode(self, generated: torch.Tensor, inputs: dict[str, Any], prompt: str | None) -> list[str]:
+        """Text of the new tokens: a decoder-only model's output starts with its input ids."""
+        input_ids = inputs.get("input_ids")
+        if input_ids is not None and generated.shape[1] >= input_ids.shape[1]:
+            prefix = generated[:, : input_ids.shape[1]]
+            if torch.equal(prefix, input_ids.to(prefix.device)):
+                generated = generated[:, input_ids.shape[1] :]
+        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+    # -- shared machinery --------------------------------------------------------------------
+    def generate(
+        self, images: Sequence[Any], prompt: str | None = None, options: GenerationOptions | None = None
+    ) -> list[str]:
+        """One cleaned caption per image, in order."""
+        options = options or GenerationOptions()
+        prompt = self.prompt_for(prompt)
+        inputs = move_to(self.prepare(images, prompt), self.device, self.dtype)
+        with torch.inference_mode():
+            generated = self.model.generate(**inputs, **options.generate_kwargs())
+        sequences = generated.sequences if hasattr(generated, "sequences") else generated
+        return [clean_caption(text, prompt) for text in self.decode(sequences, inputs, prompt)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def clean_caption(text: str, prompt: str | None = None) -> str:
+    """Collapse whitespace and drop an echoed prompt (BLIP and GIT repeat their prefix)."""
+    text = _SPACES.sub(" ", text).strip()
+    if prompt:
+        echoed = _SPACES.sub(" ", prompt).strip()
+        if echoed and text.lower().startswith(echoed.lower()):
+            text = text[len(echoed) :].strip()
+    return text
