@@ -7,6 +7,7 @@ from typing import Any
 from mmcli.captioners.base import Captioner
 from mmcli.captioners.registry import register_captioner
 from mmcli.loading import from_pretrained
+from mmcli.speedups import fuse_vision_attention
 
 
 class BlipCaptioner(Captioner):
@@ -23,4 +24,6 @@ def load_blip(
     processor = from_pretrained(
         "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
     )
-    return BlipCaptioner(name, model, processor, device=device, dtype=dtype)
+    captioner = BlipCaptioner(name, model, processor, device=device, dtype=dtype)
+    fuse_vision_attention(captioner.model)
+    return captioner

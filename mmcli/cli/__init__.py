@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from mmcli import __version__
+from mmcli.cli.caption import EXAMPLES as CAPTION_EXAMPLES
+from mmcli.cli.caption import caption
 from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
 from mmcli.cli.extract_features import extract_features
 
@@ -35,6 +37,7 @@ def root(
     """Multimodal models from the shell: embed, caption, search and score images, video, text and audio."""
 
 
+app.command("caption", epilog=CAPTION_EXAMPLES)(caption)
 app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
 
 

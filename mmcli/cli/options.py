@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_ENCODER = "openai/clip-vit-base-patch32"  # mirrors mmcli.encoders.DEFAULT_MODEL without importing torch
+# Mirror mmcli.encoders.DEFAULT_MODEL and mmcli.captioners.DEFAULT_CAPTIONER without importing torch.
+DEFAULT_ENCODER = "openai/clip-vit-base-patch32"
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 
 
 class Device(str, Enum):
@@ -39,6 +41,16 @@ Inputs = Annotated[
     list[str] | None,
     typer.Argument(
         help="Files, folders (recursive), glob patterns, or - for stdin (paths or JSONL records).", show_default=False
+    ),
+]
+CaptionerModel = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        envvar="MMCLI_CAPTION_MODEL",
+        help="Captioning model: Hugging Face id or local checkpoint folder.",
+        rich_help_panel="Model",
     ),
 ]
 EncoderModel = Annotated[

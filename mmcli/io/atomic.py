@@ -37,6 +37,22 @@ def atomic_output(path: Path, mode: str = "w", encoding: str | None = "utf-8") -
         raise
 
 
+def check_writable(path: Path, *, overwrite: bool, companions: tuple[Path, ...] = ()) -> Path:
+    """Fail before any work if ``path`` cannot be written, or exists (with its companions) without ``overwrite``."""
+    from mmcli.errors import OutputExists, UsageError
+
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write {path}: folder {str(folder)!r} is not writable")
+    if not overwrite:
+        for existing in (path, *companions):
+            if existing.exists():
+                raise OutputExists(f"{existing} already exists; pass --overwrite to replace it")
+    return path
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)

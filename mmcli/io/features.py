@@ -15,8 +15,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from mmcli.errors import InputError, OutputExists, UsageError
-from mmcli.io.atomic import atomic_output, commit, temporary_sibling
+from mmcli.errors import InputError, UsageError
+from mmcli.io.atomic import atomic_output, check_writable, commit, temporary_sibling
 from mmcli.io.jsonl import dumps, iter_jsonl
 
 REQUIRED_KEYS = ("id", "modality", "model", "source")
@@ -38,15 +38,7 @@ def check_output_path(npy: Path, *, overwrite: bool) -> Path:
     """Validate ``-o`` before any work is done, so a bad path fails fast and loses nothing."""
     if npy.suffix != ".npy":
         raise UsageError(f"output must end in .npy (got {str(npy)!r}); the sidecar .jsonl is written beside it")
-    folder = npy.parent
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {npy}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot write {npy}: folder {str(folder)!r} is not writable")
-    if not overwrite:
-        existing = [p for p in (npy, sidecar_path(npy)) if p.exists()]
-        if existing:
-            raise OutputExists(f"{existing[0]} already exists; pass --overwrite to replace it")
+    check_writable(npy, overwrite=overwrite, companions=(sidecar_path(npy),))
     return npy
 
 

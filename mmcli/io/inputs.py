@@ -34,15 +34,15 @@ class InputItem:
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set when discovery already knows the item cannot be processed
 
-    def record(self, **fields: Any) -> dict[str, Any]:
-        """The output record: the fixed keys first, then the item's extra keys (which never override them)."""
-        base = {"id": self.id, "modality": self.modality}
-        return {
-            **base,
-            **fields,
-            "source": self.source,
-            **{k: v for k, v in self.extra.items() if k not in base and k not in fields and k != "source"},
-        }
+    def record(self, *, modality: bool = True, **fields: Any) -> dict[str, Any]:
+        """The output record: ``id`` (and ``modality``), ``fields`` in order, ``source`` (unless placed
+        in ``fields``), then the item's extra keys, which never override the others."""
+        record: dict[str, Any] = {"id": self.id, "modality": self.modality} if modality else {"id": self.id}
+        record.update(fields)
+        record.setdefault("source", self.source)
+        reserved = {*record, "id", "modality", "source"}
+        record.update((k, v) for k, v in self.extra.items() if k not in reserved)
+        return record
 
     def error_record(self, message: str) -> dict[str, Any]:
         return {"id": self.id, "source": self.source, "error": message}

@@ -1,0 +1,163 @@
+"""``mmcli caption``: images -> caption records (JSONL, TSV or plain text)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from itertools import chain
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmcli.cli import options as opt
+from mmcli.cli.common import EXIT_ITEMS_FAILED, note, progress, quiet_libraries, reports_errors
+from mmcli.errors import ItemError, UsageError
+
+EXAMPLES = """\
+Examples:
+
+  mmcli caption photo.jpg --format text
+
+  mmcli caption photos/ > captions.jsonl
+
+  mmcli caption photos/ --prompt "a photography of" -o captions.jsonl
+
+  mmcli caption photos/ --model HuggingFaceTB/SmolVLM-256M-Instruct --detail detailed
+"""
+
+GENERATION = "Generation"
+
+
+class OutputFormat(str, Enum):
+    jsonl = "jsonl"
+    tsv = "tsv"
+    text = "text"
+
+
+class Detail(str, Enum):
+    brief = "brief"
+    detailed = "detailed"
+    more = "more"
+
+
+@reports_errors
+def caption(
+    inputs: opt.Inputs = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write records to this file instead of stdout.", dir_okay=False),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="jsonl records, id<TAB>caption, or captions alone.")
+    ] = OutputFormat.jsonl,
+    model: opt.CaptionerModel = opt.DEFAULT_CAPTIONER,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="Text prefix (BLIP, GIT), task token (Florence-2) or instruction (chat models).",
+            show_default=False,
+            rich_help_panel=GENERATION,
+        ),
+    ] = None,
+    detail: Annotated[
+        Detail, typer.Option(help="Caption length, for models with detail levels.", rich_help_panel=GENERATION)
+    ] = Detail.brief,
+    max_new_tokens: Annotated[int, typer.Option(min=1, rich_help_panel=GENERATION)] = 30,
+    min_new_tokens: Annotated[int | None, typer.Option(min=0, rich_help_panel=GENERATION)] = None,
+    num_beams: Annotated[int, typer.Option(min=1, rich_help_panel=GENERATION)] = 1,
+    repetition_penalty: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=GENERATION)] = None,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Sample at this temperature (0: greedy).", rich_help_panel=GENERATION)
+    ] = 0.0,
+    top_p: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Nucleus sampling cut-off.", rich_help_panel=GENERATION)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for reproducible sampling.", rich_help_panel=GENERATION)
+    ] = None,
+    batch_size: opt.BatchSize = 8,
+    workers: opt.Workers = None,
+    device: opt.DeviceOption = opt.Device.auto,
+    dtype: opt.DTypeOption = opt.DType.auto,
+    max_pixels: opt.MaxPixels = 178_956_970,
+    on_error: opt.OnErrorOption = opt.OnError.skip,
+    overwrite: opt.Overwrite = False,
+    trust_remote_code: opt.TrustRemoteCode = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Caption images: one {"id", "source", "caption", "model"} record per image."""
+    from mmcli.io.atomic import check_writable
+    from mmcli.io.inputs import STDIN, discover_images
+
+    inputs = inputs or []
+    if not inputs:
+        raise UsageError("no inputs: give image files or folders, or - to read paths from stdin")
+    if inputs.count(STDIN) > 1:
+        raise UsageError("- (stdin) can be given only once")
+    if output is not None:
+        check_writable(output, overwrite=overwrite)
+
+    items = discover_images(inputs)
+    total = None
+    if STDIN not in inputs:
+        items = list(items)
+        total = len(items)
+        if not items:
+            raise UsageError(f"no images found in {', '.join(inputs)}")
+    else:
+        first = next(items, None)
+        if first is None:
+            raise UsageError("no inputs: stdin was empty")
+        items = chain([first], items)
+
+    quiet_libraries()
+    from mmcli.caption import caption_items
+    from mmcli.captioners import GenerationOptions, load_captioner
+    from mmcli.io.records import RecordWriter
+
+    captioner = load_captioner(model, device=device.value, dtype=dtype.value, trust_remote_code=trust_remote_code)
+    run_prompt = captioner.prompt_for(prompt, detail.value)
+    options = GenerationOptions(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        num_beams=num_beams,
+        repetition_penalty=repetition_penalty,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+    )
+    # Records on a terminal are progress enough; a bar would tangle with them.
+    show_bar = not quiet and not (output is None and sys.stdout.isatty())
+    failed = 0
+    with (
+        RecordWriter(output, fmt=output_format.value) as writer,
+        progress(total, quiet=not show_bar, unit="img", desc="captioning") as bar,
+    ):
+        for batch in caption_items(
+            items,
+            captioner,
+            prompt=run_prompt,
+            options=options,
+            batch_size=batch_size,
+            workers=workers,
+            max_pixels=max_pixels,
+        ):
+            for outcome in batch:
+                item = outcome.item
+                if outcome.error is None:
+                    writer.write(item.record(modality=False, source=item.source, caption=outcome.value, model=model))
+                    continue
+                failed += 1
+                bar.write(f"mmcli: skipping {item.source}: {outcome.error}", file=sys.stderr)
+                writer.write(item.error_record(outcome.error))
+                if on_error is opt.OnError.fail:
+                    writer.flush()
+                    raise ItemError(f"stopped at {item.source} (--on-error fail)")
+            writer.flush()
+            bar.update(len(batch))
+
+    done = writer.count - (failed if output_format is OutputFormat.jsonl else 0)
+    note(f"captioned {done} image{'s' if done != 1 else ''}" + (f"; {failed} failed" if failed else ""), quiet=quiet)
+    if failed:
+        raise typer.Exit(EXIT_ITEMS_FAILED)

@@ -1,0 +1,71 @@
+"""Record output for commands that emit one line per item: JSONL, TSV or bare text.
+
+Records go to stdout (flushed per batch, so pipelines see them as they are made) or, with
+``-o``, to a temporary file that replaces the target only when the run completes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from mmcli.io.atomic import commit, temporary_sibling
+from mmcli.io.jsonl import dumps
+
+FORMATS = ("jsonl", "tsv", "text")
+
+
+class RecordWriter:
+    """Writes records in ``fmt``; ``text_field`` is what the tsv and text formats show."""
+
+    def __init__(self, output: Path | None, *, fmt: str = "jsonl", text_field: str = "caption") -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}")
+        self.output = output
+        self.fmt = fmt
+        self.text_field = text_field
+        self._temporary = temporary_sibling(output) if output else None
+        self._handle: IO[str] = open(self._temporary, "w", encoding="utf-8") if self._temporary else sys.stdout
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        """One record; error records appear only in JSONL (tsv/text carry results alone)."""
+        if self.fmt == "jsonl":
+            line = dumps(record)
+        elif "error" in record:
+            return
+        elif self.fmt == "tsv":
+            line = f"{_one_line(str(record['id']))}\t{_one_line(str(record[self.text_field]))}"
+        else:
+            line = _one_line(str(record[self.text_field]))
+        self._handle.write(line + "\n")
+        self.count += 1
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:
+        """Publish ``-o`` output atomically (stdout is only flushed)."""
+        self.flush()
+        if self._temporary:
+            self._handle.close()
+            commit(self._temporary, self.output)
+
+    def abort(self) -> None:
+        if self._temporary:
+            self._handle.close()
+            self._temporary.unlink(missing_ok=True)
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
