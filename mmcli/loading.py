@@ -82,13 +82,31 @@ def hub_call(name: str, load: Callable[[], T], *, what: str = "model") -> T:
         raise
 
 
-def from_pretrained(cls: Any, name: str, path: str, *, what: str = "model", **kwargs: Any) -> Any:
-    """``cls.from_pretrained(path, **kwargs)``; ``cls`` may be a transformers class name such as ``"AutoModel"``."""
+def from_pretrained(
+    cls: Any, name: str, path: str, *, what: str = "model", allow_missing: tuple[str, ...] | None = None, **kwargs: Any
+) -> Any:
+    """``cls.from_pretrained(path, **kwargs)``; ``cls`` may be a transformers class name such as ``"AutoModel"``.
+
+    With ``allow_missing`` (substrings of parameter names that may be absent, such as an unused
+    pooler), a checkpoint lacking any other weight is refused: transformers would initialise those
+    weights at random and the outputs would be silently meaningless, which happens when a checkpoint
+    trained for one task is loaded for another.
+    """
     if isinstance(cls, str):
         import transformers
 
         cls = getattr(transformers, cls)
-    return hub_call(name, lambda: cls.from_pretrained(path, **kwargs), what=what)
+    if allow_missing is None:
+        return hub_call(name, lambda: cls.from_pretrained(path, **kwargs), what=what)
+    model, info = hub_call(name, lambda: cls.from_pretrained(path, output_loading_info=True, **kwargs), what=what)
+    missing = [key for key in info.get("missing_keys", ()) if not any(part in key for part in allow_missing)]
+    if missing:
+        saved_as = ", ".join(getattr(model.config, "architectures", None) or ["an unknown architecture"])
+        raise UnsupportedModel(
+            f"{what} {name!r} lacks {len(missing)} weights that {type(model).__name__} needs (e.g. {missing[0]}); "
+            f"it was saved as {saved_as}, for another task. Choose a checkpoint made for this command"
+        )
+    return model
 
 
 def move_to(inputs: Any, device: str, dtype: Any) -> dict[str, Any]:

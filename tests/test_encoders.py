@@ -199,3 +199,9 @@ def test_uncached_hub_model_offline_says_how_to_get_it(monkeypatch, tmp_path):
     assert "openai/clip-vit-base-patch32" in message
     assert "hf download" in message
     assert "HF_HUB_OFFLINE" in message
+
+
+def test_checkpoint_for_another_task_is_refused_not_randomly_completed(tiny_models):
+    """A BLIP captioning checkpoint has no contrastive heads; loading it as an encoder would fill them at random."""
+    with pytest.raises(UnsupportedModel, match="saved as BlipForConditionalGeneration"):
+        load_encoder(str(tiny_models["blip"]), device="cpu")

@@ -19,7 +19,7 @@ def load_blip(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> BlipCaptioner:
     model = from_pretrained(
-        "BlipForConditionalGeneration", name, path, dtype=dtype, trust_remote_code=trust_remote_code
+        "BlipForConditionalGeneration", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
     )
     processor = from_pretrained(
         "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code

@@ -62,7 +62,9 @@ def _has_two_towers(config: Any) -> bool:
 def load_dual_tower(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> DualTowerEncoder:
-    model = from_pretrained("AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = from_pretrained(
+        "AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=("pooler",)
+    )
     for method in ("get_image_features", "get_text_features"):
         if not hasattr(model, method):
             raise UnsupportedModel(

@@ -126,7 +126,9 @@ def _is_text_only(config: Any) -> bool:
 def load_text(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> TextEncoder:
-    model = from_pretrained("AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = from_pretrained(
+        "AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=("pooler",)
+    )
     tokenizer = from_pretrained(
         "AutoTokenizer", name, path, what="tokenizer of model", trust_remote_code=trust_remote_code
     )

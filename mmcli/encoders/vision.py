@@ -109,7 +109,9 @@ def load_vision(
     trust_remote_code: bool = False,
     pooling: str = "auto",
 ) -> VisionEncoder:
-    model = from_pretrained("AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = from_pretrained(
+        "AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=("pooler",)
+    )
     image_processor = from_pretrained(
         "AutoImageProcessor", name, path, what="image processor of model", trust_remote_code=trust_remote_code
     )
