@@ -1,13 +1,14 @@
 """Batch pipelines: decode and preprocess on threads while the model runs on the previous batch.
 
-Results come back in input order, and at most ``ahead`` items are in flight, so memory stays flat
-however long the input stream is.
+Results come back in input order, and a bounded number of items is in flight, so memory stays
+flat however long the input stream is.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,26 +19,81 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def ordered_map(
-    function: Callable[[T], R], items: Iterable[T], *, workers: int, ahead: int
-) -> Iterator[tuple[T, R | None, BaseException | None]]:
-    """Yield ``(item, result, error)`` in input order; an exception is returned, not raised."""
-    if workers <= 0:
-        for item in items:
-            yield _call(function, item)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmcli-decode") as pool:
-        pending: deque[tuple[T, Future[R]]] = deque()
+_END = object()
+
+
+@dataclass
+class _Raised:
+    error: BaseException
+
+
+def prepared_batches(
+    function: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    batch_size: int,
+    workers: int,
+    ahead: int,
+    linger: float = 0.05,
+) -> Iterator[list[tuple[T, R | None, BaseException | None]]]:
+    """Batches of ``(item, function(item), error)`` in input order; an exception is returned, not raised.
+
+    A feeder thread walks ``items`` (which may block, e.g. on stdin) and hands each to a pool of
+    ``workers`` threads (0: the feeder prepares them itself), keeping at most ``ahead`` in flight.
+    A batch is shipped when full, or when no further item arrives within ``linger`` seconds, so a
+    slow stream still gets its results promptly. An exception raised by ``items`` itself ends the
+    run after the batch before it.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmcli-prepare") if workers > 0 else None
+    slots: queue.Queue[Any] = queue.Queue(maxsize=max(ahead, batch_size, 1))
+    stop = threading.Event()
+
+    def put(entry: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def feed() -> None:
         try:
             for item in items:
-                pending.append((item, pool.submit(function, item)))
-                if len(pending) >= max(ahead, 1):
-                    yield _result(*pending.popleft())
-            while pending:
-                yield _result(*pending.popleft())
-        finally:
-            for _, future in pending:
-                future.cancel()
+                entry = (item, pool.submit(function, item)) if pool else _call(function, item)
+                if not put(entry):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(_Raised(exc))
+
+    threading.Thread(target=feed, name="mmcli-feed", daemon=True).start()
+    try:
+        finished = False
+        while not finished:
+            entry = slots.get()
+            batch: list[Any] = []
+            while True:
+                if entry is _END:
+                    finished = True
+                    break
+                if isinstance(entry, _Raised):
+                    if batch:
+                        yield [_resolve(e) for e in batch]
+                    raise entry.error
+                batch.append(entry)
+                if len(batch) >= batch_size:
+                    break
+                try:
+                    entry = slots.get(timeout=linger)
+                except queue.Empty:
+                    break
+            if batch:
+                yield [_resolve(e) for e in batch]
+    finally:
+        stop.set()
+        if pool:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _call(function: Callable[[T], R], item: T) -> tuple[T, R | None, BaseException | None]:
@@ -47,9 +103,12 @@ def _call(function: Callable[[T], R], item: T) -> tuple[T, R | None, BaseExcepti
         return item, None, exc
 
 
-def _result(item: T, future: Future[R]) -> tuple[T, R | None, BaseException | None]:
+def _resolve(entry: Any) -> tuple[Any, Any, BaseException | None]:
+    item, value = entry[0], entry[1]
+    if not isinstance(value, Future):
+        return entry
     try:
-        return item, future.result(), None
+        return item, value.result(), None
     except Exception as exc:
         return item, None, exc
 
@@ -89,8 +148,7 @@ def map_batches(
     fails gets an error and the batch goes on without it; if ``process`` raises, every item of
     that batch gets the error, unless it is one of ``fatal``, which propagates.
     """
-    prepared = ordered_map(prepare, items, workers=workers, ahead=max(2 * batch_size, 2 * workers))
-    for batch in batched(prepared, batch_size):
+    for batch in prepared_batches(prepare, items, batch_size=batch_size, workers=workers, ahead=2 * batch_size):
         for key, entries in groupby(batch, key=lambda entry: group(entry[0])):
             yield _process_group(key, list(entries), process, fatal)
 

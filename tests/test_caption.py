@@ -170,3 +170,30 @@ def test_caption_usage_errors(run_mmcli, tiny_models, photos, tmp_path):
     assert nothing.returncode == 2 and "no images found" in nothing.stderr
     for result in (detail, nothing):
         assert "Traceback" not in result.stderr
+
+
+def test_caption_records_stream_before_stdin_closes(mmcli_exe, tiny_models, photos):
+    """Each batch is written and flushed as soon as it is done, while the input is still open."""
+    import os
+    import subprocess
+
+    process = subprocess.Popen(
+        [mmcli_exe, "caption", "-", "--model", str(tiny_models["blip"])],  # default batch size and workers
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        process.stdin.write(f"{photos / 'coffee.jpg'}\n")
+        process.stdin.flush()
+        first = json.loads(process.stdout.readline())  # arrives while stdin is still open
+        assert first["id"] == str(photos / "coffee.jpg") and first["caption"]
+        process.stdin.write(f"{photos / 'rocket.jpg'}\n")
+        process.stdin.close()
+        second = json.loads(process.stdout.readline())
+        assert second["id"] == str(photos / "rocket.jpg")
+        assert process.wait(timeout=120) == 0
+    finally:
+        process.kill()
