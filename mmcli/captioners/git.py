@@ -1,0 +1,63 @@
+"""GIT (``GitForCausalLM``): unconditional captions, or continuing a prompt (a question for the
+VQA checkpoints, or a caption prefix).
+
+GIT's documented conditional usage tokenizes the prompt without special tokens and puts only
+``[CLS]`` in front: the ``[SEP]`` a BERT tokenizer would append marks the end of a caption, so the
+model would have nothing left to write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from mmcli.captioners.base import Captioner
+from mmcli.captioners.registry import register_captioner
+from mmcli.loading import from_pretrained
+
+
+class GitCaptioner(Captioner):
+    family = "git"
+
+    def prepare(self, images: Sequence[Any], prompt: str | None) -> dict[str, Any]:
+        inputs = {"pixel_values": self.processor(images=list(images), return_tensors="pt")["pixel_values"]}
+        if prompt:
+            ids = self.processor(text=prompt, add_special_tokens=False)["input_ids"]
+            start = self.tokenizer.cls_token_id
+            if start is None:
+                start = self.model.config.bos_token_id
+            inputs["input_ids"] = torch.tensor([[start, *ids]] * len(images), dtype=torch.long)
+        return inputs
+
+    def decode(self, generated: torch.Tensor, inputs: dict[str, Any], prompt: str | None) -> list[str]:
+        """Decode whole sequences, then cut the decoded prompt, as GIT's reference usage does.
+
+        Decoding only the new tokens would differ where the first one continues the prompt's last
+        word: a WordPiece ``##`` piece decodes as ``##x`` on its own but joins its word in context.
+        """
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        input_ids = inputs.get("input_ids")
+        if input_ids is None:
+            return texts
+        prefixes = self.tokenizer.batch_decode(input_ids, skip_special_tokens=True)
+        return [
+            text[len(prefix) :] if text.startswith(prefix) else text
+            for text, prefix in zip(texts, prefixes, strict=True)
+        ]
+
+
+@register_captioner(
+    "git", description="GIT image captioning and visual questions (optional prompt)", model_types=("git",)
+)
+def load_git(
+    name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
+) -> GitCaptioner:
+    model = from_pretrained(
+        "GitForCausalLM", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
+    )
+    processor = from_pretrained(
+        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
+    )
+    return GitCaptioner(name, model, processor, device=device, dtype=dtype)
