@@ -57,11 +57,15 @@ class Captioner:
         family: the registered family that handles the checkpoint.
         default_prompt: the prompt used when none is given (``None``: unconditional captioning).
         detail_prompts: prompts for ``--detail`` levels, for families that have them.
+        echoes_prompt: whether output may repeat the prompt, to be cut by :func:`clean_caption`.
     """
 
     family: ClassVar[str] = ""
     default_prompt: ClassVar[str | None] = None
     detail_prompts: ClassVar[dict[str, str] | None] = None
+    #: Whether the decoded output may repeat the prompt (a text prefix), which cleaning then removes;
+    #: an instruction (chat models) is never echoed, and an answer may well start with its words.
+    echoes_prompt: ClassVar[bool] = True
 
     def __init__(self, name: str, model: Any, processor: Any, *, device: str, dtype: torch.dtype) -> None:
         self.name = name
@@ -95,13 +99,22 @@ class Captioner:
         return self.processor(images=list(images), return_tensors="pt")
 
     def decode(self, generated: torch.Tensor, inputs: dict[str, Any], prompt: str | None) -> list[str]:
-        """Text of the new tokens: a decoder-only model's output starts with its input ids."""
+        """Text of the new tokens. A decoder-only model's output starts with its input ids: the whole
+        sequence is decoded and the decoded input cut off, as reference usage does, because decoding
+        the new ids alone differs where the first one continues the prompt's last word (a WordPiece
+        ``##`` piece, or a multi-byte character split across the cut)."""
+        decode = self.tokenizer.batch_decode
         input_ids = inputs.get("input_ids")
-        if input_ids is not None and generated.shape[1] >= input_ids.shape[1]:
-            prefix = generated[:, : input_ids.shape[1]]
-            if torch.equal(prefix, input_ids.to(prefix.device)):
-                generated = generated[:, input_ids.shape[1] :]
-        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        length = 0 if input_ids is None else input_ids.shape[1]
+        if not length or generated.shape[1] < length or not torch.equal(generated[:, :length], input_ids):
+            return decode(generated, skip_special_tokens=True)
+        texts = decode(generated, skip_special_tokens=True)
+        prefixes = decode(input_ids, skip_special_tokens=True)
+        new_only = decode(generated[:, length:], skip_special_tokens=True)
+        return [
+            text[len(prefix) :] if text.startswith(prefix) else fallback
+            for text, prefix, fallback in zip(texts, prefixes, new_only, strict=True)
+        ]
 
     # -- shared machinery --------------------------------------------------------------------
     def generate(
@@ -109,12 +122,13 @@ class Captioner:
     ) -> list[str]:
         """One cleaned caption per image, in order."""
         options = options or GenerationOptions()
-        prompt = self.prompt_for(prompt)
+        prompt = self.default_prompt if prompt is None else prompt
         inputs = move_to(self.prepare(images, prompt), self.device, self.dtype)
         with torch.inference_mode():
             generated = self.model.generate(**inputs, **options.generate_kwargs())
         sequences = generated.sequences if hasattr(generated, "sequences") else generated
-        return [clean_caption(text, prompt) for text in self.decode(sequences, inputs, prompt)]
+        echoed = prompt if self.echoes_prompt else None
+        return [clean_caption(text, echoed) for text in self.decode(sequences, inputs, prompt)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"

@@ -85,6 +85,7 @@ class ChatCaptioner(Captioner):
     """The prompt is an instruction in the user's turn; the caption is the assistant's answer."""
 
     family = "chat"
+    echoes_prompt = False
     default_prompt = "Describe this image in one sentence."
     detail_prompts: ClassVar[dict[str, str] | None] = {
         "detailed": "Describe this image in detail.",

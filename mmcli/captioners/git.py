@@ -31,22 +31,6 @@ class GitCaptioner(Captioner):
             inputs["input_ids"] = torch.tensor([[start, *ids]] * len(images), dtype=torch.long)
         return inputs
 
-    def decode(self, generated: torch.Tensor, inputs: dict[str, Any], prompt: str | None) -> list[str]:
-        """Decode whole sequences, then cut the decoded prompt, as GIT's reference usage does.
-
-        Decoding only the new tokens would differ where the first one continues the prompt's last
-        word: a WordPiece ``##`` piece decodes as ``##x`` on its own but joins its word in context.
-        """
-        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        input_ids = inputs.get("input_ids")
-        if input_ids is None:
-            return texts
-        prefixes = self.tokenizer.batch_decode(input_ids, skip_special_tokens=True)
-        return [
-            text[len(prefix) :] if text.startswith(prefix) else text
-            for text, prefix in zip(texts, prefixes, strict=True)
-        ]
-
 
 @register_captioner(
     "git", description="GIT image captioning and visual questions (optional prompt)", model_types=("git",)
