@@ -197,3 +197,35 @@ def test_caption_records_stream_before_stdin_closes(mmcli_exe, tiny_models, phot
         assert process.wait(timeout=120) == 0
     finally:
         process.kill()
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    from tiny_captioners_c import build_llava
+
+    return build_llava(tmp_path_factory.mktemp("llava") / "tiny-llava")
+
+
+def test_caption_with_a_chat_model_and_detail_levels(run_mmcli, tiny_llava, photos):
+    """A chat model through the real command: the detail level picks the instruction it answers."""
+    image = Image.open(photos / "astronaut.jpg").convert("RGB")
+    captioner = load_captioner(str(tiny_llava), device="cpu")
+    options = GenerationOptions(max_new_tokens=10, min_new_tokens=6)
+    for detail in ("brief", "detailed"):
+        result = run_mmcli(
+            "caption",
+            photos / "astronaut.jpg",
+            "--model",
+            tiny_llava,
+            "--format",
+            "text",
+            "--detail",
+            detail,
+            "--max-new-tokens",
+            "10",
+            "--min-new-tokens",
+            "6",
+        )
+        assert result.returncode == 0, result.stderr
+        expected = captioner.generate([image], captioner.prompt_for(None, detail), options)
+        assert result.stdout.splitlines() == expected
