@@ -33,8 +33,9 @@ class GenerationOptions:
     seed: int | None = None
 
     def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``model.generate``; explicit, so a checkpoint's own
-        generation_config (some turn sampling on) cannot change what the flags asked for."""
+        """Keyword arguments for ``model.generate``. Every setting a flag controls is passed explicitly,
+        so a checkpoint's generation_config (some turn sampling on) cannot override it; settings no
+        flag covers (e.g. ``no_repeat_ngram_size``) still come from the checkpoint, as in reference usage."""
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
         if self.min_new_tokens is not None:
             kwargs["min_new_tokens"] = self.min_new_tokens
@@ -105,7 +106,8 @@ class Captioner:
         ``##`` piece, or a multi-byte character split across the cut)."""
         decode = self.tokenizer.batch_decode
         input_ids = inputs.get("input_ids")
-        length = 0 if input_ids is None else input_ids.shape[1]
+        is_decoder_only = not getattr(self.model.config, "is_encoder_decoder", False)
+        length = 0 if input_ids is None or not is_decoder_only else input_ids.shape[1]
         if not length or generated.shape[1] < length or not torch.equal(generated[:, :length], input_ids):
             return decode(generated, skip_special_tokens=True)
         texts = decode(generated, skip_special_tokens=True)
