@@ -11,6 +11,14 @@ Both sides decode identically: greedy, a fixed number of new tokens (min = max).
 The baseline is what a user writes first: PIL open -> processor -> model.generate -> decode, one
 image at a time, float32. mmcli runs its own pipeline (threaded decoding, batched generation,
 fused vision attention) with the ``mmcli caption`` defaults unless flags say otherwise.
+
+Measured on a 2-core AMD EPYC (AVX2, no AVX-512), float32, 64 images: baseline 0.461 images/s,
+mmcli 0.817 images/s at batch 8 (1.77x), captions identical 64/64; with 32 images, batch 16 and 32
+reach 0.92-0.93 images/s (about 2.0x). The vision tower bounds both: 384-pixel ViT-B/16 is about
+105 GFLOP an image, and this CPU's float32 matrix peak is about 175 GFLOP/s, so the tower alone
+takes about 0.6-0.7 s an image however the work is batched; batching removes most of the decoder's
+per-token cost (about 1 s of the baseline's 2.2 s an image), which caps the ratio near 3x even with
+a free decoder. bfloat16 is no way out on this CPU (no native support: about 1 GFLOP/s).
 """
 
 from __future__ import annotations

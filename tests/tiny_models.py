@@ -230,6 +230,13 @@ def build_all(root: Path) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
+    # Every tiny checkpoint the suite uses, encoders and captioners alike, to try commands offline.
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tiny_captioners_a
+    import tiny_captioners_b
+    import tiny_captioners_c
+
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
-    for name, path in build_all(out).items():
-        print(f"{name}\t{path}")
+    for builders in (BUILDERS, tiny_captioners_a.BUILDERS, tiny_captioners_b.BUILDERS, tiny_captioners_c.BUILDERS):
+        for name, build in builders.items():
+            print(f"{name}\t{build(out / f'tiny-{name}')}", flush=True)
