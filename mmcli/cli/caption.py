@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from itertools import chain
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mmcli.cli import options as opt
-from mmcli.cli.common import EXIT_ITEMS_FAILED, note, progress, quiet_libraries, reports_errors
-from mmcli.errors import ItemError, UsageError
+from mmcli.cli.common import (
+    EXIT_ITEMS_FAILED,
+    note,
+    progress,
+    quiet_libraries,
+    reports_errors,
+    require_inputs,
+    with_total,
+)
+from mmcli.errors import ItemError
 
 EXAMPLES = """\
 Examples:
@@ -88,28 +95,13 @@ def caption(
 ) -> None:
     """Caption images: one {"id", "source", "caption", "model"} record per image."""
     from mmcli.io.atomic import check_writable
-    from mmcli.io.inputs import STDIN, discover_images
+    from mmcli.io.inputs import discover_images
 
     inputs = inputs or []
-    if not inputs:
-        raise UsageError("no inputs: give image files or folders, or - to read paths from stdin")
-    if inputs.count(STDIN) > 1:
-        raise UsageError("- (stdin) can be given only once")
+    require_inputs(inputs, hint="give image files or folders, or - to read paths from stdin")
     if output is not None:
         check_writable(output, overwrite=overwrite)
-
-    items = discover_images(inputs)
-    total = None
-    if STDIN not in inputs:
-        items = list(items)
-        total = len(items)
-        if not items:
-            raise UsageError(f"no images found in {', '.join(inputs)}")
-    else:
-        first = next(items, None)
-        if first is None:
-            raise UsageError("no inputs: stdin was empty")
-        items = chain([first], items)
+    items, total = with_total(discover_images(inputs), inputs, what="images")
 
     quiet_libraries()
     from mmcli.caption import caption_items

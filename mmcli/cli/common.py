@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any, TypeVar
 
 import typer
 
-from mmcli.errors import MmcliError
+from mmcli.errors import MmcliError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +50,36 @@ def reports_errors(command: F) -> F:
             raise typer.Exit(EXIT_OK) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def require_inputs(inputs: list[str], *, extra: bool = False, hint: str) -> None:
+    """Refuse a run with nothing to read, or stdin named twice, before any model is loaded."""
+    from mmcli.io.inputs import STDIN
+
+    if not inputs and not extra:
+        raise UsageError(f"no inputs: {hint}")
+    if inputs.count(STDIN) > 1:
+        raise UsageError("- (stdin) can be given only once")
+
+
+def with_total(items: Iterable[Any], inputs: list[str], *, what: str) -> tuple[Iterator[Any], int | None]:
+    """Items and their count for the progress bar; an empty set is a usage error.
+
+    Files and folders are listed up front (paths only, cheap); stdin stays a stream, so a pipeline
+    feeding mmcli gets results as it goes, and only its first item is awaited here.
+    """
+    from mmcli.io.inputs import STDIN
+
+    if STDIN not in inputs:
+        listed = list(items)
+        if not listed:
+            raise UsageError(f"no {what} found in {', '.join(inputs) or 'the arguments'}")
+        return iter(listed), len(listed)
+    stream = iter(items)
+    first = next(stream, None)
+    if first is None:
+        raise UsageError("no inputs: stdin was empty")
+    return chain([first], stream), None
 
 
 def quiet_libraries() -> None:

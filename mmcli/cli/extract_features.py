@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from mmcli.cli import options as opt
-from mmcli.cli.common import EXIT_ITEMS_FAILED, note, progress, quiet_libraries, reports_errors
+from mmcli.cli.common import (
+    EXIT_ITEMS_FAILED,
+    note,
+    progress,
+    quiet_libraries,
+    reports_errors,
+    require_inputs,
+    with_total,
+)
 from mmcli.errors import ItemError, UsageError
 
 EXAMPLES = """\
@@ -58,31 +66,18 @@ def extract_features(
 ) -> None:
     """Embed images and texts into a feature set: OUT.npy rows with an OUT.jsonl record each."""
     from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, sidecar_path
-    from mmcli.io.inputs import STDIN, discover_images, discover_texts
+    from mmcli.io.inputs import discover_images, discover_texts
 
     inputs = inputs or []
     texts = text or []
-    if not inputs and not texts:
-        raise UsageError("no inputs: give image files or folders, --text, or - to read stdin")
-    if inputs.count(STDIN) > 1:
-        raise UsageError("- (stdin) can be given only once")
+    require_inputs(inputs, extra=bool(texts), hint="give image files or folders, --text, or - to read stdin")
     check_output_path(output, overwrite=overwrite)
 
     if modality is InputModality.text:
-        items = discover_texts(inputs, texts, field_name=field)
+        discovered = discover_texts(inputs, texts, field_name=field)
     else:
-        items = chain(discover_images(inputs), discover_texts([], texts))
-    total = None
-    if STDIN not in inputs:
-        items = list(items)
-        total = len(items)
-        if not items:
-            raise UsageError(f"no images found in {', '.join(inputs)}")
-    else:
-        first = next(items, None)
-        if first is None:
-            raise UsageError("no inputs: stdin was empty")
-        items = chain([first], items)
+        discovered = chain(discover_images(inputs), discover_texts([], texts))
+    items, total = with_total(discovered, inputs, what=f"{modality.value}s")
     wants_text = bool(texts) or modality is InputModality.text
     wants_images = modality is InputModality.image and bool(inputs)
 
