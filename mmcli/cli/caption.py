@@ -121,7 +121,7 @@ def caption(
     )
     # Records on a terminal are progress enough; a bar would tangle with them.
     show_bar = not quiet and not (output is None and sys.stdout.isatty())
-    failed = 0
+    captioned = failed = 0
     with (
         RecordWriter(output, fmt=output_format.value) as writer,
         progress(total, quiet=not show_bar, unit="img", desc="captioning") as bar,
@@ -139,6 +139,7 @@ def caption(
                 item = outcome.item
                 if outcome.error is None:
                     writer.write(item.record(modality=False, source=item.source, caption=outcome.value, model=model))
+                    captioned += 1
                     continue
                 failed += 1
                 bar.write(f"mmcli: skipping {item.source}: {outcome.error}", file=sys.stderr)
@@ -149,7 +150,7 @@ def caption(
             writer.flush()
             bar.update(len(batch))
 
-    done = writer.count - (failed if output_format is OutputFormat.jsonl else 0)
-    note(f"captioned {done} image{'s' if done != 1 else ''}" + (f"; {failed} failed" if failed else ""), quiet=quiet)
+    summary = f"captioned {captioned} image{'s' if captioned != 1 else ''}"
+    note(summary + (f"; {failed} failed" if failed else ""), quiet=quiet)
     if failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)
