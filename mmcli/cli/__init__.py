@@ -11,6 +11,8 @@ from mmcli.cli.caption import EXAMPLES as CAPTION_EXAMPLES
 from mmcli.cli.caption import caption
 from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
 from mmcli.cli.extract_features import extract_features
+from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
+from mmcli.cli.retrieve import retrieve
 
 app = typer.Typer(
     name="mmcli",
@@ -39,6 +41,7 @@ def root(
 
 app.command("caption", epilog=CAPTION_EXAMPLES)(caption)
 app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
+app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
 
 
 def main() -> None:

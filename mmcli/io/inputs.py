@@ -111,6 +111,30 @@ def discover_texts(
             yield from _texts_from_stream(handle, given, prefix, field_name)
 
 
+def queries_from_stream(stream: IO[str], name: str) -> Iterator[InputItem]:
+    """Query items: JSONL records with ``text`` or ``path`` (and ``id``), or bare text lines."""
+    for number, line in enumerate(stream, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if not (name.endswith(JSONL_SUFFIXES) or line.lstrip().startswith("{")):
+            yield _text_item(line, number, None, {})
+            continue
+        record = parse_line(line, f"{name}:{number}")
+        extra = {k: v for k, v in record.items() if k not in ("id", "text", "path")}
+        if isinstance(record.get("text"), str):
+            item = _text_item(record["text"], number, None, extra)
+        elif isinstance(record.get("path"), str):
+            item = InputItem(
+                id=record["path"], modality="image", source=record["path"], path=record["path"], extra=extra
+            )
+        else:
+            raise InputError(f"{name}:{number}: a query record needs a 'text' or a 'path' field")
+        if "id" in record:
+            item.id = str(record["id"])
+        yield item
+
+
 def walk_images(root: str) -> list[str]:
     """All image files under ``root``, sorted; symlinked folders followed once, loops broken."""
     found: list[str] = []
