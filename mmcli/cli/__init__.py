@@ -9,6 +9,8 @@ import typer
 from mmcli import __version__
 from mmcli.cli.caption import EXAMPLES as CAPTION_EXAMPLES
 from mmcli.cli.caption import caption
+from mmcli.cli.classify import EXAMPLES as CLASSIFY_EXAMPLES
+from mmcli.cli.classify import classify
 from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
 from mmcli.cli.extract_features import extract_features
 from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
@@ -40,6 +42,7 @@ def root(
 
 
 app.command("caption", epilog=CAPTION_EXAMPLES)(caption)
+app.command("classify", epilog=CLASSIFY_EXAMPLES)(classify)
 app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
 
