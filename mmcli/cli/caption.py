@@ -15,11 +15,11 @@ from mmcli.cli.common import (
     note,
     progress,
     quiet_libraries,
+    report_failure,
     reports_errors,
     require_inputs,
     with_total,
 )
-from mmcli.errors import ItemError
 
 EXAMPLES = """\
 Examples:
@@ -142,11 +142,8 @@ def caption(
                     captioned += 1
                     continue
                 failed += 1
-                bar.write(f"mmcli: skipping {item.source}: {outcome.error}", file=sys.stderr)
-                writer.write(item.error_record(outcome.error))
-                if on_error is opt.OnError.fail:
-                    writer.flush()
-                    raise ItemError(f"stopped at {item.source} (--on-error fail)")
+                writer.flush()
+                report_failure(outcome, keep=writer.write, on_error=on_error.value, bar=bar)
             writer.flush()
             bar.update(len(batch))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,11 +12,12 @@ from mmcli.cli.common import (
     EXIT_ITEMS_FAILED,
     note,
     quiet_libraries,
+    report_failure,
     reports_errors,
     require_inputs,
     with_total,
 )
-from mmcli.errors import InputError, ItemError, UsageError
+from mmcli.errors import InputError, UsageError
 
 EXAMPLES = """\
 Examples:
@@ -121,20 +121,15 @@ def classify(
         else:
             for batch in embed_items(items, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels):
                 good = [outcome for outcome in batch if outcome.error is None]
-                rows = probabilities([o.value for o in good], classes) if good else []
-                for outcome, row in zip(good, rows, strict=True):
-                    writer.write(
-                        outcome.item.record(
-                            modality=False, source=outcome.item.source, **prediction(row, classes.labels, top)
-                        )
-                    )
+                rows = iter(probabilities([o.value for o in good], classes)) if good else iter(())
                 for outcome in batch:
-                    if outcome.error is not None:
+                    if outcome.error is None:
+                        scores = prediction(next(rows), classes.labels, top)
+                        writer.write(outcome.item.record(modality=False, source=outcome.item.source, **scores))
+                    else:
                         failed += 1
-                        print(f"mmcli: skipping {outcome.item.source}: {outcome.error}", file=sys.stderr)
-                        writer.write(outcome.item.error_record(outcome.error))
-                        if on_error is opt.OnError.fail:
-                            raise ItemError(f"stopped at {outcome.item.source} (--on-error fail)")
+                        writer.flush()
+                        report_failure(outcome, keep=writer.write, on_error=on_error.value)
                 writer.flush()
     note(f"classified into {len(classes.labels)} labels" + (f"; {failed} failed" if failed else ""), quiet=quiet)
     if failed:

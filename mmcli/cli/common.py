@@ -82,6 +82,24 @@ def with_total(items: Iterable[Any], inputs: list[str], *, what: str) -> tuple[I
     return chain([first], stream), None
 
 
+def report_failure(
+    outcome: Any, *, keep: Callable[[dict[str, Any]], None], on_error: str, bar: Any = None, when_stopping: str = ""
+) -> None:
+    """A failed item: one line on stderr, its error record handed to ``keep``, and a stop under
+    ``--on-error fail``."""
+    item = outcome.item
+    message = f"mmcli: skipping {item.source}: {outcome.error}"
+    if bar is not None:
+        bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
+    keep(item.error_record(outcome.error))
+    if on_error == "fail":
+        from mmcli.errors import ItemError
+
+        raise ItemError(f"stopped at {item.source} (--on-error fail){when_stopping}")
+
+
 def quiet_libraries() -> None:
     """Hide transformers' own weight-loading bars and config chatter; mmcli reports progress itself."""
     import transformers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from itertools import chain
 from typing import Annotated
@@ -15,6 +14,7 @@ from mmcli.cli.common import (
     note,
     progress,
     quiet_libraries,
+    report_failure,
     reports_errors,
     require_inputs,
     with_total,
@@ -108,10 +108,13 @@ def extract_features(
                 if outcome.error is None:
                     continue
                 failed += 1
-                bar.write(f"mmcli: skipping {outcome.item.source}: {outcome.error}", file=sys.stderr)
-                writer.add_error(outcome.item.error_record(outcome.error))
-                if on_error is opt.OnError.fail:
-                    raise ItemError(f"stopped at {outcome.item.source} (--on-error fail); nothing was written")
+                report_failure(
+                    outcome,
+                    keep=writer.add_error,
+                    on_error=on_error.value,
+                    bar=bar,
+                    when_stopping="; nothing was written",
+                )
             bar.update(len(batch))
 
     if writer.count == 0:
