@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,35 +38,56 @@ def search(
     ``exclude_rows[i]`` is a row query ``i`` must not return (the query itself, when it was drawn
     from the index); ``threshold`` drops hits scoring below it. Float16 indexes are scored in float32.
     """
+    import torch
+
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or index.ndim != 2 or queries.shape[1] != index.shape[1]:
         raise ValueError(f"queries of shape {queries.shape} cannot search an index of shape {index.shape}")
     count = queries.shape[0]
-    best_rows = [np.empty(0, np.int64) for _ in range(count)]
-    best_scores = [np.empty(0, np.float32) for _ in range(count)]
-    if k <= 0:
-        return SearchResult(best_rows, best_scores)
-    for start in range(0, index.shape[0], chunk_rows):
-        chunk = np.asarray(index[start : start + chunk_rows], dtype=np.float32)
-        scores = queries @ chunk.T
-        if exclude_rows is not None:
-            for query, row in enumerate(exclude_rows):
-                if row is not None and start <= row < start + chunk.shape[0]:
-                    scores[query, row - start] = -np.inf
-        kept = min(k, chunk.shape[0])
-        kth = np.partition(scores, chunk.shape[0] - kept, axis=1)[:, chunk.shape[0] - kept]
-        for query in range(count):
-            candidates = np.flatnonzero(scores[query] >= kth[query])  # every tie at the boundary, in row order
-            rows = np.concatenate([best_rows[query], candidates + start])
-            values = np.concatenate([best_scores[query], scores[query, candidates]])
-            order = np.lexsort((rows, -values))[:k]
-            best_rows[query], best_scores[query] = rows[order], values[order]
+    k = min(k, index.shape[0])
+    if k <= 0 or count == 0:
+        return SearchResult([np.empty(0, np.int64)] * count, [np.empty(0, np.float32)] * count)
+    query_tensor = torch.from_numpy(queries)
+    best_scores = torch.full((count, k), -torch.inf)
+    best_rows = torch.full((count, k), -1, dtype=torch.int64)
+    with torch.inference_mode():
+        for start in range(0, index.shape[0], chunk_rows):
+            chunk = torch.from_numpy(np.ascontiguousarray(index[start : start + chunk_rows], dtype=np.float32))
+            scores = query_tensor @ chunk.T
+            if exclude_rows is not None:
+                for query, row in enumerate(exclude_rows):
+                    if row is not None and start <= row < start + chunk.shape[0]:
+                        scores[query, row - start] = -torch.inf
+            kept = min(k, chunk.shape[0])
+            top_scores, top_rows = torch.topk(scores, kept, dim=1)
+            # topk picks arbitrarily among scores tied with the k-th; where such a tie reaches past
+            # the cut, take the tied rows in row order instead, so results never depend on it.
+            tied = (scores >= top_scores[:, -1:]).sum(dim=1) > kept
+            for query in torch.nonzero(tied).flatten().tolist():
+                candidates = torch.nonzero(scores[query] >= top_scores[query, -1]).flatten()
+                order = _rank(scores[query, candidates], candidates)[:kept]
+                top_scores[query], top_rows[query] = scores[query, candidates[order]], candidates[order]
+            merged_scores = torch.cat([best_scores, top_scores], dim=1)
+            merged_rows = torch.cat([best_rows, top_rows + start], dim=1)
+            order = _rank(merged_scores, merged_rows)[:, :k]
+            best_scores, best_rows = merged_scores.gather(1, order), merged_rows.gather(1, order)
+    rows_out, scores_out = [], []
     for query in range(count):
-        keep = np.isfinite(best_scores[query])
+        keep = torch.isfinite(best_scores[query])
         if threshold is not None:
             keep &= best_scores[query] >= threshold
-        best_rows[query], best_scores[query] = best_rows[query][keep], best_scores[query][keep]
-    return SearchResult(best_rows, best_scores)
+        rows_out.append(best_rows[query][keep].numpy())
+        scores_out.append(best_scores[query][keep].numpy())
+    return SearchResult(rows_out, scores_out)
+
+
+def _rank(scores: Any, rows: Any) -> Any:
+    """Indices that order candidates best first, equal scores by row (two stable sorts)."""
+    import torch
+
+    by_row = torch.argsort(rows, dim=-1, stable=True)
+    by_score = torch.argsort(-scores.gather(-1, by_row), dim=-1, stable=True)
+    return by_row.gather(-1, by_score)
 
 
 def hits_for(
