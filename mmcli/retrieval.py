@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_CHUNK_ROWS = 65_536
+DEFAULT_CHUNK_ROWS = 4_096  # index rows scored at once: small enough to stay in cache
+QUERY_BLOCK = 1_024  # queries scored at once, so the score matrix stays bounded too
 
 
 @dataclass
@@ -47,23 +48,48 @@ def search(
     k = min(k, index.shape[0])
     if k <= 0 or count == 0:
         return SearchResult([np.empty(0, np.int64)] * count, [np.empty(0, np.float32)] * count)
-    query_tensor = torch.from_numpy(queries)
+    best_scores, best_rows = [], []
+    for first in range(0, count, QUERY_BLOCK):
+        block = slice(first, first + QUERY_BLOCK)
+        excluded = None if exclude_rows is None else list(exclude_rows[block])
+        block_scores, block_rows = _search_block(index, queries[block], k, excluded, chunk_rows)
+        best_scores.extend(block_scores)
+        best_rows.extend(block_rows)
+    rows_out, scores_out = [], []
+    for rows, scores in zip(best_rows, best_scores, strict=True):
+        keep = torch.isfinite(scores)
+        if threshold is not None:
+            keep &= scores >= threshold
+        rows_out.append(rows[keep].numpy())
+        scores_out.append(scores[keep].numpy())
+    return SearchResult(rows_out, scores_out)
+
+
+def _search_block(
+    index: np.ndarray, queries: np.ndarray, k: int, exclude_rows: list[int | None] | None, chunk_rows: int
+) -> tuple[list[Any], list[Any]]:
+    """Running top-k of one block of queries over every chunk of the index."""
+    import torch
+
+    query_tensor = torch.from_numpy(np.ascontiguousarray(queries))
+    count = query_tensor.shape[0]
     best_scores = torch.full((count, k), -torch.inf)
     best_rows = torch.full((count, k), -1, dtype=torch.int64)
     with torch.inference_mode():
         for start in range(0, index.shape[0], chunk_rows):
-            chunk = torch.from_numpy(np.ascontiguousarray(index[start : start + chunk_rows], dtype=np.float32))
+            chunk = _as_tensor(index[start : start + chunk_rows])
             scores = query_tensor @ chunk.T
             if exclude_rows is not None:
                 for query, row in enumerate(exclude_rows):
                     if row is not None and start <= row < start + chunk.shape[0]:
                         scores[query, row - start] = -torch.inf
             kept = min(k, chunk.shape[0])
-            top_scores, top_rows = torch.topk(scores, kept, dim=1)
+            top_scores, top_rows = torch.topk(scores, min(kept + 1, chunk.shape[0]), dim=1)
             # topk picks arbitrarily among scores tied with the k-th; where such a tie reaches past
-            # the cut, take the tied rows in row order instead, so results never depend on it.
-            tied = (scores >= top_scores[:, -1:]).sum(dim=1) > kept
-            for query in torch.nonzero(tied).flatten().tolist():
+            # the cut (the next best equals the k-th), take the tied rows in row order instead.
+            tied = (top_scores[:, kept] == top_scores[:, kept - 1]) if top_scores.shape[1] > kept else None
+            top_scores, top_rows = top_scores[:, :kept].clone(), top_rows[:, :kept].clone()
+            for query in [] if tied is None else torch.nonzero(tied).flatten().tolist():
                 candidates = torch.nonzero(scores[query] >= top_scores[query, -1]).flatten()
                 order = _rank(scores[query, candidates], candidates)[:kept]
                 top_scores[query], top_rows[query] = scores[query, candidates[order]], candidates[order]
@@ -71,14 +97,18 @@ def search(
             merged_rows = torch.cat([best_rows, top_rows + start], dim=1)
             order = _rank(merged_scores, merged_rows)[:, :k]
             best_scores, best_rows = merged_scores.gather(1, order), merged_rows.gather(1, order)
-    rows_out, scores_out = [], []
-    for query in range(count):
-        keep = torch.isfinite(best_scores[query])
-        if threshold is not None:
-            keep &= best_scores[query] >= threshold
-        rows_out.append(best_rows[query][keep].numpy())
-        scores_out.append(best_scores[query][keep].numpy())
-    return SearchResult(rows_out, scores_out)
+    return list(best_scores), list(best_rows)
+
+
+def _as_tensor(rows: np.ndarray) -> Any:
+    """A float32 tensor over ``rows`` without copying; read-only (memory-mapped) rows are only read."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
 
 
 def _rank(scores: Any, rows: Any) -> Any:
