@@ -13,6 +13,7 @@ from mmcli.cli.classify import EXAMPLES as CLASSIFY_EXAMPLES
 from mmcli.cli.classify import classify
 from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
 from mmcli.cli.extract_features import extract_features
+from mmcli.cli.index import app as index_app
 from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
 from mmcli.cli.retrieve import retrieve
 
@@ -45,6 +46,7 @@ app.command("caption", epilog=CAPTION_EXAMPLES)(caption)
 app.command("classify", epilog=CLASSIFY_EXAMPLES)(classify)
 app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
+app.add_typer(index_app, name="index")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,15 @@ Examples:
 
   mmcli retrieve --index photos.npy --queries captions.npy -k 1 | jq -r '.hits[0].id'
 """
+
+
+class AnnMode(str, Enum):
+    auto = "auto"
+    faiss = "faiss"
+    exact = "exact"
+
+
+ANN_AUTO_ROWS = 100_000  # below this, exact search is fast enough that approximation buys nothing
 
 
 @reports_errors
@@ -48,6 +58,37 @@ def retrieve(
     threshold: Annotated[float | None, typer.Option(help="Drop hits scoring below this.", show_default=False)] = None,
     exclude_self: Annotated[bool, typer.Option(help="Skip the index row whose id is the query's id.")] = False,
     with_metadata: Annotated[bool, typer.Option(help="Copy each hit's index record fields into the hit.")] = False,
+    ann: Annotated[
+        AnnMode,
+        typer.Option(
+            help="auto: use FEATS.faiss when it exists and the set is large; faiss: always approximate; exact: never.",
+            rich_help_panel="Approximate search",
+        ),
+    ] = AnnMode.auto,
+    save_index: Annotated[
+        bool,
+        typer.Option(
+            help="With --ann faiss, build FEATS.faiss if missing and keep it.", rich_help_panel="Approximate search"
+        ),
+    ] = False,
+    nprobe: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="IVF lists to visit (more: better recall, slower).",
+            show_default=False,
+            rich_help_panel="Approximate search",
+        ),
+    ] = None,
+    ef: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="HNSW search breadth (more: better recall, slower).",
+            show_default=False,
+            rich_help_panel="Approximate search",
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)
     ] = None,
@@ -118,6 +159,27 @@ def retrieve(
     note(f"searched {len(feature_set)} rows for {len(query_ids)} {plural}", quiet=quiet)
     if failures:
         raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _ann_index(mode: AnnMode, npy: Path, feature_set: Any, *, save_index: bool, quiet: bool) -> Any:
+    """The faiss index to search with, or None for exact search."""
+    from mmcli.ann import build_index, index_path, load_index
+    from mmcli.ann import save_index as save
+
+    present = index_path(npy).exists()
+    if mode is AnnMode.exact or (mode is AnnMode.auto and not (present and len(feature_set) >= ANN_AUTO_ROWS)):
+        return None
+    if present:
+        return load_index(npy, feature_set.vectors)
+    note(
+        f"building an approximate index over {len(feature_set)} rows"
+        + ("" if save_index else " (not kept: add --save-index, or run mmcli index build)"),
+        quiet=quiet,
+    )
+    index = build_index(feature_set.vectors)
+    if save_index:
+        save(index, npy, feature_set.vectors)
+    return index
 
 
 def _query_vectors(

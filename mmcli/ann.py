@@ -1,0 +1,135 @@
+"""Approximate search through faiss, for feature sets too large to scan on every query.
+
+``FEATS.faiss`` is built once beside ``FEATS.npy`` (inner product, IVF or HNSW) with a small
+``FEATS.faiss.json`` recording which ``.npy`` it was built from, so a stale index is refused
+rather than silently answering for rows that changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmcli.errors import InputError, UsageError
+from mmcli.io.atomic import atomic_output, commit, temporary_sibling
+from mmcli.retrieval import SearchResult
+
+KINDS = ("ivf", "hnsw")
+ADD_CHUNK = 65_536
+DEFAULT_EF = 128  # HNSW search breadth (faiss's own default, 16, gives poor recall)
+
+
+def faiss_module() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        raise UsageError("approximate search needs faiss: pip install 'mmcli[ann]' (or faiss-cpu)") from None
+    return faiss
+
+
+def index_path(npy: Path) -> Path:
+    return npy.with_suffix(".faiss")
+
+
+def _meta_path(npy: Path) -> Path:
+    return npy.with_suffix(".faiss.json")
+
+
+def _fingerprint(npy: Path, vectors: np.ndarray) -> dict[str, Any]:
+    stat = os.stat(npy)
+    return {
+        "rows": int(vectors.shape[0]),
+        "dim": int(vectors.shape[1]),
+        "npy_bytes": stat.st_size,
+        "npy_mtime_ns": stat.st_mtime_ns,
+    }
+
+
+def default_nlist(rows: int) -> int:
+    """About 4 sqrt(N) lists, with at least 39 training rows per list as faiss asks."""
+    return max(1, min(int(4 * math.sqrt(rows)), rows // 39))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Visit one list in 16: recall@10 about 0.95-0.99 on embedding-like data (faiss's own default is 1)."""
+    return max(1, nlist // 16)
+
+
+def build_index(vectors: np.ndarray, *, kind: str = "ivf", nlist: int | None = None, m: int = 32, seed: int = 0) -> Any:
+    """An inner-product index over ``vectors`` (memory-mapped rows are added in chunks)."""
+    faiss = faiss_module()
+    rows, dim = vectors.shape
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "ivf":
+        nlist = nlist or default_nlist(rows)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(seed).choice(rows, size=min(rows, max(256 * nlist, 50_000)), replace=False)
+        index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+    else:
+        raise UsageError(f"unknown index kind {kind!r}; choose from {', '.join(KINDS)}")
+    for start in range(0, rows, ADD_CHUNK):
+        index.add(np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32))
+    return index
+
+
+def save_index(index: Any, npy: Path, vectors: np.ndarray) -> Path:
+    """Write ``FEATS.faiss`` and its fingerprint atomically."""
+    faiss = faiss_module()
+    target = index_path(npy)
+    temporary = temporary_sibling(target)
+    try:
+        faiss.write_index(index, str(temporary))
+        commit(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    with atomic_output(_meta_path(npy)) as handle:
+        json.dump(_fingerprint(npy, vectors), handle)
+    return target
+
+
+def load_index(npy: Path, vectors: np.ndarray) -> Any:
+    """``FEATS.faiss``, refused if it was built from a different ``FEATS.npy``."""
+    faiss = faiss_module()
+    try:
+        saved = json.loads(_meta_path(npy).read_text())
+    except (OSError, ValueError):
+        raise InputError(
+            f"{index_path(npy)} has no readable {_meta_path(npy).name}; rebuild it with "
+            f"mmcli index build {npy} --overwrite"
+        ) from None
+    if saved != _fingerprint(npy, vectors):
+        raise InputError(
+            f"{index_path(npy)} was built from another version of {npy}; rebuild it with "
+            f"mmcli index build {npy} --overwrite"
+        )
+    return faiss.read_index(str(index_path(npy)))
+
+
+def ann_search(
+    index: Any,
+    queries: np.ndarray,
+    k: int,
+    *,
+    nprobe: int | None = None,
+    ef: int | None = None,
+    threshold: float | None = None,
+) -> SearchResult:
+    """Top-``k`` by approximate inner product; ``nprobe`` (IVF) and ``ef`` (HNSW) trade speed for recall."""
+    if hasattr(index, "nprobe"):
+        index.nprobe = nprobe or default_nprobe(index.nlist)
+    if hasattr(index, "hnsw"):
+        index.hnsw.efSearch = max(ef or DEFAULT_EF, k)
+    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    keep = rows >= 0
+    if threshold is not None:
+        keep &= scores >= threshold
+    return SearchResult(
+        [r[m].astype(np.int64) for r, m in zip(rows, keep, strict=True)],
+        [s[m] for s, m in zip(scores, keep, strict=True)],
+    )

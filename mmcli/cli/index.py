@@ -1,0 +1,46 @@
+"""``mmcli index build``: an approximate-search index beside a feature set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmcli.cli.common import note, reports_errors
+
+EXAMPLES = """\
+Examples:
+
+  mmcli index build photos.npy
+
+  mmcli index build photos.npy --kind hnsw --overwrite
+"""
+
+app = typer.Typer(help="Approximate-search indexes for large feature sets (needs faiss-cpu).", no_args_is_help=True)
+
+
+@app.command("build", epilog=EXAMPLES)
+@reports_errors
+def build(
+    features: Annotated[Path, typer.Argument(help="Feature set (.npy with its .jsonl).", dir_okay=False)],
+    kind: Annotated[str, typer.Option(help="ivf (fast to build) or hnsw (high recall, slow to build).")] = "ivf",
+    nlist: Annotated[
+        int | None, typer.Option(min=1, help="IVF lists [default: about 4 sqrt(rows)].", show_default=False)
+    ] = None,
+    m: Annotated[int, typer.Option(min=4, help="HNSW links per node.")] = 32,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary on stderr.")] = False,
+) -> None:
+    """Build FEATS.faiss beside FEATS.npy; later retrieve calls reuse it."""
+    from mmcli.ann import build_index, index_path, save_index
+    from mmcli.errors import OutputExists
+    from mmcli.io.features import read_feature_set
+
+    feature_set = read_feature_set(features)
+    target = index_path(features)
+    if target.exists() and not overwrite:
+        raise OutputExists(f"{target} already exists; pass --overwrite to rebuild it")
+    index = build_index(feature_set.vectors, kind=kind, nlist=nlist, m=m)
+    save_index(index, features, feature_set.vectors)
+    note(f"wrote {target} ({kind}, {len(feature_set)} rows)", quiet=quiet)
