@@ -170,7 +170,13 @@ def _ann_index(mode: AnnMode, npy: Path, feature_set: Any, *, save_index: bool, 
     if mode is AnnMode.exact or (mode is AnnMode.auto and not (present and len(feature_set) >= ANN_AUTO_ROWS)):
         return None
     if present:
-        return load_index(npy, feature_set.vectors)
+        try:
+            return load_index(npy, feature_set.vectors)
+        except InputError as exc:
+            if mode is AnnMode.faiss:
+                raise
+            note(f"searching exactly: {exc}", quiet=quiet)  # auto: a stale index is never used
+            return None
     note(
         f"building an approximate index over {len(feature_set)} rows"
         + ("" if save_index else " (not kept: add --save-index, or run mmcli index build)"),
