@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from mmcli.errors import UsageError
-from mmcli.loading import move_to
+from mmcli.loading import from_pretrained, move_to
 
 DETAIL_LEVELS = ("brief", "detailed", "more")
 
@@ -74,6 +74,19 @@ class Captioner:
         self.processor = processor
         self.device = device
         self.dtype = dtype
+
+    @classmethod
+    def from_checkpoint(
+        cls, name: str, path: str, model_class: str, *, device: str, dtype: torch.dtype, trust_remote_code: bool
+    ) -> Captioner:
+        """The usual layout: ``model_class`` weights (none may be missing) and an ``AutoProcessor``."""
+        model = from_pretrained(
+            model_class, name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
+        )
+        processor = from_pretrained(
+            "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
+        )
+        return cls(name, model, processor, device=device, dtype=dtype)
 
     @property
     def tokenizer(self) -> Any:

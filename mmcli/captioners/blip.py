@@ -6,7 +6,6 @@ from typing import Any
 
 from mmcli.captioners.base import Captioner
 from mmcli.captioners.registry import register_captioner
-from mmcli.loading import from_pretrained
 from mmcli.speedups import fuse_vision_attention
 
 
@@ -18,12 +17,8 @@ class BlipCaptioner(Captioner):
 def load_blip(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> BlipCaptioner:
-    model = from_pretrained(
-        "BlipForConditionalGeneration", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
+    captioner = BlipCaptioner.from_checkpoint(
+        name, path, "BlipForConditionalGeneration", device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
-    processor = from_pretrained(
-        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-    )
-    captioner = BlipCaptioner(name, model, processor, device=device, dtype=dtype)
     fuse_vision_attention(captioner.model)
     return captioner

@@ -13,7 +13,6 @@ from typing import Any
 
 from mmcli.captioners.base import Captioner
 from mmcli.captioners.registry import register_captioner
-from mmcli.loading import from_pretrained
 
 
 class Blip2Captioner(Captioner):
@@ -44,11 +43,8 @@ def _complete_legacy_layout(model: Any, processor: Any) -> None:
 def load_blip2(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> Blip2Captioner:
-    model = from_pretrained(
-        "Blip2ForConditionalGeneration", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
+    captioner = Blip2Captioner.from_checkpoint(
+        name, path, "Blip2ForConditionalGeneration", device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
-    processor = from_pretrained(
-        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-    )
-    _complete_legacy_layout(model, processor)
-    return Blip2Captioner(name, model, processor, device=device, dtype=dtype)
+    _complete_legacy_layout(captioner.model, captioner.processor)
+    return captioner

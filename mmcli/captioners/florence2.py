@@ -17,12 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import torch
-
 from mmcli.captioners.base import Captioner
 from mmcli.captioners.registry import register_captioner
 from mmcli.errors import UnsupportedModel, UsageError
-from mmcli.loading import from_pretrained
 
 CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
 
@@ -62,10 +59,6 @@ class Florence2Captioner(Captioner):
         self.check_prompt(prompt)
         return self.processor(text=[prompt] * len(images), images=list(images), return_tensors="pt")
 
-    def decode(self, generated: torch.Tensor, inputs: dict[str, Any], prompt: str | None) -> list[str]:
-        """All of the decoder's sequence: the prompt went to the encoder, so the output does not repeat it."""
-        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-
 
 @register_captioner(
     "florence2",
@@ -80,15 +73,11 @@ def load_florence2(
             f"{name!r} is a Florence-2 checkpoint in the original remote-code layout, which the Florence-2 of "
             "transformers 5 does not load; use a converted one such as florence-community/Florence-2-base"
         )
-    model = from_pretrained(
-        "Florence2ForConditionalGeneration",
+    return Florence2Captioner.from_checkpoint(
         name,
         path,
+        "Florence2ForConditionalGeneration",
+        device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
-        allow_missing=(),
     )
-    processor = from_pretrained(
-        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-    )
-    return Florence2Captioner(name, model, processor, device=device, dtype=dtype)

@@ -15,7 +15,6 @@ import torch
 
 from mmcli.captioners.base import Captioner
 from mmcli.captioners.registry import register_captioner
-from mmcli.loading import from_pretrained
 
 
 class GitCaptioner(Captioner):
@@ -38,10 +37,7 @@ class GitCaptioner(Captioner):
 def load_git(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> GitCaptioner:
-    model = from_pretrained(
-        "GitForCausalLM", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
+    captioner = GitCaptioner.from_checkpoint(
+        name, path, "GitForCausalLM", device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
-    processor = from_pretrained(
-        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-    )
-    return GitCaptioner(name, model, processor, device=device, dtype=dtype)
+    return captioner
