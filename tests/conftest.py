@@ -12,6 +12,7 @@ from tiny_models import build_all
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 
 # Tests never reach the hub: every model is a local folder, and a missing one must fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,9 +39,18 @@ def photos(tmp_path_factory) -> Path:
     from skimage import data
 
     folder = tmp_path_factory.mktemp("photos")
-    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+    for name in PHOTO_NAMES:
         Image.fromarray(getattr(data, name)()).save(folder / f"{name}.jpg", quality=90)
     return folder
+
+
+@pytest.fixture(scope="session")
+def images():
+    """The same scikit-image photographs as PIL images, decoded once for the whole session."""
+    from PIL import Image
+    from skimage import data
+
+    return [Image.fromarray(getattr(data, name)()).convert("RGB") for name in PHOTO_NAMES]
 
 
 @pytest.fixture(scope="session")

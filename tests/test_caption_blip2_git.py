@@ -7,21 +7,12 @@ import shutil
 
 import pytest
 import torch
-from PIL import Image
 from tiny_captioners_a import build_blip2, build_git
 
 from mmcli.captioners import GenerationOptions, load_captioner
 
 OPTIONS = GenerationOptions(max_new_tokens=12, min_new_tokens=8)
 REFERENCE_KWARGS = {"max_new_tokens": 12, "min_new_tokens": 8, "do_sample": False, "num_beams": 1}
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
-
-
-@pytest.fixture(scope="module")
-def images():
-    from skimage import data
-
-    return [Image.fromarray(getattr(data, name)()).convert("RGB") for name in PHOTOS]
 
 
 @pytest.fixture(scope="module")

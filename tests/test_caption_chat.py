@@ -31,15 +31,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def images() -> list[Image.Image]:
-    from skimage import data
-
-    return [
-        Image.fromarray(getattr(data, name)()).convert("RGB") for name in ("astronaut", "chelsea", "coffee", "rocket")
-    ]
-
-
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
 def checkpoint(request, tmp_path_factory) -> tuple[str, Path]:
     name = request.param

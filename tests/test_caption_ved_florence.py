@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 from tiny_captioners_b import build_florence2, build_vision_encoder_decoder
 
 from mmcli.captioners import GenerationOptions, load_captioner
@@ -12,7 +11,6 @@ from mmcli.errors import UsageError
 
 OPTIONS = GenerationOptions(max_new_tokens=12, min_new_tokens=8)
 REFERENCE_KWARGS = {"max_new_tokens": 12, "min_new_tokens": 8, "do_sample": False, "num_beams": 1}
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -22,13 +20,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def images():
-    from skimage import data
-
-    return [Image.fromarray(getattr(data, name)()).convert("RGB") for name in PHOTOS]
 
 
 @pytest.fixture(scope="module")
