@@ -75,29 +75,47 @@ def _search_block(
     count = query_tensor.shape[0]
     best_scores = torch.full((count, k), -torch.inf)
     best_rows = torch.full((count, k), -1, dtype=torch.int64)
+    # One score buffer reused for every chunk: a fresh one per chunk costs page faults worth a
+    # fifth of the product itself.
+    buffer = torch.empty(count, min(chunk_rows, index.shape[0]))
     with torch.inference_mode():
         for start in range(0, index.shape[0], chunk_rows):
             chunk = _as_tensor(index[start : start + chunk_rows])
-            scores = query_tensor @ chunk.T
+            scores = buffer if chunk.shape[0] == buffer.shape[1] else torch.empty(count, chunk.shape[0])
+            torch.mm(query_tensor, chunk.T, out=scores)
             if exclude_rows is not None:
                 for query, row in enumerate(exclude_rows):
                     if row is not None and start <= row < start + chunk.shape[0]:
                         scores[query, row - start] = -torch.inf
-            kept = min(k, chunk.shape[0])
-            top_scores, top_rows = torch.topk(scores, min(kept + 1, chunk.shape[0]), dim=1)
-            # topk picks arbitrarily among scores tied with the k-th; where such a tie reaches past
-            # the cut (the next best equals the k-th), take the tied rows in row order instead.
-            tied = (top_scores[:, kept] == top_scores[:, kept - 1]) if top_scores.shape[1] > kept else None
-            top_scores, top_rows = top_scores[:, :kept].clone(), top_rows[:, :kept].clone()
-            for query in [] if tied is None else torch.nonzero(tied).flatten().tolist():
-                candidates = torch.nonzero(scores[query] >= top_scores[query, -1]).flatten()
-                order = _rank(scores[query, candidates], candidates)[:kept]
-                top_scores[query], top_rows[query] = scores[query, candidates[order]], candidates[order]
-            merged_scores = torch.cat([best_scores, top_scores], dim=1)
-            merged_rows = torch.cat([best_rows, top_rows + start], dim=1)
+            # Only queries with a score above their current k-th best can change; a score equal to
+            # it loses the tie to the earlier row. Past the first chunks that is a few queries.
+            active = torch.nonzero(scores.amax(dim=1) > best_scores[:, -1]).flatten()
+            if active.numel() == 0:
+                continue
+            active_scores = scores if active.numel() == count else scores.index_select(0, active)
+            top_scores, top_rows = _chunk_top(active_scores, k)
+            merged_scores = torch.cat([best_scores[active], top_scores], dim=1)
+            merged_rows = torch.cat([best_rows[active], top_rows + start], dim=1)
             order = _rank(merged_scores, merged_rows)[:, :k]
-            best_scores, best_rows = merged_scores.gather(1, order), merged_rows.gather(1, order)
+            best_scores[active], best_rows[active] = merged_scores.gather(1, order), merged_rows.gather(1, order)
     return list(best_scores), list(best_rows)
+
+
+def _chunk_top(scores: Any, k: int) -> tuple[Any, Any]:
+    """Each row's best ``k`` scores and their columns, equal scores in column order."""
+    import torch
+
+    kept = min(k, scores.shape[1])
+    top_scores, top_rows = torch.topk(scores, min(kept + 1, scores.shape[1]), dim=1)
+    # topk picks arbitrarily among scores tied with the k-th; where such a tie reaches past the cut
+    # (the next best equals the k-th), take the tied columns in order instead.
+    tied = (top_scores[:, kept] == top_scores[:, kept - 1]) if top_scores.shape[1] > kept else None
+    top_scores, top_rows = top_scores[:, :kept].clone(), top_rows[:, :kept].clone()
+    for query in [] if tied is None else torch.nonzero(tied).flatten().tolist():
+        candidates = torch.nonzero(scores[query] >= top_scores[query, -1]).flatten()
+        order = _rank(scores[query, candidates], candidates)[:kept]
+        top_scores[query], top_rows[query] = scores[query, candidates[order]], candidates[order]
+    return top_scores, top_rows
 
 
 def _as_tensor(rows: np.ndarray) -> Any:
