@@ -13,6 +13,8 @@ from mmcli.cli.classify import EXAMPLES as CLASSIFY_EXAMPLES
 from mmcli.cli.classify import classify
 from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
 from mmcli.cli.extract_features import extract_features
+from mmcli.cli.fuse import EXAMPLES as FUSE_EXAMPLES
+from mmcli.cli.fuse import fuse
 from mmcli.cli.index import app as index_app
 from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
 from mmcli.cli.retrieve import retrieve
@@ -45,6 +47,7 @@ def root(
 app.command("caption", epilog=CAPTION_EXAMPLES)(caption)
 app.command("classify", epilog=CLASSIFY_EXAMPLES)(classify)
 app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
+app.command("fuse", epilog=FUSE_EXAMPLES)(fuse)
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
 app.add_typer(index_app, name="index")
 

@@ -94,7 +94,7 @@ def classify(
 
     feature_set = read_feature_set(features) if features is not None else None
     if feature_set is not None and model == opt.DEFAULT_ENCODER:
-        models = {record.get("model") for record in feature_set.records} - {None}
+        models = feature_set.models
         model = models.pop() if len(models) == 1 else model
     encoder = load_encoder(model, device=device.value, dtype=dtype.value, trust_remote_code=trust_remote_code)
     for needed in ("image", "text"):

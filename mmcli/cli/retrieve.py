@@ -248,8 +248,12 @@ def _query_vectors(
 
 
 def _index_model(feature_set: Any) -> str:
-    models = {record.get("model") for record in feature_set.records}
-    models.discard(None)
+    if feature_set.fused:
+        raise UsageError(
+            f"{feature_set.path} holds fused rows, which live in no single model's space: text and image "
+            "queries cannot be embedded into it; query it with fused rows (--queries FUSED.npy)"
+        )
+    models = feature_set.models
     if len(models) != 1:
         raise UsageError(
             f"{feature_set.path} was made by {len(models) or 'no'} named models; "

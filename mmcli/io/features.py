@@ -57,6 +57,20 @@ class FeatureSet:
     def ids(self) -> list[str]:
         return [record["id"] for record in self.records]
 
+    @property
+    def models(self) -> set[str]:
+        """Names of the models that made the rows (a fused row names several, as a list)."""
+        names: set[str] = set()
+        for record in self.records:
+            model = record.get("model")
+            names.update(model if isinstance(model, list) else [model])
+        names.discard(None)  # type: ignore[arg-type]
+        return names
+
+    @property
+    def fused(self) -> bool:
+        return any(record.get("modality") == "fused" for record in self.records)
+
 
 def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> FeatureSet:
     """Load ``NAME.npy`` and its sidecar, refusing anything inconsistent or pickled."""
@@ -190,3 +204,17 @@ class FeatureSetWriter:
             self.close()
         else:
             self.abort()
+
+
+def check_finite(feature_set: FeatureSet, chunk_rows: int = 65_536) -> None:
+    """Refuse a set with NaN or infinite values, naming the first bad row, before it poisons a result."""
+    vectors = feature_set.vectors
+    for start in range(0, vectors.shape[0], chunk_rows):
+        finite = np.isfinite(vectors[start : start + chunk_rows]).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            bad = int((~finite).sum())
+            raise InputError(
+                f"{feature_set.path}: row {row} (id {feature_set.records[row].get('id')!r}) holds NaN or infinite "
+                f"values ({bad} such rows in rows {start}-{start + len(finite) - 1}); regenerate or drop them"
+            )

@@ -1,0 +1,1 @@
+"""Fusion of modalities: early (feature level), learned heads, late (result lists)."""
