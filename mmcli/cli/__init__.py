@@ -11,6 +11,7 @@ from mmcli.cli.caption import EXAMPLES as CAPTION_EXAMPLES
 from mmcli.cli.caption import caption
 from mmcli.cli.classify import EXAMPLES as CLASSIFY_EXAMPLES
 from mmcli.cli.classify import classify
+from mmcli.cli.evaluate import app as evaluate_app
 from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
 from mmcli.cli.extract_features import extract_features
 from mmcli.cli.fuse import EXAMPLES as FUSE_EXAMPLES
@@ -50,6 +51,7 @@ app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
 app.command("fuse", epilog=FUSE_EXAMPLES)(fuse)
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
 app.add_typer(index_app, name="index")
+app.add_typer(evaluate_app, name="evaluate")
 
 
 def main() -> None:
