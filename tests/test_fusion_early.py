@@ -16,9 +16,7 @@ from mmcli.io.features import FeatureSetWriter, check_finite, read_feature_set
 
 def write_set(path, ids, rows, *, model="m", modality="image", extra=None):
     with FeatureSetWriter(path) as writer:
-        records = [
-            {"id": i, "modality": modality, "model": model, "source": f"{i}.src", **(extra or {})} for i in ids
-        ]
+        records = [{"id": i, "modality": modality, "model": model, "source": f"{i}.src", **(extra or {})} for i in ids]
         writer.add(np.asarray(rows, dtype=np.float32), records)
     return path
 
