@@ -121,3 +121,28 @@ def test_late_fusion_of_retrieve_output_files(tmp_path, run_mmcli):
     assert record["hits"][0]["source"] == "b.jpg" and record["query"] == "a cat"
     single = run_mmcli("fuse", "--results", one)
     assert single.returncode == 2 and "at least two" in single.stderr
+
+
+def test_example_fusion_script(tiny_models):
+    import os
+    import subprocess
+
+    from conftest import EXAMPLES
+
+    result = subprocess.run(
+        ["bash", str(EXAMPLES / "fusion.sh")],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "IMAGE_MODEL": str(tiny_models["clip"]),
+            "VISION_MODEL": str(tiny_models["dinov2"]),
+            "HF_HUB_OFFLINE": "1",
+        },
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum("looks most like" in line for line in lines) == 4
+    summary = json.loads("\n".join(lines[4:]))
+    assert set(summary) == {"accuracy", "macro f1"} and 0 <= summary["accuracy"] <= 1
