@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mmcli.errors import InputError
+
 DEFAULT_CHUNK_ROWS = 4_096  # index rows scored at once: small enough to stay in cache
 QUERY_BLOCK = 1_024  # queries scored at once, so the score matrix stays bounded too
 
@@ -44,6 +46,9 @@ def search(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or index.ndim != 2 or queries.shape[1] != index.shape[1]:
         raise ValueError(f"queries of shape {queries.shape} cannot search an index of shape {index.shape}")
+    finite = np.isfinite(queries).all(axis=1)
+    if not finite.all():
+        raise NonFiniteRows("query", int(np.argmin(finite)))
     count = queries.shape[0]
     k = min(k, index.shape[0])
     if k <= 0 or count == 0:
@@ -89,7 +94,10 @@ def _search_block(
                         scores[query, row - start] = -torch.inf
             # Only queries with a score above their current k-th best can change; a score equal to
             # it loses the tie to the earlier row. Past the first chunks that is a few queries.
-            active = torch.nonzero(scores.amax(dim=1) > best_scores[:, -1]).flatten()
+            row_best = scores.amax(dim=1)
+            if not bool(torch.isfinite(row_best).all()):
+                _refuse_non_finite(chunk, start)  # a NaN row would hide the whole chunk from every query
+            active = torch.nonzero(row_best > best_scores[:, -1]).flatten()
             if active.numel() == 0:
                 continue
             active_scores = scores if active.numel() == count else scores.index_select(0, active)
@@ -99,6 +107,22 @@ def _search_block(
             order = _rank(merged_scores, merged_rows)[:, :k]
             best_scores[active], best_rows[active] = merged_scores.gather(1, order), merged_rows.gather(1, order)
     return list(best_scores), list(best_rows)
+
+
+class NonFiniteRows(InputError):
+    """Rows holding NaN or infinity: they have no meaningful score and would silently vanish."""
+
+    def __init__(self, what: str, row: int) -> None:
+        self.row = row
+        super().__init__(f"{what} row {row} holds NaN or infinite values; regenerate or drop it")
+
+
+def _refuse_non_finite(chunk: Any, start: int) -> None:
+    import torch
+
+    finite = torch.isfinite(chunk).all(dim=1)
+    if not bool(finite.all()):
+        raise NonFiniteRows("index", start + int(torch.nonzero(~finite)[0]))
 
 
 def _chunk_top(scores: Any, k: int) -> tuple[Any, Any]:

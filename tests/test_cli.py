@@ -355,3 +355,18 @@ def test_example_pipeline_runs(tiny_models):
     assert [os.path.basename(row[0]) for row in rows] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
     captions = (EXAMPLES / "captions.txt").read_text().splitlines()
     assert all(row[1] in captions and -1.0 <= float(row[2]) <= 1.0 for row in rows)
+
+
+def test_file_name_that_is_not_utf8_round_trips_through_the_records(run_mmcli, tiny_models, photos, tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9.jpg")
+    shutil.copy(photos / "chelsea.jpg", raw)
+    out = tmp_path / "out.npy"
+    done = run_mmcli("extract-features", folder, "-o", out, "--model", tiny_models["clip"], "--quiet")
+    assert done.returncode == 0, done.stderr
+    (record,) = read_feature_set(out).records
+    assert os.fsencode(record["source"]) == raw  # escaped in the JSON, exact after decoding
+    captions = run_mmcli("caption", folder, "--model", tiny_models["blip"], "--max-new-tokens", "3", "--quiet")
+    assert captions.returncode == 0, captions.stderr
+    assert os.fsencode(json.loads(captions.stdout)["id"]) == raw

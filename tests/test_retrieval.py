@@ -72,3 +72,14 @@ def test_exclude_self_and_threshold():
 def test_dimension_mismatch_is_an_error():
     with pytest.raises(ValueError, match="cannot search"):
         search(np.zeros((3, 4), np.float32), np.zeros((1, 5), np.float32), 2)
+
+
+@pytest.mark.parametrize("where", ["index", "query"])
+def test_non_finite_rows_are_refused_not_skipped(where):
+    from mmcli.retrieval import NonFiniteRows
+
+    rng = np.random.default_rng(3)
+    index, queries = rng.standard_normal((40, 8)).astype(np.float32), rng.standard_normal((3, 8)).astype(np.float32)
+    (index if where == "index" else queries)[2 if where == "query" else 21, 5] = np.nan
+    with pytest.raises(NonFiniteRows, match=f"{where} row {2 if where == 'query' else 21}"):
+        search(index, queries, 5, chunk_rows=8)

@@ -10,8 +10,18 @@ from mmcli.errors import InputError
 
 
 def dumps(record: dict[str, Any]) -> str:
-    """One compact JSON line; non-ASCII text is kept readable."""
-    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+    """One compact JSON line; non-ASCII text is kept readable.
+
+    A file name that is not valid UTF-8 reaches Python with surrogate escapes, which UTF-8 cannot
+    encode; such a record is written with ``\\u`` escapes instead, which keep it exact: ``json.loads``
+    and ``os.fsencode`` give back the original bytes, so the path can still be opened.
+    """
+    line = json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record, ensure_ascii=True, separators=(", ", ": "))
+    return line
 
 
 def parse_line(line: str, where: str) -> dict[str, Any]:

@@ -26,7 +26,9 @@ class RecordWriter:
         self.fmt = fmt
         self.text_field = text_field
         self._temporary = temporary_sibling(output) if output else None
-        self._handle: IO[str] = open(self._temporary, "w", encoding="utf-8") if self._temporary else sys.stdout
+        self._handle: IO[str] = (
+            open(self._temporary, "w", encoding="utf-8", errors="surrogateescape") if self._temporary else sys.stdout
+        )
         self.count = 0
 
     def write(self, record: dict[str, Any]) -> None:
