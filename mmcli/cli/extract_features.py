@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from itertools import chain
+from itertools import chain, islice
 from typing import Annotated
 
 import typer
@@ -61,12 +61,20 @@ def extract_features(
     max_pixels: opt.MaxPixels = 178_956_970,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
+    restart: Annotated[
+        bool, typer.Option(help="Discard the progress of an interrupted run (OUT.partial) instead of resuming it.")
+    ] = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Embed images and texts into a feature set: OUT.npy rows with an OUT.jsonl record each."""
+    """Embed images and texts into a feature set: OUT.npy rows with an OUT.jsonl record each.
+
+    Progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed), the
+    same command resumes where it stopped and gives exactly the output of an uninterrupted run.
+    """
     from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, sidecar_path
-    from mmcli.io.inputs import discover_images, discover_texts
+    from mmcli.io.inputs import STDIN, discover_images, discover_texts
+    from mmcli.io.journal import Journal, journal_path
 
     inputs = inputs or []
     texts = text or []
@@ -93,11 +101,33 @@ def extract_features(
                 "choose a model for that modality with --model"
             )
 
-    failed = 0
+    journal = None
+    if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
+        settings = {
+            "command": "extract-features",
+            "inputs": [str(i) for i in inputs],
+            "texts": texts,
+            "modality": modality.value,
+            "field": field,
+            "model": model,
+            "batch_size": batch_size,
+            "device": str(encoder.device),
+            "dtype": str(encoder.dtype),
+            "normalize": normalize,
+            "output_dtype": output_dtype.value,
+            "max_pixels": max_pixels,
+        }
+        journal = Journal(journal_path(output), settings, restart=restart)
+        if journal.consumed:
+            note(f"resuming: {journal.consumed} items were done by an earlier run ({journal.folder})", quiet=quiet)
+            items = islice(items, journal.consumed, None)
+    consumed = journal.consumed if journal else 0
     with (
-        FeatureSetWriter(output, dtype=output_dtype.value) as writer,
+        FeatureSetWriter(output, dtype=output_dtype.value, journal=journal) as writer,
         progress(total, quiet=quiet, unit="item", desc="embedding") as bar,
     ):
+        bar.update(consumed)
+        failed = len(writer.errors)  # an interrupted run's failures count in this summary too
         for batch in embed_items(
             items, encoder, batch_size=batch_size, workers=workers, normalize=normalize, max_pixels=max_pixels
         ):
@@ -116,6 +146,9 @@ def extract_features(
                     when_stopping="; nothing was written",
                 )
             bar.update(len(batch))
+            consumed += len(batch)
+            if consumed % batch_size == 0:  # whole input batches only, so a resumed run batches alike
+                writer.checkpoint(consumed)
 
     if writer.count == 0:
         raise ItemError(f"every input failed ({failed}); nothing was written to {output} (see {errors_path(output)})")

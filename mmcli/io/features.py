@@ -17,6 +17,7 @@ import numpy as np
 
 from mmcli.errors import InputError, UsageError
 from mmcli.io.atomic import atomic_output, check_writable, commit, temporary_sibling
+from mmcli.io.journal import Journal
 from mmcli.io.jsonl import dumps, iter_jsonl
 
 REQUIRED_KEYS = ("id", "modality", "model", "source")
@@ -107,7 +108,7 @@ class FeatureSetWriter:
     failed or interrupted run never leaves a feature set that looks valid.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, dtype: str = "float32") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, dtype: str = "float32", journal: Journal | None = None) -> None:
         if dtype not in STORAGE_DTYPES:
             raise UsageError(f"unknown storage dtype {dtype!r}; choose from {', '.join(STORAGE_DTYPES)}")
         self.path = Path(path)
@@ -115,12 +116,23 @@ class FeatureSetWriter:
         self.count = 0
         self.dim: int | None = None
         self.errors: list[dict[str, Any]] = []
-        self._rows_path = temporary_sibling(self.path, ".rows")
-        self._records_path = temporary_sibling(sidecar_path(self.path), ".part")
-        self._rows: IO[bytes] = open(self._rows_path, "wb")
-        self._records: IO[str] = open(self._records_path, "w", encoding="utf-8")
         self._ids: set[str] = set()
         self.closed = False
+        self.journal = journal
+        if journal is None:
+            self._rows_path = temporary_sibling(self.path, ".rows")
+            self._records_path = temporary_sibling(sidecar_path(self.path), ".part")
+            self._rows: IO[bytes] = open(self._rows_path, "wb")
+            self._records: IO[bytes] = open(self._records_path, "wb")
+            return
+        # Resuming: what the journal committed is already part of the output.
+        self._rows_path, self._records_path = journal.path("rows.bin"), journal.path("records.jsonl")
+        self._rows, self._records = journal.handles["rows.bin"], journal.handles["records.jsonl"]
+        self.count, self.dim = journal.rows, journal.dim
+        with open(self._records_path, encoding="utf-8") as handle:
+            self._ids = {record["id"] for _, record in iter_jsonl(handle, str(self._records_path))}
+        with open(journal.path("errors.jsonl"), encoding="utf-8") as handle:
+            self.errors = [record for _, record in iter_jsonl(handle, str(journal.path("errors.jsonl")))]
 
     def add(self, vectors: np.ndarray, records: Sequence[dict[str, Any]]) -> None:
         """Append a batch of rows with one record each."""
@@ -140,17 +152,26 @@ class FeatureSetWriter:
             self._ids.add(record["id"])
         self._rows.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
         for record in records:
-            self._records.write(dumps(record) + "\n")
+            self._records.write((dumps(record) + "\n").encode("utf-8"))
         self.count += len(records)
 
     def add_error(self, record: dict[str, Any]) -> None:
         """Remember a failed item; it goes to ``NAME.errors.jsonl``, never into the matrix."""
         self.errors.append(record)
+        if self.journal is not None:
+            self.journal.write("errors.jsonl", (dumps(record) + "\n").encode("utf-8"))
+
+    def checkpoint(self, consumed: int) -> None:
+        """Make everything added so far durable: a rerun resumes after ``consumed`` input items."""
+        if self.journal is not None:
+            self.journal.commit(consumed=consumed, rows=self.count, dim=self.dim)
 
     def close(self) -> None:
         """Publish ``NAME.npy``, ``NAME.jsonl`` (and ``NAME.errors.jsonl`` if items failed)."""
         if self.closed:
             return
+        if self.journal is not None:
+            self.journal.close()
         self._rows.close()
         self._records.close()
         self.closed = True
@@ -176,12 +197,16 @@ class FeatureSetWriter:
             self._discard()
 
     def abort(self) -> None:
-        """Drop everything written so far; the previous outputs, if any, stay as they were."""
+        """Drop everything written so far (a journal keeps what it committed, for a rerun to resume);
+        the previous outputs, if any, stay as they were."""
         if not self.closed:
+            if self.journal is not None:
+                self.journal.close()
             self._rows.close()
             self._records.close()
             self.closed = True
-        self._discard()
+        if self.journal is None:
+            self._discard()
 
     def _publish_errors(self) -> None:
         target = errors_path(self.path)
@@ -193,6 +218,9 @@ class FeatureSetWriter:
                 handle.write(dumps(record) + "\n")
 
     def _discard(self) -> None:
+        if self.journal is not None:
+            self.journal.discard()
+            return
         self._rows_path.unlink(missing_ok=True)
         self._records_path.unlink(missing_ok=True)
 

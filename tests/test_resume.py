@@ -1,0 +1,79 @@
+"""Interrupted runs resume: kill -9 partway, rerun the same command, get the uninterrupted output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def album(tmp_path_factory):
+    """300 small generated photos and one corrupt file (an error record, which must survive a resume)."""
+    folder = tmp_path_factory.mktemp("album")
+    rng = np.random.default_rng(0)
+    for index in range(300):
+        pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index:03d}.jpg", quality=90)
+    (folder / "img150_corrupt.jpg").write_bytes(b"not an image at all")
+    return folder
+
+
+def extract(mmcli_exe, album, out, model, *extra):
+    return [mmcli_exe, "extract-features", str(album), "-o", str(out), "--model", str(model), "-b", "8", "-q", *extra]
+
+
+def committed(state_file):
+    try:
+        return json.loads(state_file.read_text())["consumed"]
+    except (OSError, ValueError):
+        return 0
+
+
+def kill_partway(command, state_file, at_least):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while committed(state_file) < at_least and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return committed(state_file)
+
+
+def test_extract_features_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmcli, tiny_models, album,
+                                                                        tmp_path):  # fmt: skip
+    model = tiny_models["clip"]
+    whole = subprocess.run(extract(mmcli_exe, album, tmp_path / "whole.npy", model), capture_output=True, text=True)
+    assert whole.returncode == 1, whole.stderr  # the corrupt file
+
+    out = tmp_path / "resumed.npy"
+    done_before = kill_partway(extract(mmcli_exe, album, out, model), tmp_path / "resumed.partial" / "state.json", 40)
+    assert 40 <= done_before < 301
+    assert not out.exists() and not (tmp_path / "resumed.jsonl").exists()  # no output that looks finished
+
+    rerun = run_mmcli(*extract(mmcli_exe, album, out, model)[1:-1])
+    assert rerun.returncode == 1, rerun.stderr
+    assert f"resuming: {done_before} items" in rerun.stderr
+    np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "whole.npy"))
+    assert (tmp_path / "resumed.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+    assert (tmp_path / "resumed.errors.jsonl").read_text() == (tmp_path / "whole.errors.jsonl").read_text()
+    assert not (tmp_path / "resumed.partial").exists()
+
+
+def test_other_settings_are_refused_and_restart_starts_over(mmcli_exe, run_mmcli, tiny_models, album, tmp_path):
+    model = tiny_models["clip"]
+    out = tmp_path / "out.npy"
+    kill_partway(extract(mmcli_exe, album, out, model), tmp_path / "out.partial" / "state.json", 16)
+    other = run_mmcli(*extract(mmcli_exe, album, out, model)[1:], "--no-normalize")
+    assert other.returncode == 2 and "--restart" in other.stderr and not out.exists()
+    restarted = run_mmcli(*extract(mmcli_exe, album, out, model)[1:-1], "--restart")
+    assert restarted.returncode == 1 and "resuming" not in restarted.stderr
+    assert np.load(out).shape[0] == 300
