@@ -77,3 +77,20 @@ def test_other_settings_are_refused_and_restart_starts_over(mmcli_exe, run_mmcli
     restarted = run_mmcli(*extract(mmcli_exe, album, out, model)[1:-1], "--restart")
     assert restarted.returncode == 1 and "resuming" not in restarted.stderr
     assert np.load(out).shape[0] == 300
+
+
+def test_caption_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmcli, tiny_models, album, tmp_path):
+    def command(out):
+        return [mmcli_exe, "caption", str(album), "-o", str(out), "--model", str(tiny_models["blip"]), "-b", "8",
+                "--min-new-tokens", "4", "--max-new-tokens", "4", "-q"]  # fmt: skip
+
+    whole = subprocess.run(command(tmp_path / "whole.jsonl"), capture_output=True, text=True)
+    assert whole.returncode == 1, whole.stderr
+    out = tmp_path / "resumed.jsonl"
+    done_before = kill_partway(command(out), tmp_path / "resumed.partial" / "state.json", 40)
+    assert not out.exists()
+    rerun = run_mmcli(*command(out)[1:-1])
+    assert rerun.returncode == 1, rerun.stderr  # the corrupt file counts, before or after the kill
+    assert f"resuming: {done_before} images" in rerun.stderr and "300 images; 1 failed" in rerun.stderr
+    assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert not (tmp_path / "resumed.partial").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
@@ -90,12 +91,20 @@ def caption(
     max_pixels: opt.MaxPixels = 178_956_970,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
+    restart: Annotated[
+        bool, typer.Option(help="Discard the progress of an interrupted -o run (OUT.partial) instead of resuming it.")
+    ] = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Caption images: one {"id", "source", "caption", "model"} record per image."""
+    """Caption images: one {"id", "source", "caption", "model"} record per image.
+
+    With -o, progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed),
+    the same command resumes where it stopped and gives exactly the output of an uninterrupted run.
+    """
     from mmcli.io.atomic import check_writable
-    from mmcli.io.inputs import discover_images
+    from mmcli.io.inputs import STDIN, discover_images
+    from mmcli.io.journal import Journal, journal_path
 
     inputs = inputs or []
     require_inputs(inputs, hint="give image files or folders, or - to read paths from stdin")
@@ -121,11 +130,32 @@ def caption(
     )
     # Records on a terminal are progress enough; a bar would tangle with them.
     show_bar = not quiet and not (output is None and sys.stdout.isatty())
-    captioned = failed = 0
+    journal = None
+    if output is not None and STDIN not in inputs:  # stdout and streams cannot be resumed
+        settings = {
+            "command": "caption",
+            "inputs": [str(i) for i in inputs],
+            "model": model,
+            "prompt": run_prompt,
+            "options": vars(options),
+            "format": output_format.value,
+            "batch_size": batch_size,
+            "device": device.value,
+            "dtype": dtype.value,
+            "max_pixels": max_pixels,
+        }
+        journal = Journal(journal_path(output), settings, restart=restart)
+        if journal.consumed:
+            note(f"resuming: {journal.consumed} images were done by an earlier run ({journal.folder})", quiet=quiet)
+            items = islice(items, journal.consumed, None)
+    consumed = journal.consumed if journal else 0
+    earlier = journal.counters if journal else {}
+    captioned, failed = earlier.get("captioned", 0), earlier.get("failed", 0)
     with (
-        RecordWriter(output, fmt=output_format.value) as writer,
+        RecordWriter(output, fmt=output_format.value, journal=journal) as writer,
         progress(total, quiet=not show_bar, unit="img", desc="captioning") as bar,
     ):
+        bar.update(consumed)
         for batch in caption_items(
             items,
             captioner,
@@ -146,6 +176,9 @@ def caption(
                 report_failure(outcome, keep=writer.write, on_error=on_error.value, bar=bar)
             writer.flush()
             bar.update(len(batch))
+            consumed += len(batch)
+            if consumed % batch_size == 0:  # whole input batches only, so a resumed run batches alike
+                writer.checkpoint(consumed, {"captioned": captioned, "failed": failed})
 
     summary = f"captioned {captioned} image{'s' if captioned != 1 else ''}"
     note(summary + (f"; {failed} failed" if failed else ""), quiet=quiet)

@@ -69,13 +69,18 @@ class Journal:
     def write(self, name: str, data: bytes) -> None:
         self.handles[name].write(data)
 
-    def commit(self, *, consumed: int, rows: int, dim: int | None) -> None:
+    @property
+    def counters(self) -> dict[str, int]:
+        """Tallies a command keeps across a resume (e.g. failures, for its summary and exit status)."""
+        return dict(self.state.get("counters", {}))
+
+    def commit(self, *, consumed: int, rows: int, dim: int | None, counters: dict[str, int] | None = None) -> None:
         """Make the data so far durable, then record it in ``state.json`` (atomically)."""
         for name, handle in self.handles.items():
             handle.flush()
             os.fsync(handle.fileno())
             self.state[name] = handle.tell()
-        self.state.update(consumed=consumed, rows=rows, dim=dim)
+        self.state.update(consumed=consumed, rows=rows, dim=dim, counters=counters or {})
         temporary = self.folder / "state.json.tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(self.state, handle)

@@ -6,11 +6,13 @@ Records go to stdout (flushed per batch, so pipelines see them as they are made)
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import IO, Any
 
 from mmcli.io.atomic import commit, temporary_sibling
+from mmcli.io.journal import Journal
 from mmcli.io.jsonl import dumps
 
 FORMATS = ("jsonl", "tsv", "text")
@@ -19,17 +21,29 @@ FORMATS = ("jsonl", "tsv", "text")
 class RecordWriter:
     """Writes records in ``fmt``; ``text_field`` is what the tsv and text formats show."""
 
-    def __init__(self, output: Path | None, *, fmt: str = "jsonl", text_field: str = "caption") -> None:
+    def __init__(
+        self, output: Path | None, *, fmt: str = "jsonl", text_field: str = "caption", journal: Journal | None = None
+    ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}")
         self.output = output
         self.fmt = fmt
         self.text_field = text_field
+        self.journal = journal
+        self.count = 0
+        if journal is not None and output is not None:
+            # Lines an interrupted run committed are already part of the output.
+            self._temporary: Path | None = journal.path("records.jsonl")
+            self._handle: IO[str] = io.TextIOWrapper(
+                journal.handles["records.jsonl"], encoding="utf-8", errors="surrogateescape"
+            )
+            with open(self._temporary, "rb") as committed:
+                self.count = sum(chunk.count(b"\n") for chunk in iter(lambda: committed.read(1 << 20), b""))
+            return
         self._temporary = temporary_sibling(output) if output else None
-        self._handle: IO[str] = (
+        self._handle = (
             open(self._temporary, "w", encoding="utf-8", errors="surrogateescape") if self._temporary else sys.stdout
         )
-        self.count = 0
 
     def write(self, record: dict[str, Any]) -> None:
         """One record; error records appear only in JSONL (tsv/text carry results alone)."""
@@ -47,17 +61,29 @@ class RecordWriter:
     def flush(self) -> None:
         self._handle.flush()
 
+    def checkpoint(self, consumed: int, counters: dict[str, int] | None = None) -> None:
+        """Make the lines so far durable: a rerun resumes after ``consumed`` input items."""
+        if self.journal is not None:
+            self._handle.flush()
+            self.journal.commit(consumed=consumed, rows=self.count, dim=None, counters=counters)
+
     def close(self) -> None:
         """Publish ``-o`` output atomically (stdout is only flushed)."""
         self.flush()
         if self._temporary:
             self._handle.close()
-            commit(self._temporary, self.output)
+            commit(self._temporary, self.output)  # type: ignore[arg-type]
+            if self.journal is not None:
+                self.journal.discard()
 
     def abort(self) -> None:
+        """Drop the output (a journal keeps what it committed, for a rerun to resume)."""
         if self._temporary:
             self._handle.close()
-            self._temporary.unlink(missing_ok=True)
+            if self.journal is not None:
+                self.journal.close()
+            else:
+                self._temporary.unlink(missing_ok=True)
 
     def __enter__(self) -> RecordWriter:
         return self
