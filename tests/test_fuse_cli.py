@@ -146,3 +146,15 @@ def test_example_fusion_script(tiny_models):
     assert sum("looks most like" in line for line in lines) == 4
     summary = json.loads("\n".join(lines[4:]))
     assert set(summary) == {"accuracy", "macro f1"} and 0 <= summary["accuracy"] <= 1
+
+
+def test_fused_sets_refuse_text_queries_and_zero_shot_labels(tmp_path, run_mmcli, xor):
+    (a, b), _ = xor
+    fused = tmp_path / "fused.npy"
+    assert run_mmcli("fuse", a, b, "-o", fused, "-q").returncode == 0
+    query = run_mmcli("retrieve", "--index", fused, "--query", "a cat")
+    labels = run_mmcli("classify", "--features", fused, "--labels", "cat,dog")
+    vectors = run_mmcli("retrieve", "--index", fused, "--queries", fused, "-k", "1", "-q")
+    for refused in (query, labels):
+        assert refused.returncode == 2 and "fused rows" in refused.stderr and "Traceback" not in refused.stderr
+    assert vectors.returncode == 0 and json.loads(vectors.stdout.splitlines()[0])["hits"][0]["score"] > 0.999

@@ -93,6 +93,11 @@ def classify(
     from mmcli.io.records import RecordWriter
 
     feature_set = read_feature_set(features) if features is not None else None
+    if feature_set is not None and feature_set.fused:
+        raise UsageError(
+            f"{features} holds fused rows, which live in no single model's space: labels cannot be embedded "
+            "into it; train a head on them instead (mmcli fuse --labels ... --predict)"
+        )
     if feature_set is not None and model == opt.DEFAULT_ENCODER:
         models = feature_set.models
         model = models.pop() if len(models) == 1 else model
