@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 from itertools import chain, islice
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -64,6 +65,13 @@ def extract_features(
     restart: Annotated[
         bool, typer.Option(help="Discard the progress of an interrupted run (OUT.partial) instead of resuming it.")
     ] = False,
+    update: Annotated[
+        bool,
+        typer.Option(help="Bring an existing OUT up to date: embed only new or changed inputs, drop vanished ones."),
+    ] = False,
+    keep_missing: Annotated[
+        bool, typer.Option(help="With --update, keep the rows of inputs that no longer exist (at the end).")
+    ] = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -72,14 +80,21 @@ def extract_features(
     Progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed), the
     same command resumes where it stopped and gives exactly the output of an uninterrupted run.
     """
-    from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, sidecar_path
+    from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, file_entry, sidecar_path
     from mmcli.io.inputs import STDIN, discover_images, discover_texts
     from mmcli.io.journal import Journal, journal_path
 
     inputs = inputs or []
     texts = text or []
     require_inputs(inputs, extra=bool(texts), hint="give image files or folders, --text, or - to read stdin")
-    check_output_path(output, overwrite=overwrite)
+    if update and (STDIN in inputs or not output.exists()):
+        raise UsageError(
+            "--update brings an existing feature set up to date from files: "
+            + ("inputs from stdin cannot be compared" if STDIN in inputs else f"{output} does not exist yet")
+        )
+    if keep_missing and not update:
+        raise UsageError("--keep-missing goes with --update")
+    check_output_path(output, overwrite=overwrite or update)
 
     if modality is InputModality.text:
         discovered = discover_texts(inputs, texts, field_name=field)
@@ -101,6 +116,22 @@ def extract_features(
                 "choose a model for that modality with --model"
             )
 
+    if update:
+        _update(
+            output,
+            list(items),
+            encoder,
+            model,
+            keep_missing,
+            batch_size,
+            workers,
+            normalize,
+            max_pixels,
+            output_dtype.value,
+            on_error.value,
+            quiet,
+        )
+        return
     journal = None
     if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
         settings = {
@@ -133,7 +164,11 @@ def extract_features(
         ):
             good = [outcome for outcome in batch if outcome.error is None]
             if good:
-                writer.add([o.value for o in good], [o.item.record(model=model) for o in good])
+                writer.add(
+                    [o.value for o in good],
+                    [o.item.record(model=model) for o in good],
+                    files=[file_entry(o.item.id, o.item.path) for o in good],
+                )
             for outcome in batch:
                 if outcome.error is None:
                     continue
@@ -153,6 +188,93 @@ def extract_features(
     if writer.count == 0:
         raise ItemError(f"every input failed ({failed}); nothing was written to {output} (see {errors_path(output)})")
     summary = f"wrote {writer.count} rows x {writer.dim} to {output} + {sidecar_path(output)}"
+    if failed:
+        summary += f"; {failed} failed, listed in {errors_path(output)}"
+    note(summary, quiet=quiet)
+    if failed:
+        raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _update(
+    output: Path,
+    items: list,
+    encoder: Any,
+    model: str,
+    keep_missing: bool,
+    batch_size: int,
+    workers: int | None,
+    normalize: bool,
+    max_pixels: int,
+    output_dtype: str,
+    on_error: str,
+    quiet: bool,
+) -> None:
+    """Rewrite ``output`` as a fresh run would, embedding only inputs it does not already hold."""
+    import numpy as np
+
+    from mmcli.extract import embed_items
+    from mmcli.incremental import plan_update
+    from mmcli.io.features import FeatureSetWriter, errors_path, file_entry, read_feature_set, read_manifest
+
+    old = read_feature_set(output)
+    manifest = read_manifest(output)
+    if manifest is None:
+        raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
+    if old.models != {model}:
+        raise UsageError(f"{output} was made with {', '.join(sorted(old.models))}; --update must use the same --model")
+    plan = plan_update(items, old, manifest, keep_missing=keep_missing)
+    outcomes = {}
+    with progress(len(plan.embed), quiet=quiet, unit="item", desc="embedding new") as bar:
+        to_embed = iter(plan.embed)
+        for batch in embed_items(
+            [items[i] for i in plan.embed],
+            encoder,
+            batch_size=batch_size,
+            workers=workers,
+            normalize=normalize,
+            max_pixels=max_pixels,
+        ):
+            for outcome in batch:
+                outcomes[next(to_embed)] = outcome
+            bar.update(len(batch))
+    failed = 0
+    with FeatureSetWriter(output, dtype=output_dtype) as writer:
+        for start in range(0, len(items), 1024):
+            vectors, records, entries = [], [], []
+            for index in range(start, min(start + 1024, len(items))):
+                item = items[index]
+                if index in plan.reuse:
+                    row, entry = plan.reuse[index]
+                    vectors.append(np.asarray(old.vectors[row], np.float32))
+                    entries.append(entry)
+                elif outcomes[index].error is None:
+                    vectors.append(outcomes[index].value)
+                    entries.append(file_entry(item.id, item.path))
+                else:
+                    failed += 1
+                    report_failure(
+                        outcomes[index],
+                        keep=writer.add_error,
+                        on_error=on_error,
+                        when_stopping="; the set was left as it was",
+                    )
+                    continue
+                records.append(item.record(model=model))
+            if records:
+                writer.add(np.stack(vectors), records, files=entries)
+        if plan.kept_missing:
+            rows = plan.kept_missing
+            writer.add(
+                np.asarray(old.vectors[rows], np.float32),
+                [old.records[r] for r in rows],
+                files=[manifest[r] for r in rows],
+            )
+    summary = (
+        f"updated {output}: {len(plan.reuse)} rows kept ({plan.moved} recognised by content), "
+        f"{len(plan.embed) - failed} embedded, {plan.dropped} dropped"
+    )
+    if plan.kept_missing:
+        summary += f", {len(plan.kept_missing)} of vanished files kept"
     if failed:
         summary += f"; {failed} failed, listed in {errors_path(output)}"
     note(summary, quiet=quiet)

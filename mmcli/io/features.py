@@ -30,6 +30,36 @@ def sidecar_path(npy: Path) -> Path:
     return npy.with_suffix(".jsonl")
 
 
+def manifest_path(npy: Path) -> Path:
+    """``feats.npy`` -> ``feats.files.jsonl``: per row, the file it came from (size, mtime, content hash),
+    so ``--update`` can tell unchanged, renamed and new files apart."""
+    return npy.with_suffix(".files.jsonl")
+
+
+def file_entry(item_id: str, path: str | None) -> dict[str, Any]:
+    """A manifest line: the file's size, modification time and BLAKE2b digest (texts have no file)."""
+    import hashlib
+
+    if path is None:
+        return {"id": item_id}
+    status = os.stat(path)
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"id": item_id, "path": path, "size": status.st_size, "mtime_ns": status.st_mtime_ns,
+            "blake2b": digest.hexdigest()}  # fmt: skip
+
+
+def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
+    """The manifest beside a feature set, or None when there is none."""
+    path = manifest_path(npy)
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return [record for _, record in iter_jsonl(handle, str(path))]
+
+
 def errors_path(npy: Path) -> Path:
     """``feats.npy`` -> ``feats.errors.jsonl``: failed items, which are never rows."""
     return npy.with_suffix(".errors.jsonl")
@@ -119,23 +149,32 @@ class FeatureSetWriter:
         self._ids: set[str] = set()
         self.closed = False
         self.journal = journal
+        self._manifest_rows = 0
         if journal is None:
             self._rows_path = temporary_sibling(self.path, ".rows")
             self._records_path = temporary_sibling(sidecar_path(self.path), ".part")
+            self._files_path = temporary_sibling(manifest_path(self.path), ".part")
             self._rows: IO[bytes] = open(self._rows_path, "wb")
             self._records: IO[bytes] = open(self._records_path, "wb")
+            self._files: IO[bytes] = open(self._files_path, "wb")
             return
         # Resuming: what the journal committed is already part of the output.
         self._rows_path, self._records_path = journal.path("rows.bin"), journal.path("records.jsonl")
+        self._files_path = journal.path("files.jsonl")
         self._rows, self._records = journal.handles["rows.bin"], journal.handles["records.jsonl"]
+        self._files = journal.handles["files.jsonl"]
+        with open(self._files_path, "rb") as handle:
+            self._manifest_rows = handle.read().count(b"\n")
         self.count, self.dim = journal.rows, journal.dim
         with open(self._records_path, encoding="utf-8") as handle:
             self._ids = {record["id"] for _, record in iter_jsonl(handle, str(self._records_path))}
         with open(journal.path("errors.jsonl"), encoding="utf-8") as handle:
             self.errors = [record for _, record in iter_jsonl(handle, str(journal.path("errors.jsonl")))]
 
-    def add(self, vectors: np.ndarray, records: Sequence[dict[str, Any]]) -> None:
-        """Append a batch of rows with one record each."""
+    def add(
+        self, vectors: np.ndarray, records: Sequence[dict[str, Any]], files: Sequence[dict[str, Any]] | None = None
+    ) -> None:
+        """Append a batch of rows with one record each (and, for a manifest, one ``file_entry`` each)."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[0] != len(records):
             raise ValueError(f"{vectors.shape[0]} rows for {len(records)} records")
@@ -153,6 +192,12 @@ class FeatureSetWriter:
         self._rows.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
         for record in records:
             self._records.write((dumps(record) + "\n").encode("utf-8"))
+        if files is not None:
+            if len(files) != len(records) or self._manifest_rows != self.count:
+                raise ValueError("a manifest needs one file entry for every row")
+            for entry in files:
+                self._files.write((dumps(entry) + "\n").encode("utf-8"))
+            self._manifest_rows += len(files)
         self.count += len(records)
 
     def add_error(self, record: dict[str, Any]) -> None:
@@ -174,6 +219,7 @@ class FeatureSetWriter:
             self.journal.close()
         self._rows.close()
         self._records.close()
+        self._files.close()
         self.closed = True
         try:
             self._publish_errors()
@@ -190,6 +236,10 @@ class FeatureSetWriter:
                     np.lib.format.write_array_header_1_0(out, header)
                     shutil.copyfileobj(rows, out, 1 << 22)
                 commit(self._records_path, sidecar_path(self.path))
+                if self._manifest_rows == self.count:
+                    commit(self._files_path, manifest_path(self.path))
+                else:  # rows without file entries: a manifest from an earlier run would describe other rows
+                    manifest_path(self.path).unlink(missing_ok=True)
                 commit(npy_temporary, self.path)
             finally:
                 npy_temporary.unlink(missing_ok=True)
@@ -204,6 +254,7 @@ class FeatureSetWriter:
                 self.journal.close()
             self._rows.close()
             self._records.close()
+            self._files.close()
             self.closed = True
         if self.journal is None:
             self._discard()
@@ -223,6 +274,7 @@ class FeatureSetWriter:
             return
         self._rows_path.unlink(missing_ok=True)
         self._records_path.unlink(missing_ok=True)
+        self._files_path.unlink(missing_ok=True)
 
     def __enter__(self) -> FeatureSetWriter:
         return self

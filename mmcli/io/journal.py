@@ -1,11 +1,12 @@
 """Durable progress for long runs, so a killed run resumes instead of starting over.
 
 A run writes into ``NAME.partial/`` beside its output: ``rows.bin`` (raw rows), ``records.jsonl``,
-``errors.jsonl`` and ``state.json``. Data is appended and fsynced first; ``state.json``, replaced
-atomically afterwards, says how much of it is committed (bytes of each file, items consumed from
-the input stream) and which settings produced it. After a crash (even ``kill -9``) everything
-beyond the committed sizes is cut off, so the journal always describes whole batches. The folder
-is never mistaken for a finished output: outputs appear only when the run completes.
+``errors.jsonl``, ``files.jsonl`` (the manifest) and ``state.json``. Data is appended and fsynced
+first; ``state.json``, replaced atomically afterwards, says how much of it is committed (bytes of
+each file, items consumed from the input stream) and which settings produced it. After a crash
+(even ``kill -9``) everything beyond the committed sizes is cut off, so the journal always
+describes whole batches. The folder is never mistaken for a finished output: outputs appear only
+when the run completes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def journal_path(output: Path) -> Path:
 class Journal:
     """Append-only files plus a committed state; ``commit`` makes everything so far durable."""
 
-    FILES = ("rows.bin", "records.jsonl", "errors.jsonl")
+    FILES = ("rows.bin", "records.jsonl", "errors.jsonl", "files.jsonl")
 
     def __init__(self, folder: Path, fingerprint: dict[str, Any], *, restart: bool = False) -> None:
         self.folder = folder

@@ -1,0 +1,99 @@
+"""Incremental updates of a feature set: embed only what is new or changed since it was written.
+
+The manifest beside a set (``NAME.files.jsonl``) gives each row's file size, modification time and
+content hash. A current input whose path, size and mtime match keeps its row; one whose content
+hash matches a row (a renamed, copied or touched file) reuses that row under its new id; the rest
+are embedded. Rows are written in the order a fresh run would write them, so the result is the
+fresh run's, row for row.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmcli.errors import UsageError
+from mmcli.io.features import FeatureSet, file_entry
+from mmcli.io.inputs import InputItem
+
+
+@dataclass
+class UpdatePlan:
+    """What to do with each current input, and which old rows are kept although their file is gone."""
+
+    reuse: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # item -> (old row, manifest entry)
+    embed: list[int] = field(default_factory=list)  # items to run through the model, in input order
+    kept_missing: list[int] = field(default_factory=list)  # old rows of vanished files (--keep-missing)
+    moved: int = 0  # reused by content hash: renamed, copied or touched files
+    dropped: int = 0  # old rows of vanished files left out
+
+
+def plan_update(
+    items: Sequence[InputItem], old: FeatureSet, manifest: Sequence[dict[str, Any]], *, keep_missing: bool = False
+) -> UpdatePlan:
+    """Match current inputs to the rows of ``old`` by path + size + mtime, then by content hash."""
+    if len(manifest) != len(old):
+        raise UsageError(
+            f"{old.path}'s file manifest has {len(manifest)} entries for {len(old)} rows; "
+            "rerun without --update to rebuild the set"
+        )
+    by_path: dict[str, int] = {}
+    by_digest: dict[str, int] = {}
+    by_text: dict[str, int] = {}
+    for row, (entry, record) in enumerate(zip(manifest, old.records, strict=True)):
+        if "path" in entry:
+            by_path.setdefault(entry["path"], row)
+            by_digest.setdefault(entry["blake2b"], row)
+        elif record.get("modality") == "text":
+            by_text.setdefault(record["source"], row)
+    plan = UpdatePlan()
+    used: set[int] = set()
+    for index, item in enumerate(items):
+        match = _match(item, manifest, by_path, by_digest, by_text)
+        if match is None:
+            plan.embed.append(index)
+            continue
+        row, entry, moved = match
+        plan.reuse[index] = (row, entry)
+        plan.moved += moved
+        used.add(row)
+    for row, entry in enumerate(manifest):
+        if row in used or "path" not in entry or os.path.exists(entry["path"]):
+            continue
+        if keep_missing:
+            plan.kept_missing.append(row)
+        else:
+            plan.dropped += 1
+    return plan
+
+
+def _match(
+    item: InputItem,
+    manifest: Sequence[dict[str, Any]],
+    by_path: dict[str, int],
+    by_digest: dict[str, int],
+    by_text: dict[str, int],
+) -> tuple[int, dict[str, Any], bool] | None:
+    if item.error:
+        return None  # run it through the pipeline, which reports it as the fresh run would
+    if item.modality == "text":
+        row = by_text.get(item.text or "")
+        return None if row is None else (row, {"id": item.id}, False)
+    assert item.path is not None
+    try:
+        status = os.stat(item.path)
+    except OSError:
+        return None
+    row = by_path.get(item.path)
+    if row is not None:
+        entry = manifest[row]
+        if entry["size"] == status.st_size and entry["mtime_ns"] == status.st_mtime_ns:
+            return row, {**entry, "id": item.id}, False
+    try:
+        current = file_entry(item.id, item.path)
+    except OSError:
+        return None
+    row = by_digest.get(current["blake2b"])
+    return None if row is None else (row, current, True)

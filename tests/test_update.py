@@ -1,0 +1,78 @@
+"""``extract-features --update``: after files are added, deleted, renamed and modified, the set equals a fresh run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmcli.io.features import read_feature_set
+
+
+@pytest.fixture
+def library(tmp_path):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for index in range(40):
+        Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(folder / f"p{index:02d}.jpg")
+    return folder
+
+
+def extract(run_mmcli, folder, out, model, *extra):
+    return run_mmcli("extract-features", folder, "-o", out, "--model", model, "-b", "8", *extra)
+
+
+def test_update_after_add_delete_rename_modify_equals_a_fresh_run(run_mmcli, tiny_models, library, tmp_path):
+    model = tiny_models["clip"]
+    out = tmp_path / "set.npy"
+    assert extract(run_mmcli, library, out, model, "-q").returncode == 0
+    manifest = [json.loads(line) for line in (tmp_path / "set.files.jsonl").read_text().splitlines()]
+    assert [entry["id"] for entry in manifest] == read_feature_set(out).ids and "blake2b" in manifest[0]
+
+    (library / "p03.jpg").rename(library / "renamed.jpg")  # same content, new name: reused, not re-embedded
+    (library / "p10.jpg").unlink()  # gone: dropped
+    shutil.copy(library / "p20.jpg", library / "p20_copy.jpg")  # a duplicate: reused
+    Image.new("RGB", (30, 30), "red").save(library / "p30.jpg")  # modified: embedded again
+    Image.new("RGB", (30, 30), "blue").save(library / "a_new.jpg")  # new: embedded
+    (library / "broken.jpg").write_bytes(b"not an image")  # fails as in a fresh run
+
+    updated = extract(run_mmcli, library, out, model, "--update")
+    assert updated.returncode == 1, updated.stderr  # the broken file, as a fresh run reports it
+    assert "2 recognised by content" in updated.stderr and "1 dropped" in updated.stderr
+    assert "2 embedded" in updated.stderr  # p30 and a_new only
+
+    fresh = tmp_path / "fresh.npy"
+    assert extract(run_mmcli, library, fresh, model, "-q").returncode == 1
+    got, want = read_feature_set(out), read_feature_set(fresh)
+    assert got.records == want.records  # row for row, order included
+    # Equal to float32 rounding: an image's embedding moves in the last bits with its batch neighbours.
+    np.testing.assert_allclose(got.vectors, want.vectors, rtol=0, atol=1e-6)
+    assert (tmp_path / "set.files.jsonl").read_text() == (tmp_path / "fresh.files.jsonl").read_text()
+    assert (tmp_path / "set.errors.jsonl").read_text() == (tmp_path / "fresh.errors.jsonl").read_text()
+
+
+def test_keep_missing_keeps_rows_of_vanished_files_at_the_end(run_mmcli, tiny_models, library, tmp_path):
+    model = tiny_models["clip"]
+    out = tmp_path / "set.npy"
+    assert extract(run_mmcli, library, out, model, "-q").returncode == 0
+    before = read_feature_set(out)
+    vanished = before.ids[5]
+    (library / "p05.jpg").unlink()
+    done = extract(run_mmcli, library, out, model, "--update", "--keep-missing", "-q")
+    assert done.returncode == 0, done.stderr
+    after = read_feature_set(out)
+    assert after.ids == [*[i for i in before.ids if i != vanished], vanished]
+    np.testing.assert_array_equal(after.vectors[-1], before.vectors[5])
+
+
+def test_update_refusals(run_mmcli, tiny_models, library, tmp_path):
+    missing = extract(run_mmcli, library, tmp_path / "none.npy", tiny_models["clip"], "--update")
+    assert missing.returncode == 2 and "does not exist yet" in missing.stderr
+    out = tmp_path / "set.npy"
+    assert extract(run_mmcli, library, out, tiny_models["clip"], "-q").returncode == 0
+    other = extract(run_mmcli, library, out, tiny_models["siglip"], "--update")
+    assert other.returncode == 2 and "same --model" in other.stderr
