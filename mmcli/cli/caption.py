@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from mmcli.cli.common import (
     report_failure,
     reports_errors,
     require_inputs,
+    resumable,
     with_total,
 )
 
@@ -104,7 +104,6 @@ def caption(
     """
     from mmcli.io.atomic import check_writable
     from mmcli.io.inputs import STDIN, discover_images
-    from mmcli.io.journal import Journal, journal_path
 
     inputs = inputs or []
     require_inputs(inputs, hint="give image files or folders, or - to read paths from stdin")
@@ -130,7 +129,7 @@ def caption(
     )
     # Records on a terminal are progress enough; a bar would tangle with them.
     show_bar = not quiet and not (output is None and sys.stdout.isatty())
-    journal = None
+    journal, consumed = None, 0
     if output is not None and STDIN not in inputs:  # stdout and streams cannot be resumed
         settings = {
             "command": "caption",
@@ -144,11 +143,7 @@ def caption(
             "dtype": dtype.value,
             "max_pixels": max_pixels,
         }
-        journal = Journal(journal_path(output), settings, restart=restart)
-        if journal.consumed:
-            note(f"resuming: {journal.consumed} images were done by an earlier run ({journal.folder})", quiet=quiet)
-            items = islice(items, journal.consumed, None)
-    consumed = journal.consumed if journal else 0
+        journal, items, consumed = resumable(output, settings, items, restart=restart, quiet=quiet, unit="images")
     earlier = journal.counters if journal else {}
     captioned, failed = earlier.get("captioned", 0), earlier.get("failed", 0)
     with (

@@ -127,3 +127,19 @@ class _NoProgress:
 
     def write(self, message: str, file: Any = None) -> None:
         print(message, file=sys.stderr, flush=True)
+
+
+def resumable(
+    output: Any, settings: dict[str, Any], items: Iterator[Any], *, restart: bool, quiet: bool, unit: str = "items"
+) -> tuple[Any, Iterator[Any], int]:
+    """The journal for ``output`` and the items still to do: an interrupted run with the same
+    ``settings`` resumes after the items it committed (``--restart`` starts over)."""
+    from itertools import islice
+
+    from mmcli.io.journal import Journal, journal_path
+
+    journal = Journal(journal_path(output), settings, restart=restart)
+    if journal.consumed:
+        note(f"resuming: {journal.consumed} {unit} were done by an earlier run ({journal.folder})", quiet=quiet)
+        items = islice(items, journal.consumed, None)
+    return journal, items, journal.consumed

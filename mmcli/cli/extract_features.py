@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +18,7 @@ from mmcli.cli.common import (
     report_failure,
     reports_errors,
     require_inputs,
+    resumable,
     with_total,
 )
 from mmcli.errors import ItemError, UsageError
@@ -82,7 +83,6 @@ def extract_features(
     """
     from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, file_entry, sidecar_path
     from mmcli.io.inputs import STDIN, discover_images, discover_texts
-    from mmcli.io.journal import Journal, journal_path
 
     inputs = inputs or []
     texts = text or []
@@ -132,7 +132,7 @@ def extract_features(
             quiet,
         )
         return
-    journal = None
+    journal, consumed = None, 0
     if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
         settings = {
             "command": "extract-features",
@@ -148,11 +148,7 @@ def extract_features(
             "output_dtype": output_dtype.value,
             "max_pixels": max_pixels,
         }
-        journal = Journal(journal_path(output), settings, restart=restart)
-        if journal.consumed:
-            note(f"resuming: {journal.consumed} items were done by an earlier run ({journal.folder})", quiet=quiet)
-            items = islice(items, journal.consumed, None)
-    consumed = journal.consumed if journal else 0
+        journal, items, consumed = resumable(output, settings, items, restart=restart, quiet=quiet, unit="items")
     with (
         FeatureSetWriter(output, dtype=output_dtype.value, journal=journal) as writer,
         progress(total, quiet=quiet, unit="item", desc="embedding") as bar,
