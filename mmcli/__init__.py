@@ -23,8 +23,18 @@ _LAZY = {
     "FeatureSet": "mmcli.io.features",
     "FeatureSetWriter": "mmcli.io.features",
     "load_image": "mmcli.media.images",
-    "discover_inputs": "mmcli.io.inputs",
+    "discover_images": "mmcli.io.inputs",
+    "discover_texts": "mmcli.io.inputs",
     "embed_items": "mmcli.extract",
+    "search": "mmcli.retrieval",
+    "align": "mmcli.fusion.align",
+    "fuse_rows": "mmcli.fusion.early",
+    "train_head": "mmcli.fusion.learned",
+    "load_head": "mmcli.fusion.learned",
+    "fuse_results": "mmcli.fusion.late",
+    "evaluate_captions": "mmcli.metrics.captions",
+    "evaluate_rankings": "mmcli.metrics.retrieval",
+    "evaluate_classification": "mmcli.metrics.classification",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -117,3 +117,10 @@ def test_check_output_path(tmp_path):
     with pytest.raises(OutputExists, match="--overwrite"):
         check_output_path(tmp_path / "x.npy", overwrite=False)
     assert check_output_path(tmp_path / "x.npy", overwrite=True) == tmp_path / "x.npy"
+
+
+def test_every_public_name_of_the_package_resolves():
+    import mmcli
+
+    for name in mmcli.__all__:
+        assert getattr(mmcli, name) is not None, name
