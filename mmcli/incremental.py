@@ -25,6 +25,7 @@ class UpdatePlan:
 
     reuse: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # item -> (old row, manifest entry)
     embed: list[int] = field(default_factory=list)  # items to run through the model, in input order
+    hashed: dict[int, dict[str, Any]] = field(default_factory=dict)  # manifest entries already computed
     kept_missing: list[int] = field(default_factory=list)  # old rows of vanished files (--keep-missing)
     moved: int = 0  # reused by content hash: renamed, copied or touched files
     dropped: int = 0  # old rows of vanished files left out
@@ -51,11 +52,13 @@ def plan_update(
     plan = UpdatePlan()
     used: set[int] = set()
     for index, item in enumerate(items):
-        match = _match(item, manifest, by_path, by_digest, by_text)
-        if match is None:
+        row, entry, moved = _match(item, manifest, by_path, by_digest, by_text)
+        if row is None:
             plan.embed.append(index)
+            if entry is not None:
+                plan.hashed[index] = entry
             continue
-        row, entry, moved = match
+        assert entry is not None
         plan.reuse[index] = (row, entry)
         plan.moved += moved
         used.add(row)
@@ -75,17 +78,17 @@ def _match(
     by_path: dict[str, int],
     by_digest: dict[str, int],
     by_text: dict[str, int],
-) -> tuple[int, dict[str, Any], bool] | None:
+) -> tuple[int | None, dict[str, Any] | None, bool]:
+    """``(old row or None, the item's manifest entry if known, matched by content)``."""
     if item.error:
-        return None  # run it through the pipeline, which reports it as the fresh run would
+        return None, None, False  # run it through the pipeline, which reports it as the fresh run would
     if item.modality == "text":
-        row = by_text.get(item.text or "")
-        return None if row is None else (row, {"id": item.id}, False)
+        return by_text.get(item.text or ""), {"id": item.id}, False
     assert item.path is not None
     try:
         status = os.stat(item.path)
     except OSError:
-        return None
+        return None, None, False
     row = by_path.get(item.path)
     if row is not None:
         entry = manifest[row]
@@ -94,6 +97,6 @@ def _match(
     try:
         current = file_entry(item.id, item.path)
     except OSError:
-        return None
+        return None, None, False
     row = by_digest.get(current["blake2b"])
-    return None if row is None else (row, current, True)
+    return row, current, row is not None

@@ -245,7 +245,7 @@ def _update(
                     entries.append(entry)
                 elif outcomes[index].error is None:
                     vectors.append(outcomes[index].value)
-                    entries.append(file_entry(item.id, item.path))
+                    entries.append(plan.hashed.get(index) or file_entry(item.id, item.path))
                 else:
                     failed += 1
                     report_failure(
