@@ -55,15 +55,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr."
 
 
 def _records(path: Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    from mmcli.io.jsonl import iter_jsonl
+    from mmcli.io.jsonl import read_jsonl
 
-    if str(path) == "-":
-        yield from iter_jsonl(sys.stdin, "<stdin>")
-        return
-    if not path.is_file():
-        raise InputError(f"{what} file {path} does not exist")
-    with open(path, encoding="utf-8") as handle:
-        yield from iter_jsonl(handle, str(path))
+    return read_jsonl(path, f"{what} file")
 
 
 def _field(record: dict[str, Any], key: str, where: str) -> Any:

@@ -325,21 +325,16 @@ def _early(
 
 
 def _read_labels(path: Path, known: set[str]) -> dict[str, str]:
-    from mmcli.io.jsonl import iter_jsonl
+    from mmcli.io.jsonl import read_jsonl
 
-    if not path.is_file():
-        raise InputError(f"labels file {path} does not exist")
     found: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, record in iter_jsonl(handle, str(path)):
-            if "id" not in record or "label" not in record:
-                raise InputError(f'{path}:{number}: expected {{"id", "label"}}, got keys {sorted(record)}')
-            identifier, label = str(record["id"]), str(record["label"])
-            if found.get(identifier, label) != label:
-                raise InputError(
-                    f"{path}:{number}: id {identifier!r} is labelled both {found[identifier]!r} and {label!r}"
-                )
-            found[identifier] = label
+    for number, record in read_jsonl(path, "labels file"):
+        if "id" not in record or "label" not in record:
+            raise InputError(f'{path}:{number}: expected {{"id", "label"}}, got keys {sorted(record)}')
+        identifier, label = str(record["id"]), str(record["label"])
+        if found.get(identifier, label) != label:
+            raise InputError(f"{path}:{number}: id {identifier!r} is labelled both {found[identifier]!r} and {label!r}")
+        found[identifier] = label
     if not found:
         raise InputError(f"labels file {path} holds no records")
     absent = [identifier for identifier in found if identifier not in known]
@@ -483,7 +478,7 @@ def _late(
     from mmcli.fusion.early import parse_weights
     from mmcli.fusion.late import fuse_results
     from mmcli.io.atomic import check_writable
-    from mmcli.io.jsonl import iter_jsonl
+    from mmcli.io.jsonl import read_jsonl
     from mmcli.io.records import RecordWriter
 
     if method not in LATE:
@@ -492,12 +487,7 @@ def _late(
         raise UsageError("--results needs at least two result lists (retrieve or classify JSONL)")
     if output is not None:
         check_writable(output, overwrite=overwrite)
-    runs = []
-    for path in paths:
-        if not path.is_file():
-            raise InputError(f"result list {path} does not exist")
-        with open(path, encoding="utf-8") as handle:
-            runs.append([record for _, record in iter_jsonl(handle, str(path))])
+    runs = [[record for _, record in read_jsonl(path, "result list")] for path in paths]
     weights = parse_weights(weights_text, len(paths))
     fused, report = fuse_results(runs, method, weights=weights, rrf_k=rrf_k, top_k=top_k, names=[str(p) for p in paths])
     with RecordWriter(output, fmt="jsonl") as writer:

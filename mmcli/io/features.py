@@ -18,7 +18,7 @@ import numpy as np
 from mmcli.errors import InputError, UsageError
 from mmcli.io.atomic import atomic_output, check_writable, commit, temporary_sibling
 from mmcli.io.journal import Journal
-from mmcli.io.jsonl import dumps, iter_jsonl
+from mmcli.io.jsonl import dumps, read_jsonl
 
 REQUIRED_KEYS = ("id", "modality", "model", "source")
 MODALITIES = ("image", "text", "video", "frame", "audio", "fused")
@@ -56,8 +56,7 @@ def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
     path = manifest_path(npy)
     if not path.exists():
         return None
-    with open(path, encoding="utf-8") as handle:
-        return [record for _, record in iter_jsonl(handle, str(path))]
+    return [record for _, record in read_jsonl(path)]
 
 
 def errors_path(npy: Path) -> Path:
@@ -121,8 +120,7 @@ def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> Feat
     sidecar = sidecar_path(npy)
     if not sidecar.exists():
         raise InputError(f"{npy}: its sidecar {sidecar} is missing")
-    with open(sidecar, encoding="utf-8") as handle:
-        records = [record for _, record in iter_jsonl(handle, str(sidecar))]
+    records = [record for _, record in read_jsonl(sidecar)]
     if len(records) != vectors.shape[0]:
         raise InputError(
             f"{npy} has {vectors.shape[0]} rows but {sidecar} has {len(records)} records; "
@@ -166,10 +164,8 @@ class FeatureSetWriter:
         with open(self._files_path, "rb") as handle:
             self._manifest_rows = handle.read().count(b"\n")
         self.count, self.dim = journal.rows, journal.dim
-        with open(self._records_path, encoding="utf-8") as handle:
-            self._ids = {record["id"] for _, record in iter_jsonl(handle, str(self._records_path))}
-        with open(journal.path("errors.jsonl"), encoding="utf-8") as handle:
-            self.errors = [record for _, record in iter_jsonl(handle, str(journal.path("errors.jsonl")))]
+        self._ids = {record["id"] for _, record in read_jsonl(self._records_path)}
+        self.errors = [record for _, record in read_jsonl(journal.path("errors.jsonl"))]
 
     def add(
         self, vectors: np.ndarray, records: Sequence[dict[str, Any]], files: Sequence[dict[str, Any]] | None = None

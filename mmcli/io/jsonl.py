@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -40,6 +42,17 @@ def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str,
     for number, line in enumerate(lines, start=1):
         if line.strip():
             yield number, parse_line(line, f"{name}:{number}")
+
+
+def read_jsonl(path: str | os.PathLike[str], what: str = "JSONL file") -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, record)`` from a JSONL file (``-``: stdin); a missing file is one clear error."""
+    if str(path) == "-":
+        yield from iter_jsonl(sys.stdin, "<stdin>")
+        return
+    if not os.path.isfile(path):
+        raise InputError(f"{what} {path} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        yield from iter_jsonl(handle, str(path))
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], handle: IO[str]) -> int:
