@@ -1,10 +1,10 @@
-"""Incremental updates of a feature set: embed only what is new or changed since it was written.
+"""Incremental updates of an output (a feature set, captions): process only what is new or changed.
 
-The manifest beside a set (``NAME.files.jsonl``) gives each row's file size, modification time and
-content hash. A current input whose path, size and mtime match keeps its row; one whose content
-hash matches a row (a renamed, copied or touched file) reuses that row under its new id; the rest
-are embedded. Rows are written in the order a fresh run would write them, so the result is the
-fresh run's, row for row.
+The manifest beside an output (``NAME.files.jsonl``) gives each row's file size, modification time
+and content hash, after a first line with the settings of the run that wrote it. A current input
+whose path, size and mtime match keeps its row; one whose content hash matches a row (a renamed,
+copied or touched file) reuses that row under its new id; the rest are processed. Rows are written
+in the order a fresh run would write them, so the result is the fresh run's, row for row.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mmcli.errors import UsageError
-from mmcli.io.features import FeatureSet, file_entry
+from mmcli.io.features import file_entry, read_run_settings
 from mmcli.io.inputs import InputItem
 
 
@@ -31,19 +32,40 @@ class UpdatePlan:
     dropped: int = 0  # old rows of vanished files left out
 
 
-def plan_update(
-    items: Sequence[InputItem], old: FeatureSet, manifest: Sequence[dict[str, Any]], *, keep_missing: bool = False
-) -> UpdatePlan:
-    """Match current inputs to the rows of ``old`` by path + size + mtime, then by content hash."""
-    if len(manifest) != len(old):
+def check_same_settings(output: Path, settings: dict[str, Any]) -> None:
+    """Refuse to update ``output`` with settings that would make its old and new parts disagree."""
+    stored = read_run_settings(output)
+    if stored is None:  # written before runs recorded their settings
+        return
+    differing = [key for key in settings if key in stored and stored[key] != settings[key]]
+    if differing:
+        was = ", ".join(f"{key}={stored[key]!r}" for key in differing)
+        now = ", ".join(f"{key}={settings[key]!r}" for key in differing)
         raise UsageError(
-            f"{old.path}'s file manifest has {len(manifest)} entries for {len(old)} rows; "
-            "rerun without --update to rebuild the set"
+            f"{output} was made with {was}, this run has {now}; --update must use the same settings "
+            "(give the same flags again, or rebuild it with --overwrite)"
+        )
+
+
+def plan_update(
+    items: Sequence[InputItem],
+    records: Sequence[dict[str, Any]],
+    manifest: Sequence[dict[str, Any]],
+    *,
+    name: str,
+    keep_missing: bool = False,
+) -> UpdatePlan:
+    """Match current inputs to old output ``records`` (one manifest entry each, in order) by
+    path + size + mtime, then by content hash. ``name`` names the output in errors."""
+    if len(manifest) != len(records):
+        raise UsageError(
+            f"{name}'s file manifest has {len(manifest)} entries for {len(records)} records; "
+            "rerun without --update to rebuild it"
         )
     by_path: dict[str, int] = {}
     by_digest: dict[str, int] = {}
     by_text: dict[str, int] = {}
-    for row, (entry, record) in enumerate(zip(manifest, old.records, strict=True)):
+    for row, (entry, record) in enumerate(zip(manifest, records, strict=True)):
         if "path" in entry:
             by_path.setdefault(entry["path"], row)
             by_digest.setdefault(entry["blake2b"], row)

@@ -6,6 +6,7 @@ same way: Hugging Face id or local ``save_pretrained`` folder, through ``from_pr
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -37,19 +38,83 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
+def resolve_dtype(dtype: str, device: str, config: Any = None) -> Any:
     """The torch dtype for ``dtype`` on ``device``.
 
-    ``auto`` is float16 on GPUs and float32 on the CPU, where half-precision matrix products are
-    slow or unsupported.
+    ``auto`` picks the fastest numerics that keep embeddings within cosine 0.9999 of float32:
+    on a CPU, bfloat16 where the CPU multiplies it natively (AVX-512 BF16, AMX, Arm BF16), else
+    float32 (emulated bfloat16 is many times slower, and float16 matrix products on a CPU fall back
+    to a slow kernel); on a GPU, float16, or bfloat16 for checkpoints released in bfloat16 (their
+    activations may overflow float16) where the GPU supports it.
     """
     import torch
 
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
-    return getattr(torch, dtype)
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        if _released_in_bfloat16(config) and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.bfloat16 if native_bf16_cpu() else torch.float32
+
+
+def _released_in_bfloat16(config: Any) -> bool:
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return str(stored).replace("torch.", "") == "bfloat16"
+
+
+@functools.cache
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions, from the kernel's CPU flags (Linux).
+
+    Elsewhere the answer is no, which keeps ``auto`` at float32: slower at worst, never wrong.
+    """
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return bool(set(line.partition(":")[2].split()) & _BF16_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+CPUINFO = "/proc/cpuinfo"
+_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+QUANTIZATIONS = ("int8",)
+
+
+def check_quantize(quantize: str | None, device: str, dtype: str) -> None:
+    """``--quantize`` is a CPU option on float32 weights; say so before any model is loaded."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZATIONS:
+        raise UsageError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
+    if device != "cpu":
+        raise UsageError(f"--quantize {quantize} runs on the CPU only; on a GPU use --dtype float16 or bfloat16")
+    if dtype not in ("auto", "float32"):
+        raise UsageError(f"--quantize {quantize} quantizes float32 weights; leave --dtype at auto or float32")
+
+
+def quantize_linear_layers(model: Any) -> Any:
+    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8, activations quantized per
+    batch): the one CPU route to roughly 1.5x float32 speed without bfloat16 hardware, at a cosine of
+    about 0.9995 to float32 embeddings, which is why it is an explicit choice, never ``auto``."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao announces its future move to torchao on every call
+        try:
+            from torch.ao.quantization import quantize_dynamic
+        except ImportError:  # pragma: no cover - depends on the torch release
+            raise UsageError("this torch release has no dynamic quantization (torch.ao.quantization)") from None
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def looks_like_path(name: str) -> bool:
@@ -110,13 +175,21 @@ def from_pretrained(
 
 
 def move_to(inputs: Any, device: str, dtype: Any) -> dict[str, Any]:
-    """Move a processor's tensors to ``device``; floating ones take the model's ``dtype``."""
+    """Move a processor's tensors to ``device``; floating ones take the model's ``dtype``.
+
+    On a GPU, tensors travel through pinned memory without blocking, and are cast there, so the
+    copy overlaps the host's next work and the narrower dtype is made on the faster side.
+    """
     import torch
 
+    to_gpu = device.startswith("cuda")
     moved = {}
     for key, value in dict(inputs).items():
         if isinstance(value, torch.Tensor):
-            value = value.to(device, dtype=dtype if value.is_floating_point() else None)
+            target = dtype if value.is_floating_point() else None
+            if to_gpu and value.device.type == "cpu":
+                value = value.pin_memory().to(device, non_blocking=True)
+            value = value.to(device, dtype=target)
         moved[key] = value
     return moved
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmcli.errors import UnsupportedModel
-from mmcli.loading import load_config, resolve_device, resolve_dtype
+from mmcli.loading import check_quantize, load_config, quantize_linear_layers, resolve_device, resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -77,22 +77,31 @@ class Registry:
         *,
         device: str = "auto",
         dtype: str = "auto",
+        quantize: str | None = None,
         trust_remote_code: bool = False,
         **options: Any,
     ) -> Any:
-        """Resolve config, family, device and dtype, then let the family load the checkpoint."""
+        """Resolve config, family, device and dtype, then let the family load the checkpoint.
+
+        ``quantize="int8"`` (CPU only) loads float32 weights and makes every Linear layer int8.
+        """
+        resolved_device = resolve_device(device)
+        check_quantize(quantize, resolved_device, dtype)
         config = load_config(name_or_path, trust_remote_code=trust_remote_code)
         family = self.family_for(config, name_or_path)
-        resolved_device = resolve_device(device)
-        return family.load(
+        loaded = family.load(
             name_or_path,
             os.path.expanduser(name_or_path),
             config,
             device=resolved_device,
-            dtype=resolve_dtype(dtype, resolved_device),
+            dtype=resolve_dtype("float32" if quantize else dtype, resolved_device, config),
             trust_remote_code=trust_remote_code,
             **options,
         )
+        if quantize:
+            quantize_linear_layers(loaded.model)
+            loaded.quantized = quantize
+        return loaded
 
     def describe(self) -> list[dict[str, Any]]:
         """The registered families with the model types each claims."""

@@ -16,6 +16,18 @@ PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 
 # Tests never reach the hub: every model is a local folder, and a missing one must fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Parity with reference usage is checked in float32, whatever `--dtype auto` would pick on the CPU
+# running the tests (bfloat16 on CPUs with native support); tests of that choice patch it explicitly.
+os.environ["MMCLI_DTYPE"] = "float32"
+# ... and from full-size decodes, as the reference processor sees them; tests/test_engine.py covers
+# reduced-scale JPEG decoding, which is the default for users.
+os.environ["MMCLI_EXACT_DECODE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _float32_auto_dtype(monkeypatch):
+    """In-process loads with ``dtype="auto"`` resolve as on a CPU without bfloat16 hardware."""
+    monkeypatch.setattr("mmcli.loading.native_bf16_cpu", lambda: False)
 
 
 @pytest.fixture(scope="session")

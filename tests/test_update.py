@@ -30,7 +30,8 @@ def test_update_after_add_delete_rename_modify_equals_a_fresh_run(run_mmcli, tin
     model = tiny_models["clip"]
     out = tmp_path / "set.npy"
     assert extract(run_mmcli, library, out, model, "-q").returncode == 0
-    manifest = [json.loads(line) for line in (tmp_path / "set.files.jsonl").read_text().splitlines()]
+    header, *manifest = [json.loads(line) for line in (tmp_path / "set.files.jsonl").read_text().splitlines()]
+    assert header["settings"]["model"] == str(model) and header["settings"]["normalize"] is True
     assert [entry["id"] for entry in manifest] == read_feature_set(out).ids and "blake2b" in manifest[0]
 
     (library / "p03.jpg").rename(library / "renamed.jpg")  # same content, new name: reused, not re-embedded
@@ -76,3 +77,8 @@ def test_update_refusals(run_mmcli, tiny_models, library, tmp_path):
     assert extract(run_mmcli, library, out, tiny_models["clip"], "-q").returncode == 0
     other = extract(run_mmcli, library, out, tiny_models["siglip"], "--update")
     assert other.returncode == 2 and "same --model" in other.stderr
+    before = out.read_bytes()
+    unnormalised = extract(run_mmcli, library, out, tiny_models["clip"], "--update", "--no-normalize")
+    assert unnormalised.returncode == 2
+    assert "normalize=True" in unnormalised.stderr and "normalize=False" in unnormalised.stderr
+    assert out.read_bytes() == before  # refused before anything was written

@@ -36,11 +36,14 @@ def load_captioner(
     *,
     device: str = "auto",
     dtype: str = "auto",
+    quantize: str | None = None,
     trust_remote_code: bool = False,
     **options: Any,
 ) -> Captioner:
     """Load a hub id or local checkpoint folder as a :class:`Captioner`, its family chosen from its config."""
-    return CAPTIONERS.load(name_or_path, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options)
+    return CAPTIONERS.load(
+        name_or_path, device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code, **options
+    )
 
 
 def list_captioner_families() -> list[dict[str, Any]]:

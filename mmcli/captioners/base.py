@@ -16,8 +16,12 @@ import torch
 
 from mmcli.errors import UsageError
 from mmcli.loading import from_pretrained, move_to
+from mmcli.media.images import decode_min_side
 
 DETAIL_LEVELS = ("brief", "detailed", "more")
+# Past about 8 images, batched generation on two CPU cores gains little and delays the first results.
+CPU_CAPTION_BATCH_SIZE = 8
+GPU_CAPTION_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ class Captioner:
     #: Whether the decoded output may repeat the prompt (a text prefix), which cleaning then removes;
     #: an instruction (chat models) is never echoed, and an answer may well start with its words.
     echoes_prompt: ClassVar[bool] = True
+    #: Whether the processor resizes every image to one fixed size, so JPEGs may be decoded at
+    #: reduced scale (see ``decode_min_side``); tiling and dynamic-resolution processors do not.
+    fixed_input_size: ClassVar[bool] = True
+    quantized: str | None = None
 
     def __init__(self, name: str, model: Any, processor: Any, *, device: str, dtype: torch.dtype) -> None:
         self.name = name
@@ -74,6 +82,13 @@ class Captioner:
         self.processor = processor
         self.device = device
         self.dtype = dtype
+        image_processor = getattr(processor, "image_processor", None)
+        self.decode_min_side = decode_min_side(image_processor) if self.fixed_input_size else None
+
+    @property
+    def default_batch_size(self) -> int:
+        """Images per ``generate`` call when the user gives none: small on CPUs, larger on GPUs."""
+        return GPU_CAPTION_BATCH_SIZE if self.device.startswith("cuda") else CPU_CAPTION_BATCH_SIZE
 
     @classmethod
     def from_checkpoint(

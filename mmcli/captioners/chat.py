@@ -86,6 +86,7 @@ class ChatCaptioner(Captioner):
 
     family = "chat"
     echoes_prompt = False
+    fixed_input_size = False  # tiling (Idefics3, SmolVLM) and dynamic resolution (Qwen2-VL) want every pixel
     default_prompt = "Describe this image in one sentence."
     detail_prompts: ClassVar[dict[str, str] | None] = {
         "detailed": "Describe this image in detail.",

@@ -84,11 +84,13 @@ def caption(
     seed: Annotated[
         int | None, typer.Option(help="Seed for reproducible sampling.", rich_help_panel=GENERATION)
     ] = None,
-    batch_size: opt.BatchSize = 8,
+    batch_size: opt.CaptionBatchSize = None,
     workers: opt.Workers = None,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
+    quantize: opt.QuantizeOption = None,
     max_pixels: opt.MaxPixels = 178_956_970,
+    exact_decode: opt.ExactDecode = False,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
     restart: Annotated[
@@ -116,7 +118,14 @@ def caption(
     from mmcli.captioners import GenerationOptions, load_captioner
     from mmcli.io.records import RecordWriter
 
-    captioner = load_captioner(model, device=device.value, dtype=dtype.value, trust_remote_code=trust_remote_code)
+    captioner = load_captioner(
+        model,
+        device=device.value,
+        dtype=dtype.value,
+        quantize=quantize.value if quantize else None,
+        trust_remote_code=trust_remote_code,
+    )
+    batch_size = batch_size or captioner.default_batch_size
     run_prompt = captioner.prompt_for(prompt, detail.value)
     options = GenerationOptions(
         max_new_tokens=max_new_tokens,
@@ -139,9 +148,11 @@ def caption(
             "options": vars(options),
             "format": output_format.value,
             "batch_size": batch_size,
-            "device": device.value,
-            "dtype": dtype.value,
+            "device": str(captioner.device),
+            "dtype": str(captioner.dtype),
+            "quantize": captioner.quantized,
             "max_pixels": max_pixels,
+            "exact_decode": exact_decode,
         }
         journal, items, consumed = resumable(output, settings, items, restart=restart, quiet=quiet, unit="images")
     earlier = journal.counters if journal else {}
@@ -159,6 +170,7 @@ def caption(
             batch_size=batch_size,
             workers=workers,
             max_pixels=max_pixels,
+            exact_decode=exact_decode,
         ):
             for outcome in batch:
                 item = outcome.item

@@ -59,11 +59,13 @@ def classify(
         Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)
     ] = None,
     model: opt.EncoderModel = opt.DEFAULT_ENCODER,
-    batch_size: opt.BatchSize = 16,
+    batch_size: opt.BatchSize = None,
     workers: opt.Workers = None,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
+    quantize: opt.QuantizeOption = None,
     max_pixels: opt.MaxPixels = 178_956_970,
+    exact_decode: opt.ExactDecode = False,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
     trust_remote_code: opt.TrustRemoteCode = False,
@@ -101,7 +103,14 @@ def classify(
     if feature_set is not None and model == opt.DEFAULT_ENCODER:
         models = feature_set.models
         model = models.pop() if len(models) == 1 else model
-    encoder = load_encoder(model, device=device.value, dtype=dtype.value, trust_remote_code=trust_remote_code)
+    encoder = load_encoder(
+        model,
+        device=device.value,
+        dtype=dtype.value,
+        quantize=quantize.value if quantize else None,
+        trust_remote_code=trust_remote_code,
+    )
+    batch_size = batch_size or encoder.default_batch_size
     for needed in ("image", "text"):
         if not encoder.supports(needed):
             raise UsageError(
@@ -124,7 +133,9 @@ def classify(
                     {"id": record["id"], "source": record.get("source"), **prediction(row, classes.labels, top)}
                 )
         else:
-            for batch in embed_items(items, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels):
+            for batch in embed_items(
+                items, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, exact_decode=exact_decode
+            ):
                 good = [outcome for outcome in batch if outcome.error is None]
                 rows = iter(probabilities([o.value for o in good], classes)) if good else iter(())
                 for outcome in batch:

@@ -52,15 +52,17 @@ def extract_features(
     ] = InputModality.image,
     field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
     model: opt.EncoderModel = opt.DEFAULT_ENCODER,
-    batch_size: opt.BatchSize = 16,
+    batch_size: opt.BatchSize = None,
     workers: opt.Workers = None,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
+    quantize: opt.QuantizeOption = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise each row.")] = True,
     output_dtype: Annotated[
         opt.StorageDType, typer.Option(help="Storage type of the .npy rows.")
     ] = opt.StorageDType.float32,
     max_pixels: opt.MaxPixels = 178_956_970,
+    exact_decode: opt.ExactDecode = False,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
     restart: Annotated[
@@ -108,7 +110,14 @@ def extract_features(
     from mmcli.encoders import load_encoder
     from mmcli.extract import embed_items
 
-    encoder = load_encoder(model, device=device.value, dtype=dtype.value, trust_remote_code=trust_remote_code)
+    encoder = load_encoder(
+        model,
+        device=device.value,
+        dtype=dtype.value,
+        quantize=quantize.value if quantize else None,
+        trust_remote_code=trust_remote_code,
+    )
+    batch_size = batch_size or encoder.default_batch_size
     for needed, modality_name in ((wants_images, "image"), (wants_text, "text")):
         if needed and not encoder.supports(modality_name):
             raise UsageError(
@@ -116,48 +125,40 @@ def extract_features(
                 "choose a model for that modality with --model"
             )
 
+    # What decides the rows' values; recorded in the manifest so --update can insist on the same.
+    run_settings = {
+        "model": model,
+        "modality": modality.value,
+        "field": field,
+        "normalize": normalize,
+        "output_dtype": output_dtype.value,
+        "max_pixels": max_pixels,
+        "exact_decode": exact_decode,
+        "dtype": str(encoder.dtype),
+        "quantize": encoder.quantized,
+    }
+    embed_options = {
+        "batch_size": batch_size,
+        "workers": workers,
+        "normalize": normalize,
+        "max_pixels": max_pixels,
+        "exact_decode": exact_decode,
+    }
     if update:
-        _update(
-            output,
-            list(items),
-            encoder,
-            model,
-            keep_missing,
-            batch_size,
-            workers,
-            normalize,
-            max_pixels,
-            output_dtype.value,
-            on_error.value,
-            quiet,
-        )
+        _update(output, list(items), encoder, run_settings, keep_missing, embed_options, on_error.value, quiet)
         return
     journal, consumed = None, 0
     if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
-        settings = {
-            "command": "extract-features",
-            "inputs": [str(i) for i in inputs],
-            "texts": texts,
-            "modality": modality.value,
-            "field": field,
-            "model": model,
-            "batch_size": batch_size,
-            "device": str(encoder.device),
-            "dtype": str(encoder.dtype),
-            "normalize": normalize,
-            "output_dtype": output_dtype.value,
-            "max_pixels": max_pixels,
-        }
+        settings = {"command": "extract-features", "inputs": [str(i) for i in inputs], "texts": texts}
+        settings.update(run_settings, batch_size=batch_size, device=str(encoder.device))
         journal, items, consumed = resumable(output, settings, items, restart=restart, quiet=quiet, unit="items")
     with (
-        FeatureSetWriter(output, dtype=output_dtype.value, journal=journal) as writer,
+        FeatureSetWriter(output, dtype=output_dtype.value, journal=journal, settings=run_settings) as writer,
         progress(total, quiet=quiet, unit="item", desc="embedding") as bar,
     ):
         bar.update(consumed)
         failed = len(writer.errors)  # an interrupted run's failures count in this summary too
-        for batch in embed_items(
-            items, encoder, batch_size=batch_size, workers=workers, normalize=normalize, max_pixels=max_pixels
-        ):
+        for batch in embed_items(items, encoder, **embed_options):
             good = [outcome for outcome in batch if outcome.error is None]
             if good:
                 writer.add(
@@ -195,13 +196,9 @@ def _update(
     output: Path,
     items: list,
     encoder: Any,
-    model: str,
+    run_settings: dict[str, Any],
     keep_missing: bool,
-    batch_size: int,
-    workers: int | None,
-    normalize: bool,
-    max_pixels: int,
-    output_dtype: str,
+    embed_options: dict[str, Any],
     on_error: str,
     quiet: bool,
 ) -> None:
@@ -209,32 +206,27 @@ def _update(
     import numpy as np
 
     from mmcli.extract import embed_items
-    from mmcli.incremental import plan_update
+    from mmcli.incremental import check_same_settings, plan_update
     from mmcli.io.features import FeatureSetWriter, errors_path, file_entry, read_feature_set, read_manifest
 
+    model = run_settings["model"]
     old = read_feature_set(output)
     manifest = read_manifest(output)
     if manifest is None:
         raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
     if old.models != {model}:
         raise UsageError(f"{output} was made with {', '.join(sorted(old.models))}; --update must use the same --model")
-    plan = plan_update(items, old, manifest, keep_missing=keep_missing)
+    check_same_settings(output, run_settings)
+    plan = plan_update(items, old.records, manifest, name=str(output), keep_missing=keep_missing)
     outcomes = {}
     with progress(len(plan.embed), quiet=quiet, unit="item", desc="embedding new") as bar:
         to_embed = iter(plan.embed)
-        for batch in embed_items(
-            [items[i] for i in plan.embed],
-            encoder,
-            batch_size=batch_size,
-            workers=workers,
-            normalize=normalize,
-            max_pixels=max_pixels,
-        ):
+        for batch in embed_items([items[i] for i in plan.embed], encoder, **embed_options):
             for outcome in batch:
                 outcomes[next(to_embed)] = outcome
             bar.update(len(batch))
     failed = 0
-    with FeatureSetWriter(output, dtype=output_dtype) as writer:
+    with FeatureSetWriter(output, dtype=run_settings["output_dtype"], settings=run_settings) as writer:
         for start in range(0, len(items), 1024):
             vectors, records, entries = [], [], []
             for index in range(start, min(start + 1024, len(items))):

@@ -23,6 +23,7 @@ def load_encoder(
     *,
     device: str = "auto",
     dtype: str = "auto",
+    quantize: str | None = None,
     trust_remote_code: bool = False,
     **options: Any,
 ) -> Encoder:
@@ -31,7 +32,9 @@ def load_encoder(
     The family is chosen from the checkpoint's config (``model_type``), never from its name; the
     checkpoint's own processor prepares inputs, so embeddings match the model's reference usage.
     """
-    return ENCODERS.load(name_or_path, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options)
+    return ENCODERS.load(
+        name_or_path, device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code, **options
+    )
 
 
 def list_encoder_families() -> list[dict[str, Any]]:

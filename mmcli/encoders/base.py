@@ -19,6 +19,8 @@ from mmcli.pipeline import batched
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 16
+# Two CPU cores run eager ViTs no faster beyond about 16 images a call; a GPU needs larger batches to fill.
+GPU_BATCH_SIZE = 64
 
 
 class Encoder:
@@ -28,10 +30,15 @@ class Encoder:
         name: the model name or folder as the user gave it (recorded in each row's ``model``).
         family: the registered family that handles the checkpoint.
         modalities: what this model can embed, e.g. ``frozenset({"image", "text"})``.
+        decode_min_side: the shortest side images need before preprocessing (``None``: full size);
+            JPEGs are decoded at reduced scale down to it.
+        quantized: ``"int8"`` when the Linear layers were quantized, else ``None``.
     """
 
     family: ClassVar[str] = ""
     modalities: ClassVar[frozenset[str]] = frozenset()
+    decode_min_side: int | None = None
+    quantized: str | None = None
 
     def __init__(self, name: str, model: Any, *, device: str, dtype: torch.dtype) -> None:
         self.name = name
@@ -69,6 +76,11 @@ class Encoder:
                 probe = Image.new("RGB", (64, 64))
                 self._dim = self.embed_preprocessed([self.preprocess_image(probe)]).shape[1]
         return self._dim
+
+    @property
+    def default_batch_size(self) -> int:
+        """Items per model call when the user gives none: small on CPUs, larger on GPUs."""
+        return GPU_BATCH_SIZE if self.device.startswith("cuda") else DEFAULT_BATCH_SIZE
 
     def supports(self, modality: str) -> bool:
         return modality in self.modalities

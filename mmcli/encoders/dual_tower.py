@@ -10,6 +10,7 @@ from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_
 from mmcli.encoders.registry import register_family
 from mmcli.errors import UnsupportedModel
 from mmcli.loading import from_pretrained
+from mmcli.media.images import decode_min_side
 
 # SigLIP towers were trained on texts padded to a fixed length; their reference usage pads so.
 PAD_TO_MAX_LENGTH = frozenset({"siglip", "siglip2"})
@@ -22,6 +23,7 @@ class DualTowerEncoder(Encoder):
     def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
         super().__init__(name, model, **kwargs)
         self.processor = processor
+        self.decode_min_side = decode_min_side(getattr(processor, "image_processor", None))
         self.config = config
         text_config = getattr(config, "text_config", config)
         self.max_length = text_max_length(text_config, processor.tokenizer)

@@ -9,6 +9,7 @@ import torch
 from mmcli.encoders.base import Encoder
 from mmcli.encoders.registry import register_family
 from mmcli.loading import from_pretrained
+from mmcli.media.images import decode_min_side
 
 POOLING = ("auto", "cls", "mean", "pooler")
 
@@ -31,6 +32,7 @@ class VisionEncoder(Encoder):
         if pooling not in POOLING:
             raise ValueError(f"pooling must be one of {POOLING}")
         self.image_processor = image_processor
+        self.decode_min_side = decode_min_side(image_processor)
         self.config = config
         if pooling == "auto":
             pooler = getattr(model, "pooler", None)

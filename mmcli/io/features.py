@@ -30,6 +30,9 @@ def sidecar_path(npy: Path) -> Path:
     return npy.with_suffix(".jsonl")
 
 
+MANIFEST_SETTINGS = "settings"
+
+
 def manifest_path(npy: Path) -> Path:
     """``feats.npy`` -> ``feats.files.jsonl``: per row, the file it came from (size, mtime, content hash),
     so ``--update`` can tell unchanged, renamed and new files apart."""
@@ -52,11 +55,33 @@ def file_entry(item_id: str, path: str | None) -> dict[str, Any]:
 
 
 def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
-    """The manifest beside a feature set, or None when there is none."""
+    """The file entries of the manifest beside an output, or None when there is none."""
     path = manifest_path(npy)
     if not path.exists():
         return None
-    return [record for _, record in read_jsonl(path)]
+    return [record for _, record in read_jsonl(path) if MANIFEST_SETTINGS not in record]
+
+
+def read_run_settings(npy: Path) -> dict[str, Any] | None:
+    """The settings of the run that wrote an output (the manifest's first line), if it recorded them."""
+    path = manifest_path(npy)
+    if not path.exists():
+        return None
+    for _, record in read_jsonl(path):
+        return record.get(MANIFEST_SETTINGS)
+    return None
+
+
+def manifest_header(settings: dict[str, Any]) -> bytes:
+    """The manifest's first line: the settings that decide the output, which ``--update`` must share."""
+    return (dumps({MANIFEST_SETTINGS: settings}) + "\n").encode("utf-8")
+
+
+def count_entries(manifest: Path) -> int:
+    """File entries in a (partial) manifest: its lines, less the settings line."""
+    with open(manifest, "rb") as handle:
+        data = handle.read()
+    return data.count(b"\n") - int(data.startswith(b'{"' + MANIFEST_SETTINGS.encode()))
 
 
 def errors_path(npy: Path) -> Path:
@@ -136,7 +161,14 @@ class FeatureSetWriter:
     failed or interrupted run never leaves a feature set that looks valid.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, dtype: str = "float32", journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        dtype: str = "float32",
+        journal: Journal | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         if dtype not in STORAGE_DTYPES:
             raise UsageError(f"unknown storage dtype {dtype!r}; choose from {', '.join(STORAGE_DTYPES)}")
         self.path = Path(path)
@@ -155,14 +187,17 @@ class FeatureSetWriter:
             self._rows: IO[bytes] = open(self._rows_path, "wb")
             self._records: IO[bytes] = open(self._records_path, "wb")
             self._files: IO[bytes] = open(self._files_path, "wb")
+            if settings is not None:
+                self._files.write(manifest_header(settings))
             return
         # Resuming: what the journal committed is already part of the output.
         self._rows_path, self._records_path = journal.path("rows.bin"), journal.path("records.jsonl")
         self._files_path = journal.path("files.jsonl")
         self._rows, self._records = journal.handles["rows.bin"], journal.handles["records.jsonl"]
         self._files = journal.handles["files.jsonl"]
-        with open(self._files_path, "rb") as handle:
-            self._manifest_rows = handle.read().count(b"\n")
+        if settings is not None and journal.state["files.jsonl"] == 0:
+            self._files.write(manifest_header(settings))
+        self._manifest_rows = count_entries(self._files_path)
         self.count, self.dim = journal.rows, journal.dim
         self._ids = {record["id"] for _, record in read_jsonl(self._records_path)}
         self.errors = [record for _, record in read_jsonl(journal.path("errors.jsonl"))]

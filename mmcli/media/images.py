@@ -6,8 +6,10 @@ way whether it is embedded, captioned or classified.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -68,12 +70,18 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> Image.Image:
     """Decode ``path`` into an upright 8-bit RGB image.
 
     EXIF orientation is applied; transparency is composited over white; CMYK, 16-bit and palette
     images become RGB; animations give their first frame. Any failure is an :class:`ItemError`
     with a message a person can act on.
+
+    With ``min_side`` (see :func:`decode_min_side`), a JPEG is decoded at the smallest of 1/2, 1/4
+    or 1/8 scale that keeps both sides at least that long: the DCT does the downscaling, which makes
+    a 12-megapixel photo several times cheaper to decode for a model that sees 224 pixels.
     """
     _allow_pillow_up_to(max_pixels)
     try:
@@ -89,6 +97,9 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
                     "(a decompression bomb?); raise the limit with --max-pixels if it is genuine"
                 )
             image.seek(0)
+            if min_side and image.format == "JPEG" and min(width, height) >= 2 * min_side:
+                scale = min(width, height) / min_side
+                image.draft(None, (math.ceil(width / scale), math.ceil(height / scale)))
             image.load()
             return to_rgb(_upright(image))
     except ItemError:
@@ -108,6 +119,31 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         if "truncated" in reason:
             reason = "image file is truncated"
         raise ItemError(f"corrupt image: {reason}") from None
+
+
+# Resize keys whose values are pixel lengths; any other key (pixel budgets, longest edges) means
+# the processor may keep detail a reduced decode would lose, so such processors get no draft.
+_SIDE_KEYS = frozenset({"shortest_edge", "height", "width"})
+
+
+def decode_min_side(image_processor: Any) -> int | None:
+    """The shortest side a decoded image needs for ``image_processor`` to give (nearly) the same input.
+
+    Twice the largest side the processor resizes or crops to, so its own antialiased resize still
+    does the final reduction; ``None`` where its sizes are not plain lengths (tiling or
+    dynamic-resolution processors), meaning: decode at full size.
+    """
+    longest = 0
+    for attribute in ("size", "crop_size"):
+        size = getattr(image_processor, attribute, None)
+        if size is None:
+            continue
+        size = dict(size) if not isinstance(size, int) else {"shortest_edge": size}
+        values = {key: value for key, value in size.items() if value is not None}
+        if not values or not set(values) <= _SIDE_KEYS or not all(isinstance(v, int) for v in values.values()):
+            return None
+        longest = max(longest, *values.values())
+    return 2 * longest if longest else None
 
 
 def _upright(image: Image.Image) -> Image.Image:
