@@ -93,4 +93,5 @@ def test_caption_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmc
     assert rerun.returncode == 1, rerun.stderr  # the corrupt file counts, before or after the kill
     assert f"resuming: {done_before} images" in rerun.stderr and "300 images; 1 failed" in rerun.stderr
     assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert (tmp_path / "resumed.files.jsonl").read_bytes() == (tmp_path / "whole.files.jsonl").read_bytes()
     assert not (tmp_path / "resumed.partial").exists()

@@ -1,4 +1,5 @@
-"""``extract-features --update``: after files are added, deleted, renamed and modified, the set equals a fresh run."""
+"""``--update`` (extract-features, caption): after files are added, deleted, renamed and modified, the output
+equals a fresh run."""
 
 from __future__ import annotations
 
@@ -82,3 +83,38 @@ def test_update_refusals(run_mmcli, tiny_models, library, tmp_path):
     assert unnormalised.returncode == 2
     assert "normalize=True" in unnormalised.stderr and "normalize=False" in unnormalised.stderr
     assert out.read_bytes() == before  # refused before anything was written
+
+
+def caption(run_mmcli, folder, out, model, *extra):
+    return run_mmcli("caption", folder, "-o", out, "--model", model, "-b", "4",
+                     "--min-new-tokens", "3", "--max-new-tokens", "3", *extra)  # fmt: skip
+
+
+def test_caption_update_equals_a_fresh_run_and_captions_only_what_changed(run_mmcli, tiny_models, library, tmp_path):
+    model = tiny_models["blip"]
+    out = tmp_path / "captions.jsonl"
+    assert caption(run_mmcli, library, out, model, "-q").returncode == 0
+    header = json.loads((tmp_path / "captions.files.jsonl").read_text().splitlines()[0])
+    assert header["settings"]["options"]["max_new_tokens"] == 3
+
+    (library / "p03.jpg").rename(library / "renamed.jpg")
+    (library / "p10.jpg").unlink()
+    Image.new("RGB", (30, 30), "red").save(library / "p30.jpg")
+    Image.new("RGB", (30, 30), "blue").save(library / "a_new.jpg")
+    (library / "broken.jpg").write_bytes(b"not an image")
+
+    updated = caption(run_mmcli, library, out, model, "--update")
+    assert updated.returncode == 1, updated.stderr  # the broken file, as a fresh run reports it
+    assert "38 captions kept (1 recognised by content)" in updated.stderr
+    assert "2 captioned, 1 dropped; 1 failed" in updated.stderr
+
+    fresh = tmp_path / "fresh.jsonl"
+    assert caption(run_mmcli, library, fresh, model, "-q").returncode == 1
+    assert out.read_text() == fresh.read_text()  # record for record, order and error record included
+    assert (tmp_path / "captions.files.jsonl").read_text() == (tmp_path / "fresh.files.jsonl").read_text()
+
+    longer = caption(run_mmcli, library, out, model, "--update", "--max-new-tokens", "5")
+    assert longer.returncode == 2 and "--update must use the same settings" in longer.stderr
+    assert out.read_text() == fresh.read_text()
+    text = caption(run_mmcli, library, tmp_path / "c.txt", model, "--update", "--format", "text")
+    assert text.returncode == 2 and "existing -o JSONL" in text.stderr

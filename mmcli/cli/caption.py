@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,7 @@ from mmcli.cli.common import (
     resumable,
     with_total,
 )
+from mmcli.errors import UsageError
 
 EXAMPLES = """\
 Examples:
@@ -96,6 +97,15 @@ def caption(
     restart: Annotated[
         bool, typer.Option(help="Discard the progress of an interrupted -o run (OUT.partial) instead of resuming it.")
     ] = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            help="Bring an existing -o JSONL up to date: caption only new or changed images, drop vanished ones."
+        ),
+    ] = False,
+    keep_missing: Annotated[
+        bool, typer.Option(help="With --update, keep the records of images that no longer exist (at the end).")
+    ] = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -109,13 +119,22 @@ def caption(
 
     inputs = inputs or []
     require_inputs(inputs, hint="give image files or folders, or - to read paths from stdin")
+    if update:
+        if output is None or output_format is not OutputFormat.jsonl or STDIN in inputs or not output.exists():
+            raise UsageError(
+                "--update brings an existing -o JSONL file up to date from image files"
+                + ("" if output is None or output.exists() else f": {output} does not exist yet")
+            )
+    elif keep_missing:
+        raise UsageError("--keep-missing goes with --update")
     if output is not None:
-        check_writable(output, overwrite=overwrite)
+        check_writable(output, overwrite=overwrite or update)
     items, total = with_total(discover_images(inputs), inputs, what="images")
 
     quiet_libraries()
     from mmcli.caption import caption_items
     from mmcli.captioners import GenerationOptions, load_captioner
+    from mmcli.io.features import file_entry
     from mmcli.io.records import RecordWriter
 
     captioner = load_captioner(
@@ -136,46 +155,51 @@ def caption(
         top_p=top_p,
         seed=seed,
     )
+    # What decides the captions; recorded in the manifest so --update can insist on the same.
+    run_settings = {
+        "model": model,
+        "prompt": run_prompt,
+        "options": vars(options),
+        "max_pixels": max_pixels,
+        "exact_decode": exact_decode,
+        "dtype": str(captioner.dtype),
+        "quantize": captioner.quantized,
+    }
+    engine_options = {
+        "prompt": run_prompt,
+        "options": options,
+        "batch_size": batch_size,
+        "workers": workers,
+        "max_pixels": max_pixels,
+        "exact_decode": exact_decode,
+    }
+    if update:
+        assert output is not None
+        _update(output, list(items), captioner, run_settings, engine_options, keep_missing, on_error.value, quiet)
+        return
     # Records on a terminal are progress enough; a bar would tangle with them.
     show_bar = not quiet and not (output is None and sys.stdout.isatty())
     journal, consumed = None, 0
     if output is not None and STDIN not in inputs:  # stdout and streams cannot be resumed
-        settings = {
-            "command": "caption",
-            "inputs": [str(i) for i in inputs],
-            "model": model,
-            "prompt": run_prompt,
-            "options": vars(options),
-            "format": output_format.value,
-            "batch_size": batch_size,
-            "device": str(captioner.device),
-            "dtype": str(captioner.dtype),
-            "quantize": captioner.quantized,
-            "max_pixels": max_pixels,
-            "exact_decode": exact_decode,
-        }
+        settings = {"command": "caption", "inputs": [str(i) for i in inputs], "format": output_format.value}
+        settings.update(run_settings, batch_size=batch_size, device=str(captioner.device))
         journal, items, consumed = resumable(output, settings, items, restart=restart, quiet=quiet, unit="images")
     earlier = journal.counters if journal else {}
     captioned, failed = earlier.get("captioned", 0), earlier.get("failed", 0)
     with (
-        RecordWriter(output, fmt=output_format.value, journal=journal) as writer,
+        # A manifest for a later --update: file inputs written to -o only (a stream cannot be compared).
+        RecordWriter(
+            output, fmt=output_format.value, journal=journal, settings=run_settings if journal else None
+        ) as writer,
         progress(total, quiet=not show_bar, unit="img", desc="captioning") as bar,
     ):
         bar.update(consumed)
-        for batch in caption_items(
-            items,
-            captioner,
-            prompt=run_prompt,
-            options=options,
-            batch_size=batch_size,
-            workers=workers,
-            max_pixels=max_pixels,
-            exact_decode=exact_decode,
-        ):
+        for batch in caption_items(items, captioner, **engine_options):
             for outcome in batch:
                 item = outcome.item
                 if outcome.error is None:
-                    writer.write(item.record(modality=False, source=item.source, caption=outcome.value, model=model))
+                    entry = file_entry(item.id, item.path) if journal is not None else None
+                    writer.write(caption_record(item, outcome.value, model), file=entry)
                     captioned += 1
                     continue
                 failed += 1
@@ -188,6 +212,67 @@ def caption(
                 writer.checkpoint(consumed, {"captioned": captioned, "failed": failed})
 
     summary = f"captioned {captioned} image{'s' if captioned != 1 else ''}"
+    note(summary + (f"; {failed} failed" if failed else ""), quiet=quiet)
+    if failed:
+        raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def caption_record(item: Any, caption: str, model: str) -> dict[str, Any]:
+    return item.record(modality=False, source=item.source, caption=caption, model=model)
+
+
+def _update(
+    output: Path,
+    items: list[Any],
+    captioner: Any,
+    run_settings: dict[str, Any],
+    engine_options: dict[str, Any],
+    keep_missing: bool,
+    on_error: str,
+    quiet: bool,
+) -> None:
+    """Rewrite ``output`` as a fresh run would, captioning only images it does not already describe."""
+    from mmcli.caption import caption_items
+    from mmcli.incremental import check_same_settings, plan_update
+    from mmcli.io.features import file_entry, read_manifest
+    from mmcli.io.jsonl import read_jsonl
+    from mmcli.io.records import RecordWriter
+
+    manifest = read_manifest(output)
+    if manifest is None:
+        raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
+    check_same_settings(output, run_settings)
+    by_id = {entry["id"]: entry for entry in manifest}
+    captioned = [record for _, record in read_jsonl(output) if "caption" in record and record.get("id") in by_id]
+    entries = [by_id[record["id"]] for record in captioned]
+    plan = plan_update(items, captioned, entries, name=str(output), keep_missing=keep_missing)
+    outcomes = {}
+    with progress(len(plan.embed), quiet=quiet, unit="img", desc="captioning new") as bar:
+        to_caption = iter(plan.embed)
+        for batch in caption_items([items[i] for i in plan.embed], captioner, **engine_options):
+            for outcome in batch:
+                outcomes[next(to_caption)] = outcome
+            bar.update(len(batch))
+    model, failed = run_settings["model"], 0
+    with RecordWriter(output, fmt="jsonl", settings=run_settings) as writer:
+        for index, item in enumerate(items):
+            if index in plan.reuse:
+                row, entry = plan.reuse[index]
+                writer.write(caption_record(item, captioned[row]["caption"], model), file=entry)
+            elif outcomes[index].error is None:
+                entry = plan.hashed.get(index) or file_entry(item.id, item.path)
+                writer.write(caption_record(item, outcomes[index].value, model), file=entry)
+            else:
+                failed += 1
+                report_failure(outcomes[index], keep=writer.write, on_error=on_error)
+        for row in plan.kept_missing:
+            writer.write(captioned[row], file=entries[row])
+    summary = (
+        f"updated {output}: {len(plan.reuse)} captions kept ({plan.moved} recognised by content), "
+        f"{len(plan.embed) - failed} captioned, {plan.dropped} dropped"
+    )
+    if plan.kept_missing:
+        summary += f", {len(plan.kept_missing)} of vanished images kept"
     note(summary + (f"; {failed} failed" if failed else ""), quiet=quiet)
     if failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)

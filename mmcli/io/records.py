@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmcli.io.atomic import commit, temporary_sibling
+from mmcli.io.features import manifest_header, manifest_path
 from mmcli.io.journal import Journal
 from mmcli.io.jsonl import dumps
 
@@ -19,10 +20,21 @@ FORMATS = ("jsonl", "tsv", "text")
 
 
 class RecordWriter:
-    """Writes records in ``fmt``; ``text_field`` is what the tsv and text formats show."""
+    """Writes records in ``fmt``; ``text_field`` is what the tsv and text formats show.
+
+    With ``settings`` (JSONL written to ``-o`` only), a manifest ``NAME.files.jsonl`` records the
+    settings and, for each record written with a ``file`` entry, the file it came from, so a later
+    ``--update`` can tell which inputs changed.
+    """
 
     def __init__(
-        self, output: Path | None, *, fmt: str = "jsonl", text_field: str = "caption", journal: Journal | None = None
+        self,
+        output: Path | None,
+        *,
+        fmt: str = "jsonl",
+        text_field: str = "caption",
+        journal: Journal | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}")
@@ -31,6 +43,17 @@ class RecordWriter:
         self.text_field = text_field
         self.journal = journal
         self.count = 0
+        self._manifest: IO[bytes] | None = None
+        self._manifest_temporary: Path | None = None
+        if output is not None and settings is not None and fmt == "jsonl":
+            if journal is not None:
+                self._manifest = journal.handles["files.jsonl"]
+                if journal.state["files.jsonl"] == 0:
+                    self._manifest.write(manifest_header(settings))
+            else:
+                self._manifest_temporary = temporary_sibling(manifest_path(output), ".part")
+                self._manifest = open(self._manifest_temporary, "wb")
+                self._manifest.write(manifest_header(settings))
         if journal is not None and output is not None:
             # Lines an interrupted run committed are already part of the output.
             self._temporary: Path | None = journal.path("records.jsonl")
@@ -45,8 +68,11 @@ class RecordWriter:
             open(self._temporary, "w", encoding="utf-8", errors="surrogateescape") if self._temporary else sys.stdout
         )
 
-    def write(self, record: dict[str, Any]) -> None:
-        """One record; error records appear only in JSONL (tsv/text carry results alone)."""
+    def write(self, record: dict[str, Any], file: dict[str, Any] | None = None) -> None:
+        """One record; error records appear only in JSONL (tsv/text carry results alone). ``file``
+        (a :func:`~mmcli.io.features.file_entry`) goes to the manifest, if there is one."""
+        if file is not None and self._manifest is not None:
+            self._manifest.write((dumps(file) + "\n").encode("utf-8"))
         if self.fmt == "jsonl":
             line = dumps(record)
         elif "error" in record:
@@ -60,6 +86,8 @@ class RecordWriter:
 
     def flush(self) -> None:
         self._handle.flush()
+        if self._manifest is not None:
+            self._manifest.flush()
 
     def checkpoint(self, consumed: int, counters: dict[str, int] | None = None) -> None:
         """Make the lines so far durable: a rerun resumes after ``consumed`` input items."""
@@ -68,10 +96,17 @@ class RecordWriter:
             self.journal.commit(consumed=consumed, rows=self.count, dim=None, counters=counters)
 
     def close(self) -> None:
-        """Publish ``-o`` output atomically (stdout is only flushed)."""
+        """Publish ``-o`` output (and its manifest) atomically; stdout is only flushed."""
         self.flush()
         if self._temporary:
             self._handle.close()
+            if self._manifest_temporary is not None and self._manifest is not None:
+                self._manifest.close()
+                commit(self._manifest_temporary, manifest_path(self.output))  # type: ignore[arg-type]
+            elif self.journal is not None and self._manifest is not None:
+                commit(self.journal.path("files.jsonl"), manifest_path(self.output))  # type: ignore[arg-type]
+            else:  # no manifest this time: one from an earlier run would describe other records
+                manifest_path(self.output).unlink(missing_ok=True)  # type: ignore[arg-type]
             commit(self._temporary, self.output)  # type: ignore[arg-type]
             if self.journal is not None:
                 self.journal.discard()
@@ -84,6 +119,9 @@ class RecordWriter:
                 self.journal.close()
             else:
                 self._temporary.unlink(missing_ok=True)
+                if self._manifest is not None and self._manifest_temporary is not None:
+                    self._manifest.close()
+                    self._manifest_temporary.unlink(missing_ok=True)
 
     def __enter__(self) -> RecordWriter:
         return self
