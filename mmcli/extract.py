@@ -1,17 +1,120 @@
-"""Embedding a stream of input items: the engine behind ``mmcli extract-features``."""
+"""Embedding a stream of input items: the engine behind ``mmcli extract-features``.
+
+Videos enter the stream as their sampled frames (decoded on the feeder thread, a few at a time)
+followed by an end marker, so a long video never sits in memory; :class:`VideoPooler` turns the
+frames' embeddings into frame rows and/or one pooled row per video.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from mmcli.encoders.base import Encoder
-from mmcli.errors import ItemError, UnsupportedModel
+from mmcli.errors import ItemError, UnsupportedModel, UsageError
 from mmcli.io.inputs import InputItem
 from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, default_workers, map_batches
+
+POOLING = ("mean", "max", "none", "both")
+VIDEO_END = "video-end"  # the modality of the marker item that follows a video's last frame
+
+
+@dataclass
+class FrameItem(InputItem):
+    """One sampled video frame; ``extra`` carries its ``t`` and parent ``video`` into the row's record."""
+
+    image: Any = None
+
+
+def expand_videos(
+    items: Iterable[InputItem], sampling: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[InputItem]:
+    """Replace each video item by its sampled frames and an end marker (or by an error item).
+
+    The marker's ``extra`` says how many frames were used and whether the file was cut short.
+    ``sampling`` is a :class:`~mmcli.media.video.SamplingOptions` (default: one frame a second).
+    """
+    from mmcli.media.video import VideoReader
+
+    for item in items:
+        if item.modality != "video" or item.error:
+            yield item
+            continue
+        count, truncated = 0, False
+        try:
+            with VideoReader(item.path, sampling, max_pixels=max_pixels) as reader:
+                for frame in reader.frames():
+                    count += 1
+                    extra = {**item.extra, "t": round(frame.t, 6), "video": item.id}
+                    frame_id = f"{item.id}#t={frame.t:.3f}"  # a W3C media fragment
+                    yield FrameItem(frame_id, "frame", item.source, path=item.path, extra=extra, image=frame.image)
+                truncated = reader.truncated
+        except ItemError as exc:
+            yield replace(item, error=str(exc))
+            continue
+        if count == 0:
+            yield replace(item, error="no decodable frame in the sampled range")
+            continue
+        facts = {"frames": count, **({"truncated": True} if truncated else {})}
+        yield replace(item, modality=VIDEO_END, extra={**item.extra, **facts})
+
+
+class VideoPooler:
+    """Turns a stream of outcomes with video frames into the rows to write.
+
+    ``pool``: ``mean`` or ``max`` gives one ``modality: video`` row per video, pooled over its
+    frame rows (then re-normalised when rows are normalised); ``none`` gives the frame rows;
+    ``both`` gives the frame rows followed by the pooled row. Images and texts pass through.
+    """
+
+    def __init__(self, pool: str = "mean", *, normalize: bool = True) -> None:
+        if pool not in POOLING:
+            raise UsageError(f"unknown pooling {pool!r}; choose from {', '.join(POOLING)}")
+        self.pool = pool
+        self.normalize = normalize
+        self._frames: list[np.ndarray] = []
+
+    @property
+    def pending(self) -> bool:
+        """Whether a video's frames are held, waiting for its end (no checkpoint may fall here)."""
+        return bool(self._frames)
+
+    def rows(self, outcomes: Iterable[Outcome[InputItem]]) -> list[Outcome[InputItem]]:
+        result = []
+        for outcome in outcomes:
+            modality = outcome.item.modality
+            if modality == "frame":
+                if outcome.error is None:
+                    self._frames.append(outcome.value)
+                if outcome.error is not None or self.pool in ("none", "both"):
+                    result.append(outcome)
+            elif modality == VIDEO_END:
+                frames, self._frames = self._frames, []
+                if self.pool == "none":
+                    continue
+                if not frames:
+                    result.append(replace(outcome, item=_video_item(outcome.item), error="no frame could be embedded"))
+                    continue
+                result.append(Outcome(_video_item(outcome.item, self.pool), self._pooled(frames)))
+            else:
+                result.append(outcome)
+        return result
+
+    def _pooled(self, frames: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack(frames)
+        pooled = stacked.max(axis=0) if self.pool == "max" else stacked.mean(axis=0)
+        if self.normalize:
+            pooled = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+        return pooled.astype(np.float32)
+
+
+def _video_item(marker: InputItem, pool: str | None = None) -> InputItem:
+    extra = {**marker.extra, **({"pool": "mean" if pool == "both" else pool} if pool else {})}
+    return replace(marker, modality="video", extra=extra)
 
 
 def embed_items(
@@ -40,9 +143,15 @@ def embed_items(
             raise ItemError(item.error)
         if item.modality == "text":
             return item.text
+        if item.modality == VIDEO_END:
+            return None
+        if isinstance(item, FrameItem):
+            return encoder.preprocess_image(item.image)
         return encoder.preprocess_image(load_image(item.path, max_pixels=max_pixels, min_side=min_side))
 
     def embed(modality: str, values: list[Any]) -> list[np.ndarray | None]:
+        if modality == VIDEO_END:
+            return [None] * len(values)
         if modality == "text":
             vectors = encoder.embed_texts(values, normalize=normalize)
         else:
@@ -55,10 +164,10 @@ def embed_items(
         embed,
         batch_size=batch_size or encoder.default_batch_size,
         workers=default_workers() if workers is None else workers,
-        group=lambda item: item.modality,
+        group=lambda item: item.modality if item.modality in ("text", VIDEO_END) else "image",
         fatal=(UnsupportedModel,),
     ):
         for outcome in outcomes:
-            if outcome.error is None and not np.all(np.isfinite(outcome.value)):
+            if outcome.error is None and outcome.value is not None and not np.all(np.isfinite(outcome.value)):
                 outcome.value, outcome.error = None, "model produced a non-finite embedding (NaN or inf)"
         yield outcomes

@@ -34,6 +34,16 @@ Examples:
 """
 
 
+VIDEO = "Video"
+
+
+class VideoPool(str, Enum):
+    mean = "mean"
+    max = "max"
+    none = "none"
+    both = "both"
+
+
 class InputModality(str, Enum):
     image = "image"
     text = "text"
@@ -75,15 +85,50 @@ def extract_features(
     keep_missing: Annotated[
         bool, typer.Option(help="With --update, keep the rows of inputs that no longer exist (at the end).")
     ] = False,
+    pool: Annotated[
+        VideoPool,
+        typer.Option(
+            help="Video rows: one per video, the mean or max of its frame rows; none: the frame rows; "
+            "both: frame rows then the mean row.",
+            rich_help_panel=VIDEO,
+        ),
+    ] = VideoPool.mean,
+    fps: Annotated[float, typer.Option(help="Video frames sampled per second.", rich_help_panel=VIDEO)] = 1.0,
+    frames: Annotated[
+        int | None,
+        typer.Option(min=1, help="Sample N evenly spaced frames per video instead.", rich_help_panel=VIDEO),
+    ] = None,
+    keyframes: Annotated[
+        bool,
+        typer.Option(help="Sample the first frame of every scene (scene-change detection).", rich_help_panel=VIDEO),
+    ] = False,
+    scene_threshold: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Scene-change score that starts a new scene (as ffmpeg's scene score).",
+            rich_help_panel=VIDEO,
+        ),
+    ] = 0.3,
+    start: Annotated[
+        float, typer.Option(min=0.0, help="Seconds into each video to start.", rich_help_panel=VIDEO)
+    ] = 0.0,
+    end: Annotated[
+        float | None, typer.Option(help="Seconds into each video to stop.", show_default=False, rich_help_panel=VIDEO)
+    ] = None,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Embed images and texts into a feature set: OUT.npy rows with an OUT.jsonl record each.
+    """Embed images, videos and texts into a feature set: OUT.npy rows with an OUT.jsonl record each.
+
+    Videos (mp4, mov, mkv, webm, avi, ...) are sampled at --fps (or --frames, --keyframes) and give
+    one row each, pooled over their frames (--pool), or a row per frame with its time t.
 
     Progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed), the
     same command resumes where it stopped and gives exactly the output of an uninterrupted run.
     """
-    from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, file_entry, sidecar_path
+    from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, sidecar_path
     from mmcli.io.inputs import STDIN, discover_images, discover_texts
 
     inputs = inputs or []
@@ -98,10 +143,15 @@ def extract_features(
         raise UsageError("--keep-missing goes with --update")
     check_output_path(output, overwrite=overwrite or update)
 
+    from mmcli.media.video import SamplingOptions
+
+    sampling = SamplingOptions(
+        fps=fps, frames=frames, keyframes=keyframes, scene_threshold=scene_threshold, start=start, end=end
+    )
     if modality is InputModality.text:
         discovered = discover_texts(inputs, texts, field_name=field)
     else:
-        discovered = chain(discover_images(inputs), discover_texts([], texts))
+        discovered = chain(discover_images(inputs, videos=not update), discover_texts([], texts))
     items, total = with_total(discovered, inputs, what=f"{modality.value}s")
     wants_text = bool(texts) or modality is InputModality.text
     wants_images = modality is InputModality.image and bool(inputs)
@@ -147,6 +197,12 @@ def extract_features(
     if update:
         _update(output, list(items), encoder, run_settings, keep_missing, embed_options, on_error.value, quiet)
         return
+    from mmcli.extract import VideoPooler, expand_videos
+
+    run_settings["video"] = {"pool": pool.value, **vars(sampling)}
+    items = expand_videos(items, sampling, max_pixels=max_pixels)
+    pooler = VideoPooler(pool.value, normalize=normalize)
+    files = FileEntries()
     journal, consumed = None, 0
     if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
         settings = {"command": "extract-features", "inputs": [str(i) for i in inputs], "texts": texts}
@@ -159,14 +215,15 @@ def extract_features(
         bar.update(consumed)
         failed = len(writer.errors)  # an interrupted run's failures count in this summary too
         for batch in embed_items(items, encoder, **embed_options):
-            good = [outcome for outcome in batch if outcome.error is None]
+            rows = pooler.rows(batch)
+            good = [outcome for outcome in rows if outcome.error is None]
             if good:
                 writer.add(
                     [o.value for o in good],
                     [o.item.record(model=model) for o in good],
-                    files=[file_entry(o.item.id, o.item.path) for o in good],
+                    files=[files.entry(o.item) for o in good],
                 )
-            for outcome in batch:
+            for outcome in rows:
                 if outcome.error is None:
                     continue
                 failed += 1
@@ -177,9 +234,10 @@ def extract_features(
                     bar=bar,
                     when_stopping="; nothing was written",
                 )
-            bar.update(len(batch))
+            bar.update(sum(outcome.item.modality != "frame" for outcome in batch))
             consumed += len(batch)
-            if consumed % batch_size == 0:  # whole input batches only, so a resumed run batches alike
+            # Whole input batches only, so a resumed run batches alike; never inside a video being pooled.
+            if consumed % batch_size == 0 and not pooler.pending:
                 writer.checkpoint(consumed)
 
     if writer.count == 0:
@@ -190,6 +248,20 @@ def extract_features(
     note(summary, quiet=quiet)
     if failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+class FileEntries:
+    """Manifest entries for rows; a video's frame rows share one hash of the file, computed once."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str | None, dict[str, Any]] = (None, {})
+
+    def entry(self, item: Any) -> dict[str, Any]:
+        from mmcli.io.features import file_entry
+
+        if item.path is None or item.path != self._last[0]:
+            self._last = (item.path, file_entry(item.id, item.path))
+        return {**self._last[1], "id": item.id}
 
 
 def _update(
@@ -216,6 +288,8 @@ def _update(
         raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
     if old.models != {model}:
         raise UsageError(f"{output} was made with {', '.join(sorted(old.models))}; --update must use the same --model")
+    if any(record.get("modality") in ("video", "frame") for record in old.records):
+        raise UsageError(f"{output} holds video rows, which --update does not handle yet; rebuild it with --overwrite")
     check_same_settings(output, run_settings)
     plan = plan_update(items, old.records, manifest, name=str(output), keep_missing=keep_missing)
     outcomes = {}

@@ -10,12 +10,13 @@ import glob
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from mmcli.errors import InputError, UsageError
 from mmcli.io.jsonl import parse_line
 from mmcli.media.images import is_image_path
+from mmcli.media.video import is_video_path
 
 STDIN = "-"
 TEXT_LIST_SUFFIXES = (".txt", ".text")
@@ -48,31 +49,40 @@ class InputItem:
         return {"id": self.id, "source": self.source, "error": message}
 
 
-def discover_images(inputs: Iterable[str], *, stdin: IO[str] | None = None) -> Iterator[InputItem]:
-    """Image items from files, folders (recursive, sorted), glob patterns and ``-``.
+def discover_images(
+    inputs: Iterable[str], *, stdin: IO[str] | None = None, videos: bool = False
+) -> Iterator[InputItem]:
+    """Image items (and with ``videos``, video items) from files, folders (recursive, sorted), glob
+    patterns and ``-``.
 
-    Files in a folder that are not images by extension are skipped silently; a path named
-    explicitly is always an item, so a wrong one becomes an error record rather than vanishing.
+    Files in a folder that are not images (or videos) by extension are skipped silently; a path
+    named explicitly is always an item, so a wrong one becomes an error record rather than vanishing.
     """
+
+    def item(path: str) -> InputItem:
+        modality = "video" if videos and is_video_path(path) else "image"
+        return InputItem(id=path, modality=modality, source=path, path=path)
+
     for given in inputs:
         if given == STDIN:
-            yield from _image_records_from_stream(stdin or sys.stdin, "<stdin>")
+            yield from (
+                replace(found, modality="video") if videos and found.path and is_video_path(found.path) else found
+                for found in _image_records_from_stream(stdin or sys.stdin, "<stdin>")
+            )
         elif os.path.isdir(given):
-            for path in walk_images(given):
-                yield InputItem(id=path, modality="image", source=path, path=path)
+            yield from map(item, walk_images(given, videos=videos))
         elif os.path.lexists(given):
-            yield InputItem(id=given, modality="image", source=given, path=given)
+            yield item(given)
         elif glob.has_magic(given):
             found: set[str] = set()  # `**/*` matches folders and the files inside them: list each once
             for path in glob.glob(given, recursive=True):
                 if os.path.isdir(path):
-                    found.update(walk_images(path))
-                elif is_image_path(path):
+                    found.update(walk_images(path, videos=videos))
+                elif is_image_path(path) or (videos and is_video_path(path)):
                     found.add(path)
             if not found:
                 yield _missing(given, "no image matches this pattern")
-            for image in sorted(found, key=path_sort_key):
-                yield InputItem(id=image, modality="image", source=image, path=image)
+            yield from map(item, sorted(found, key=path_sort_key))
         else:
             yield _missing(given, "no such file or directory")
 
@@ -135,8 +145,9 @@ def queries_from_stream(stream: IO[str], name: str) -> Iterator[InputItem]:
         yield item
 
 
-def walk_images(root: str) -> list[str]:
-    """All image files under ``root``, sorted; symlinked folders followed once, loops broken."""
+def walk_images(root: str, *, videos: bool = False) -> list[str]:
+    """All image (and with ``videos``, video) files under ``root``, sorted; symlinked folders
+    followed once, loops broken."""
     found: list[str] = []
     seen: set[tuple[int, int]] = set()
 
@@ -160,7 +171,7 @@ def walk_images(root: str) -> list[str]:
                 continue
             if is_dir:
                 visit(entry.path)
-            elif is_image_path(entry.name):
+            elif is_image_path(entry.name) or (videos and is_video_path(entry.name)):
                 found.append(entry.path)
 
     visit(root.rstrip(os.sep) if root not in (os.sep, "") else root)
