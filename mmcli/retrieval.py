@@ -95,8 +95,10 @@ def _search_block(
             # Only queries with a score above their current k-th best can change; a score equal to
             # it loses the tie to the earlier row. Past the first chunks that is a few queries.
             row_best = scores.amax(dim=1)
-            if not bool(torch.isfinite(row_best).all()):
-                _refuse_non_finite(chunk, start)  # a NaN row would hide the whole chunk from every query
+            # A NaN row would hide the whole chunk from every query, a -inf row itself; the chunk is
+            # checked only when a score says so (excluded rows score -inf on purpose).
+            if not bool(torch.isfinite(row_best).all() and torch.isfinite(scores.amin(dim=1)).all()):
+                _refuse_non_finite(chunk, start)
             active = torch.nonzero(row_best > best_scores[:, -1]).flatten()
             if active.numel() == 0:
                 continue

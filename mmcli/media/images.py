@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from typing import Any
 
@@ -112,8 +113,13 @@ def load_image(
         raise ItemError("permission denied") from None
     except UnidentifiedImageError:
         raise ItemError("not an image (unrecognised or corrupt format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ItemError(f"decompression bomb refused: {exc}") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own check, in Image.open, for images far over the limit
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(size.group(1)):,} pixels" if size else "too many pixels"
+        raise ItemError(
+            f"image has {pixels}, over the limit of {max_pixels:,} (a decompression bomb?); "
+            "raise the limit with --max-pixels if it is genuine"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc) or type(exc).__name__
         if "truncated" in reason:
