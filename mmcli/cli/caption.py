@@ -137,13 +137,7 @@ def caption(
     from mmcli.io.features import file_entry
     from mmcli.io.records import RecordWriter
 
-    captioner = load_captioner(
-        model,
-        device=device.value,
-        dtype=dtype.value,
-        quantize=quantize.value if quantize else None,
-        trust_remote_code=trust_remote_code,
-    )
+    captioner = load_captioner(model, **opt.model_loading(device, dtype, quantize, trust_remote_code))
     batch_size = batch_size or captioner.default_batch_size
     run_prompt = captioner.prompt_for(prompt, detail.value)
     options = GenerationOptions(

@@ -40,7 +40,7 @@ def classify(
     template: Annotated[
         list[str] | None,
         typer.Option(
-            help='Prompt template with {} for the label (repeatable; averaged) [default: "a photo of a {}."].',
+            help='Prompt template with {} for the label (repeatable; averaged) \\[default: "a photo of a {}."].',
             show_default=False,
         ),
     ] = None,
@@ -103,13 +103,7 @@ def classify(
     if feature_set is not None and model == opt.DEFAULT_ENCODER:
         models = feature_set.models
         model = models.pop() if len(models) == 1 else model
-    encoder = load_encoder(
-        model,
-        device=device.value,
-        dtype=dtype.value,
-        quantize=quantize.value if quantize else None,
-        trust_remote_code=trust_remote_code,
-    )
+    encoder = load_encoder(model, **opt.model_loading(device, dtype, quantize, trust_remote_code))
     batch_size = batch_size or encoder.default_batch_size
     for needed in ("image", "text"):
         if not encoder.supports(needed):

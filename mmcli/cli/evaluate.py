@@ -134,7 +134,7 @@ def captions(
         typer.Option(
             "--model",
             "-m",
-            help="For --clipscore: the CLIP model [default: the feature set's, or CLIP ViT-B/32].",
+            help="For --clipscore: the CLIP model \\[default: the feature set's, or CLIP ViT-B/32].",
             show_default=False,
         ),
     ] = None,

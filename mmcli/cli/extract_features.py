@@ -160,13 +160,7 @@ def extract_features(
     from mmcli.encoders import load_encoder
     from mmcli.extract import embed_items
 
-    encoder = load_encoder(
-        model,
-        device=device.value,
-        dtype=dtype.value,
-        quantize=quantize.value if quantize else None,
-        trust_remote_code=trust_remote_code,
-    )
+    encoder = load_encoder(model, **opt.model_loading(device, dtype, quantize, trust_remote_code))
     batch_size = batch_size or encoder.default_batch_size
     for needed, modality_name in ((wants_images, "image"), (wants_text, "text")):
         if needed and not encoder.supports(modality_name):

@@ -66,7 +66,7 @@ def fuse(
         typer.Option(
             "--method",
             help="Early: concat, mean, weighted, max. Learned: attention, gated, mlp. "
-            "Late (--results): rrf, weighted, max, borda. [default: concat; rrf with --results; "
+            "Late (--results): rrf, weighted, max, borda. \\[default: concat; rrf with --results; "
             "attention with --labels]",
             show_default=False,
         ),
@@ -76,7 +76,7 @@ def fuse(
         typer.Option(
             "--output",
             "-o",
-            help="Fused feature set (.npy, sidecar beside it); with --predict or --results, JSONL [default: stdout].",
+            help="Fused feature set (.npy, sidecar beside it); with --predict or --results, JSONL \\[default: stdout].",
             show_default=False,
             dir_okay=False,
         ),
@@ -155,7 +155,7 @@ def fuse(
             "--top-k",
             "-k",
             min=1,
-            help="Keep this many fused hits per query [default: all].",
+            help="Keep this many fused hits per query \\[default: all].",
             show_default=False,
             rich_help_panel=LATE_PANEL,
         ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -88,33 +88,29 @@ QuantizeOption = Annotated[
         rich_help_panel="Model",
     ),
 ]
-BatchSize = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-size",
-        "-b",
-        min=1,
-        help="Items per model call [default: 16 on a CPU, 64 on a GPU].",
-        show_default=False,
-        rich_help_panel="Model",
-    ),
-]
-CaptionBatchSize = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-size",
-        "-b",
-        min=1,
-        help="Images per generate call [default: 8 on a CPU, 32 on a GPU].",
-        show_default=False,
-        rich_help_panel="Model",
-    ),
-]
+
+
+def _batch_size(defaults: str) -> Any:
+    return Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help=f"Items per model call \\[default: {defaults}].",
+            show_default=False,
+            rich_help_panel="Model",
+        ),
+    ]
+
+
+BatchSize = _batch_size("16 on a CPU, 64 on a GPU")
+CaptionBatchSize = _batch_size("8 on a CPU, 32 on a GPU")
 Workers = Annotated[
     int | None,
     typer.Option(
         min=0,
-        help="Threads decoding inputs ahead of the model [default: CPU count, at most 8].",
+        help="Threads decoding inputs ahead of the model \\[default: CPU count, at most 8].",
         show_default=False,
         rich_help_panel="Model",
     ),
@@ -150,3 +146,15 @@ OutputNpy = Annotated[
         dir_okay=False,
     ),
 ]
+
+
+def model_loading(
+    device: Device, dtype: DType, quantize: Quantization | None, trust_remote_code: bool
+) -> dict[str, Any]:
+    """The keyword arguments of ``load_encoder`` / ``load_captioner`` from the shared model flags."""
+    return {
+        "device": device.value,
+        "dtype": dtype.value,
+        "quantize": quantize.value if quantize else None,
+        "trust_remote_code": trust_remote_code,
+    }

@@ -97,7 +97,7 @@ def retrieve(
         typer.Option(
             "--model",
             "-m",
-            help="Embed queries with this model [default: the model named in the index's records].",
+            help="Embed queries with this model \\[default: the model named in the index's records].",
             show_default=False,
             rich_help_panel="Model",
         ),
