@@ -188,12 +188,12 @@ def extract_features(
         "max_pixels": max_pixels,
         "exact_decode": exact_decode,
     }
+    run_settings["video"] = {"pool": pool.value, **vars(sampling)}
     if update:
         _update(output, list(items), encoder, run_settings, keep_missing, embed_options, on_error.value, quiet)
         return
     from mmcli.extract import VideoPooler, expand_videos
 
-    run_settings["video"] = {"pool": pool.value, **vars(sampling)}
     items = expand_videos(items, sampling, max_pixels=max_pixels)
     pooler = VideoPooler(pool.value, normalize=normalize)
     files = FileEntries()
@@ -284,7 +284,8 @@ def _update(
         raise UsageError(f"{output} was made with {', '.join(sorted(old.models))}; --update must use the same --model")
     if any(record.get("modality") in ("video", "frame") for record in old.records):
         raise UsageError(f"{output} holds video rows, which --update does not handle yet; rebuild it with --overwrite")
-    check_same_settings(output, run_settings)
+    # A set without video rows does not depend on how videos are sampled.
+    check_same_settings(output, {key: value for key, value in run_settings.items() if key != "video"})
     plan = plan_update(items, old.records, manifest, name=str(output), keep_missing=keep_missing)
     outcomes = {}
     with progress(len(plan.embed), quiet=quiet, unit="item", desc="embedding new") as bar:
