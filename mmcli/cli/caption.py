@@ -94,18 +94,14 @@ def caption(
     exact_decode: opt.ExactDecode = False,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
-    restart: Annotated[
-        bool, typer.Option(help="Discard the progress of an interrupted -o run (OUT.partial) instead of resuming it.")
-    ] = False,
+    restart: opt.Restart = False,
     update: Annotated[
         bool,
         typer.Option(
             help="Bring an existing -o JSONL up to date: caption only new or changed images, drop vanished ones."
         ),
     ] = False,
-    keep_missing: Annotated[
-        bool, typer.Option(help="With --update, keep the records of images that no longer exist (at the end).")
-    ] = False,
+    keep_missing: opt.KeepMissing = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:

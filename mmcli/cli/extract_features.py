@@ -34,9 +34,6 @@ Examples:
 """
 
 
-VIDEO = "Video"
-
-
 class VideoPool(str, Enum):
     mean = "mean"
     max = "max"
@@ -75,48 +72,26 @@ def extract_features(
     exact_decode: opt.ExactDecode = False,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
-    restart: Annotated[
-        bool, typer.Option(help="Discard the progress of an interrupted run (OUT.partial) instead of resuming it.")
-    ] = False,
+    restart: opt.Restart = False,
     update: Annotated[
         bool,
         typer.Option(help="Bring an existing OUT up to date: embed only new or changed inputs, drop vanished ones."),
     ] = False,
-    keep_missing: Annotated[
-        bool, typer.Option(help="With --update, keep the rows of inputs that no longer exist (at the end).")
-    ] = False,
+    keep_missing: opt.KeepMissing = False,
     pool: Annotated[
         VideoPool,
         typer.Option(
             help="Video rows: one per video, the mean or max of its frame rows; none: the frame rows; "
             "both: frame rows then the mean row.",
-            rich_help_panel=VIDEO,
+            rich_help_panel=opt.VIDEO,
         ),
     ] = VideoPool.mean,
-    fps: Annotated[float, typer.Option(help="Video frames sampled per second.", rich_help_panel=VIDEO)] = 1.0,
-    frames: Annotated[
-        int | None,
-        typer.Option(min=1, help="Sample N evenly spaced frames per video instead.", rich_help_panel=VIDEO),
-    ] = None,
-    keyframes: Annotated[
-        bool,
-        typer.Option(help="Sample the first frame of every scene (scene-change detection).", rich_help_panel=VIDEO),
-    ] = False,
-    scene_threshold: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Scene-change score that starts a new scene (as ffmpeg's scene score).",
-            rich_help_panel=VIDEO,
-        ),
-    ] = 0.3,
-    start: Annotated[
-        float, typer.Option(min=0.0, help="Seconds into each video to start.", rich_help_panel=VIDEO)
-    ] = 0.0,
-    end: Annotated[
-        float | None, typer.Option(help="Seconds into each video to stop.", show_default=False, rich_help_panel=VIDEO)
-    ] = None,
+    fps: opt.VideoFps = None,
+    frames: opt.VideoFrames = None,
+    keyframes: opt.VideoKeyframes = False,
+    scene_threshold: opt.SceneThreshold = 0.3,
+    start: opt.VideoStart = 0.0,
+    end: opt.VideoEnd = None,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -143,11 +118,7 @@ def extract_features(
         raise UsageError("--keep-missing goes with --update")
     check_output_path(output, overwrite=overwrite or update)
 
-    from mmcli.media.video import SamplingOptions
-
-    sampling = SamplingOptions(
-        fps=fps, frames=frames, keyframes=keyframes, scene_threshold=scene_threshold, start=start, end=end
-    )
+    sampling = opt.video_sampling(fps, frames, keyframes, scene_threshold, start, end)
     if modality is InputModality.text:
         discovered = discover_texts(inputs, texts, field_name=field)
     else:

@@ -148,6 +148,81 @@ OutputNpy = Annotated[
 ]
 
 
+VIDEO = "Video"
+VideoFps = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Sample video frames at this rate \\[default: 1 per second].",
+        show_default=False,
+        rich_help_panel=VIDEO,
+    ),
+]
+VideoFrames = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Sample N evenly spaced frames per video instead.", show_default=False, rich_help_panel=VIDEO
+    ),
+]
+VideoKeyframes = Annotated[
+    bool,
+    typer.Option(help="Sample the first frame of every scene (scene-change detection).", rich_help_panel=VIDEO),
+]
+SceneThreshold = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Scene-change score that starts a new scene (as ffmpeg's scene score).",
+        rich_help_panel=VIDEO,
+    ),
+]
+VideoStart = Annotated[float, typer.Option(min=0.0, help="Seconds into each video to start.", rich_help_panel=VIDEO)]
+VideoEnd = Annotated[
+    float | None, typer.Option(help="Seconds into each video to stop.", show_default=False, rich_help_panel=VIDEO)
+]
+Restart = Annotated[
+    bool, typer.Option(help="Discard the progress of an interrupted run (OUT.partial) instead of resuming it.")
+]
+KeepMissing = Annotated[
+    bool, typer.Option(help="With --update, keep the records of inputs that no longer exist (at the end).")
+]
+
+
+def video_sampling(
+    fps: float | None,
+    frames: int | None,
+    keyframes: bool,
+    scene_threshold: float,
+    start: float,
+    end: float | None,
+    *,
+    default: str = "fps",
+) -> Any:
+    """The :class:`~mmcli.media.video.SamplingOptions` for the video flags; with none of --fps,
+    --frames, --keyframes given, ``default`` (``fps``: one frame a second, or ``keyframes``) applies."""
+    from mmcli.errors import UsageError
+    from mmcli.media.video import SamplingOptions
+
+    chosen = [
+        flag
+        for flag, given in (("--fps", fps is not None), ("--frames", frames is not None), ("--keyframes", keyframes))
+        if given
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one way to sample videos: {' or '.join(chosen)}, not both")
+    if not chosen and default == "keyframes":
+        keyframes = True
+    return SamplingOptions(
+        fps=1.0 if fps is None else fps,
+        frames=frames,
+        keyframes=keyframes,
+        scene_threshold=scene_threshold,
+        start=start,
+        end=end,
+    )
+
+
 def model_loading(
     device: Device, dtype: DType, quantize: Quantization | None, trust_remote_code: bool
 ) -> dict[str, Any]:
