@@ -2,13 +2,15 @@
 
 Videos enter the stream as their sampled frames (decoded on the feeder thread, a few at a time)
 followed by an end marker, so a long video never sits in memory; :class:`VideoPooler` turns the
-frames' embeddings into frame rows and/or one pooled row per video.
+frames' embeddings into frame rows and/or one pooled row per video. For a native video encoder
+(``encoder.clip_frames`` set: X-CLIP, VideoMAE) each video enters instead as one :class:`ClipItem`
+of that many frames, embedded whole into one video row (:func:`expand_clips`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,12 +32,21 @@ class FrameItem(InputItem):
     image: Any = None
 
 
+@dataclass
+class VideoEnd(InputItem):
+    """The marker after a video's last sampled frame. ``span_end`` is where the sampled range ended
+    (seconds: ``--end``, or the end of the video where that comes first), for caption segments."""
+
+    span_end: float | None = None
+
+
 def expand_videos(
     items: Iterable[InputItem], sampling: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Iterator[InputItem]:
     """Replace each video item by its sampled frames and an end marker (or by an error item).
 
-    The marker's ``extra`` says how many frames were used and whether the file was cut short.
+    The marker (a :class:`VideoEnd`) says in ``extra`` how many frames were used and whether the
+    file was cut short.
     ``sampling`` is a :class:`~mmcli.media.video.SamplingOptions` (default: one frame a second).
     """
     from mmcli.media.video import VideoReader
@@ -52,7 +63,7 @@ def expand_videos(
                     extra = {**item.extra, "t": round(frame.t, 6), "video": item.id}
                     frame_id = f"{item.id}#t={frame.t:.3f}"  # a W3C media fragment
                     yield FrameItem(frame_id, "frame", item.source, path=item.path, extra=extra, image=frame.image)
-                truncated = reader.truncated
+                truncated, span_end = reader.truncated, reader.span_end
         except ItemError as exc:
             yield replace(item, error=str(exc))
             continue
@@ -60,7 +71,71 @@ def expand_videos(
             yield replace(item, error="no decodable frame in the sampled range")
             continue
         facts = {"frames": count, **({"truncated": True} if truncated else {})}
-        yield replace(item, modality=VIDEO_END, extra={**item.extra, **facts})
+        extra = {**item.extra, **facts}
+        yield VideoEnd(item.id, VIDEO_END, item.source, path=item.path, text=item.text, extra=extra, span_end=span_end)
+
+
+@dataclass
+class ClipItem(InputItem):
+    """A whole video as one clip for a native video encoder: its sampled ``frames`` (PIL images),
+    decoded on the feeder thread. ``extra`` says how many were decoded (``frames``), and ``padded`` /
+    ``truncated`` where that applies. The frames are released once preprocessed, so clips waiting
+    for the model hold tensors at the model's input size, not full-size pictures. The clip covers
+    ``start`` to ``span_end`` seconds (as :attr:`VideoEnd.span_end`)."""
+
+    frames: list[Any] = field(default_factory=list, repr=False)
+    start: float = 0.0
+    span_end: float | None = None
+
+
+def clip_sampling(clip_frames: int, sampling: Any = None) -> Any:
+    """The sampling a native video encoder's clips use: ``clip_frames`` evenly spaced frames over
+    ``sampling``'s ``[start, end)`` (its own mode must be unset or the same ``frames=clip_frames``)."""
+    from mmcli.media.video import SamplingOptions
+
+    if sampling is not None and (sampling.keyframes or sampling.frames not in (None, clip_frames)):
+        raise UsageError(f"a native video encoder samples {clip_frames} evenly spaced frames per clip, no other way")
+    start, end = (sampling.start, sampling.end) if sampling is not None else (0.0, None)
+    return SamplingOptions(fps=None, frames=clip_frames, start=start, end=end)
+
+
+def expand_clips(
+    items: Iterable[InputItem], clip_frames: int, sampling: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[InputItem]:
+    """Replace each video item by one :class:`ClipItem` (``modality: video``), or by an error item.
+
+    The clip is ``clip_frames`` evenly spaced frames over ``[start, end)`` (see :func:`clip_sampling`).
+    A video that gives fewer (shorter than the clip, or cut short) keeps them all and is filled by
+    repeating its last frame when preprocessed (:func:`~mmcli.encoders.base.fill_clip`); the record's
+    ``frames`` counts the decoded ones and ``padded`` the repeats. No decodable frame is an error.
+    """
+    from mmcli.media.video import VideoReader
+
+    options = clip_sampling(clip_frames, sampling)
+    for item in items:
+        if item.modality != "video" or item.error:
+            yield item
+            continue
+        try:
+            with VideoReader(item.path, options, max_pixels=max_pixels) as reader:
+                frames = [frame.image for frame in reader.frames()]
+                truncated, span_end = reader.truncated, reader.span_end
+        except ItemError as exc:
+            yield replace(item, error=str(exc))
+            continue
+        if not frames:
+            yield replace(item, error="no decodable frame in the sampled range")
+            continue
+        facts: dict[str, Any] = {"frames": len(frames)}
+        if len(frames) < clip_frames:
+            facts["padded"] = clip_frames - len(frames)
+        if truncated:
+            facts["truncated"] = True
+        extra = {**item.extra, **facts}
+        yield ClipItem(
+            item.id, "video", item.source, path=item.path, text=item.text, extra=extra, frames=frames,
+            start=options.start, span_end=span_end,
+        )  # fmt: skip
 
 
 class VideoPooler:
@@ -117,6 +192,13 @@ def _video_item(marker: InputItem, pool: str | None = None) -> InputItem:
     return replace(marker, modality="video", extra=extra)
 
 
+def _batch_group(item: InputItem) -> str:
+    """Items embedded by one model call share a group: texts, clips, images (video frames included)."""
+    if isinstance(item, ClipItem):
+        return "video"
+    return item.modality if item.modality in ("text", VIDEO_END) else "image"
+
+
 def embed_items(
     items: Iterable[InputItem],
     encoder: Encoder,
@@ -127,7 +209,7 @@ def embed_items(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     exact_decode: bool = False,
 ) -> Iterator[list[Outcome[InputItem]]]:
-    """Embed images and texts in input order, yielding one list of outcomes per batch.
+    """Embed images, texts and clips in input order, yielding one list of outcomes per batch.
 
     Each outcome's ``value`` is a float32 vector, or its ``error`` says why there is none (missing,
     undecodable, too large, non-finite output); a failed item never stops the rest. Images are
@@ -147,6 +229,9 @@ def embed_items(
             return None
         if isinstance(item, FrameItem):
             return encoder.preprocess_image(item.image)
+        if isinstance(item, ClipItem):
+            frames, item.frames = item.frames, []
+            return encoder.preprocess_video(frames)
         return encoder.preprocess_image(load_image(item.path, max_pixels=max_pixels, min_side=min_side))
 
     def embed(modality: str, values: list[Any]) -> list[np.ndarray | None]:
@@ -154,6 +239,8 @@ def embed_items(
             return [None] * len(values)
         if modality == "text":
             vectors = encoder.embed_texts(values, normalize=normalize)
+        elif modality == "video":
+            vectors = encoder.embed_videos(values, normalize=normalize)
         else:
             vectors = encoder.embed_preprocessed(values, normalize=normalize)
         return list(vectors)
@@ -164,7 +251,7 @@ def embed_items(
         embed,
         batch_size=batch_size or encoder.default_batch_size,
         workers=default_workers() if workers is None else workers,
-        group=lambda item: item.modality if item.modality in ("text", VIDEO_END) else "image",
+        group=_batch_group,
         fatal=(UnsupportedModel,),
     ):
         for outcome in outcomes:

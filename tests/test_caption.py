@@ -167,7 +167,7 @@ def test_caption_usage_errors(run_mmcli, tiny_models, photos, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     nothing = run_mmcli("caption", empty, "--model", tiny_models["blip"])
-    assert nothing.returncode == 2 and "no images found" in nothing.stderr
+    assert nothing.returncode == 2 and "no images or videos found" in nothing.stderr
     for result in (detail, nothing):
         assert "Traceback" not in result.stderr
 

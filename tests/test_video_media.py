@@ -326,6 +326,15 @@ def test_a_complete_read_is_not_truncated(scene_video):
     with VideoReader(scene_video, SamplingOptions(keyframes=True)) as reader:
         list(reader.frames())
         assert reader.frames_decoded == 80 and not reader.truncated
+        assert reader.span_end == pytest.approx(8.0, abs=TOLERANCE)
+
+
+def test_span_end_is_the_end_time_or_the_video_end(scene_video):
+    for options, expected in ((SamplingOptions(fps=1, end=3.0), 3.0), (SamplingOptions(frames=2), 8.0),
+                              (SamplingOptions(fps=1, start=2.0, end=20.0), 8.0)):  # fmt: skip
+        with VideoReader(scene_video, options) as reader:
+            list(reader.frames())
+            assert reader.span_end == pytest.approx(expected, abs=TOLERANCE), options
 
 
 @pytest.mark.parametrize("name", ["cut.avi", "cut.mkv"])
@@ -340,6 +349,8 @@ def test_truncated_file_gives_the_frames_before_the_cut(tmp_path, name):
         assert 30 <= reader.frames_decoded < 70
     assert times(frames) == pytest.approx([k * 0.5 for k in range(len(frames))], abs=TOLERANCE)
     assert frames[-1].t < 7.0
+    # The range read ends one frame after the last one decoded, not at the announced 8 s.
+    assert reader.span_end == pytest.approx((reader.frames_decoded - 1) * 0.1 + 0.1, abs=TOLERANCE)
 
     for options in (SamplingOptions(frames=8), SamplingOptions(keyframes=True, scene_threshold=0.01)):
         with VideoReader(path, options) as reader:

@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised BLIP-2 and GIT captioning checkpoints, saved like hub models.
+"""Tiny, randomly initialised BLIP-2 and GIT (image and video) captioning checkpoints, saved like hub models.
 
 Both use a wider initialisation than the architectures' defaults so that a random model's
 captions depend on the image. Run as a script to write them to a folder:
@@ -113,7 +113,37 @@ def build_git(folder: Path) -> Path:
     return folder
 
 
-BUILDERS = {"blip2": build_blip2, "git": build_git}
+def build_git_video(folder: Path, frames: int = 4) -> Path:
+    """GIT for video, laid out like ``microsoft/git-base-vatex``: ``num_image_with_embedding`` frames
+    per clip, each with a learned temporal embedding, and a ``VideoMAEImageProcessor`` (mean and std
+    0.5), which turns a list of frames into one clip's ``(1, frames, C, H, W)`` pixel values.
+
+    The temporal embeddings start at zero in transformers; random ones make the frames' order matter.
+    """
+    from transformers import GitConfig, GitForCausalLM, GitProcessor, VideoMAEImageProcessor
+
+    tokenizer = wordpiece_tokenizer()
+    text = _text_kwargs(len(tokenizer))
+    text.update(bos_token_id=2, eos_token_id=3, pad_token_id=0, max_position_embeddings=128, initializer_range=INIT)
+    vision = {**_vision_kwargs(), "initializer_range": INIT}
+    config = GitConfig(vision_config=vision, num_image_with_embedding=frames, **text)
+    torch.manual_seed(13)
+    model = GitForCausalLM(config).eval()
+    with torch.no_grad():
+        for embedding in model.git.img_temporal_embedding:
+            embedding.normal_(std=1.0)
+    model.save_pretrained(folder)
+    image_processor = VideoMAEImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
+    GitProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+BUILDERS = {"blip2": build_blip2, "git": build_git, "git_video": build_git_video}
 
 
 if __name__ == "__main__":

@@ -213,6 +213,66 @@ def build_blip(folder: Path) -> Path:
     return folder
 
 
+CLIP_FRAMES = 4  # frames per clip of the tiny video models
+
+
+def build_xclip(folder: Path) -> Path:
+    """X-CLIP: CLIP towers plus a multi-frame integration transformer and a prompt generator, whose
+    widths must equal the projection; the processor is XCLIPProcessor with VideoMAE's image processor."""
+    from transformers import VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPProcessor
+
+    tokenizer = clip_tokenizer()
+    text = _text_kwargs(len(tokenizer))
+    text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    projection = 24
+    vision = {
+        **_vision_kwargs(),
+        "num_frames": CLIP_FRAMES,
+        "mit_hidden_size": projection,
+        "mit_intermediate_size": projection * 2,
+        "mit_num_hidden_layers": 1,
+        "mit_num_attention_heads": 4,
+    }
+    config = XCLIPConfig(
+        text_config=text,
+        vision_config=vision,
+        projection_dim=projection,
+        prompt_layers=1,
+        prompt_attention_heads=4,
+        prompt_num_attention_heads=4,
+    )
+    torch.manual_seed(8)
+    XCLIPModel(config).eval().save_pretrained(folder)
+    image_processor = VideoMAEImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=MEAN,
+        image_std=STD,
+    )
+    XCLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_videomae(folder: Path) -> Path:
+    """VideoMAE fine-tuned for video classification with mean pooling (so it has a trained ``fc_norm``),
+    as the Kinetics checkpoints are; tubelets of 2 frames x 8x8 pixels."""
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEImageProcessor
+
+    config = VideoMAEConfig(
+        **_vision_kwargs(), num_frames=CLIP_FRAMES, tubelet_size=2, use_mean_pooling=True, num_labels=3
+    )
+    torch.manual_seed(9)
+    model = VideoMAEForVideoClassification(config).eval()
+    with torch.no_grad():  # a non-trivial fc_norm, so tests can tell whether it was applied
+        model.fc_norm.weight.uniform_(0.5, 1.5)
+        model.fc_norm.bias.uniform_(-0.5, 0.5)
+    model.save_pretrained(folder)
+    VideoMAEImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    ).save_pretrained(folder)
+    return folder
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "clip": build_clip,
     "siglip": build_siglip,
@@ -222,6 +282,8 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "vit": build_vit,
     "bert": build_bert,
     "blip": build_blip,
+    "xclip": build_xclip,
+    "videomae": build_videomae,
 }
 
 

@@ -1,8 +1,9 @@
-"""The Captioner interface: ``generate(images, prompt)`` for every captioning family.
+"""The Captioner interface: ``generate(images, prompt)`` for every captioning family, and
+``generate_videos(clips, prompt)`` for those whose models take a whole clip at once.
 
-Families say how to build model inputs from images and a prompt (their processor's reference
-usage) and, where needed, how to decode; device, dtype, generation settings, ``inference_mode``
-and caption cleaning live here once.
+Families say how to build model inputs from images (or clips) and a prompt (their processor's
+reference usage) and, where needed, how to decode; device, dtype, generation settings,
+``inference_mode`` and caption cleaning live here once, shared by images and videos.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from mmcli.errors import UsageError
 from mmcli.loading import from_pretrained, move_to
 from mmcli.media.images import decode_min_side
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 DETAIL_LEVELS = ("brief", "detailed", "more")
 # Past about 8 images, batched generation on two CPU cores gains little and delays the first results.
@@ -55,7 +59,7 @@ class GenerationOptions:
 
 
 class Captioner:
-    """Writes captions for batches of PIL images.
+    """Writes captions for batches of PIL images (and, for video-native models, of clips).
 
     Attributes:
         name: the model name or folder as given (recorded in each record's ``model``).
@@ -63,6 +67,8 @@ class Captioner:
         default_prompt: the prompt used when none is given (``None``: unconditional captioning).
         detail_prompts: prompts for ``--detail`` levels, for families that have them.
         echoes_prompt: whether output may repeat the prompt, to be cut by :func:`clean_caption`.
+        video_frames: frames per clip for models that caption a whole clip natively (``None``: an
+            image captioner, whose videos are captioned frame by frame).
     """
 
     family: ClassVar[str] = ""
@@ -74,7 +80,14 @@ class Captioner:
     #: Whether the processor resizes every image to one fixed size, so JPEGs may be decoded at
     #: reduced scale (see ``decode_min_side``); tiling and dynamic-resolution processors do not.
     fixed_input_size: ClassVar[bool] = True
+    #: Prompts for clips, where a family words them differently from its image prompts (``None``:
+    #: the image ones); see :meth:`video_prompt_for`.
+    default_video_prompt: ClassVar[str | None] = None
+    video_detail_prompts: ClassVar[dict[str, str] | None] = None
     quantized: str | None = None
+    #: Frames per video for models that caption a whole clip natively; None: an image captioner
+    #: (videos are captioned frame by frame). Set per instance from the checkpoint.
+    video_frames: int | None = None
 
     def __init__(self, name: str, model: Any, processor: Any, *, device: str, dtype: torch.dtype) -> None:
         self.name = name
@@ -120,12 +133,29 @@ class Captioner:
             return self.detail_prompts[detail]
         return self.default_prompt
 
+    def video_prompt_for(self, prompt: str | None = None, detail: str | None = None) -> str | None:
+        """The prompt a run over clips uses: as :meth:`prompt_for`, but from the family's video
+        wording where it has one (a chat model asked to "describe this image" about a clip is
+        told something untrue about its input)."""
+        if prompt is not None:
+            return prompt
+        if detail and detail != "brief" and self.video_detail_prompts and detail in self.video_detail_prompts:
+            return self.video_detail_prompts[detail]
+        if (not detail or detail == "brief") and self.default_video_prompt is not None:
+            return self.default_video_prompt
+        return self.prompt_for(None, detail)
+
     # -- what families implement -------------------------------------------------------------
     def prepare(self, images: Sequence[Any], prompt: str | None) -> dict[str, Any]:
         """Model inputs for a batch, as the family's reference usage builds them."""
         if prompt:
             return self.processor(images=list(images), text=[prompt] * len(images), return_tensors="pt")
         return self.processor(images=list(images), return_tensors="pt")
+
+    def prepare_videos(self, clips: Sequence[Sequence[Any]], prompt: str | None) -> dict[str, Any]:
+        """Model inputs for a batch of clips (each ``video_frames`` frames, in time order), as the
+        family's reference usage for video builds them; only video-native families implement it."""
+        raise UsageError(self._no_video_message())
 
     def decode(self, generated: torch.Tensor, inputs: dict[str, Any], prompt: str | None) -> list[str]:
         """Text of the new tokens. A decoder-only model's output starts with its input ids: the whole
@@ -151,14 +181,50 @@ class Captioner:
         self, images: Sequence[Any], prompt: str | None = None, options: GenerationOptions | None = None
     ) -> list[str]:
         """One cleaned caption per image, in order."""
-        options = options or GenerationOptions()
         prompt = self.default_prompt if prompt is None else prompt
-        inputs = move_to(self.prepare(images, prompt), self.device, self.dtype)
+        return self._run(self.prepare(images, prompt), prompt, options)
+
+    def generate_videos(
+        self,
+        clips: Sequence[Sequence[Image.Image]],
+        prompt: str | None = None,
+        options: GenerationOptions | None = None,
+    ) -> list[str]:
+        """One cleaned caption per clip (each clip is exactly ``video_frames`` frames, in time order).
+
+        Raises :class:`UsageError` for an image captioner (``video_frames is None``), and for a clip
+        of another length: the model was trained on clips of that many frames (GIT has one temporal
+        embedding per frame), so sampling them is the caller's job, not something to guess here.
+        """
+        if self.video_frames is None:
+            raise UsageError(self._no_video_message())
+        clips = [list(clip) for clip in clips]
+        if not clips:
+            return []
+        wrong = sorted({len(clip) for clip in clips} - {self.video_frames})
+        if wrong:
+            raise UsageError(
+                f"model {self.name!r} captions clips of exactly {self.video_frames} frames, "
+                f"not {', '.join(map(str, wrong))}"
+            )
+        prompt = self.video_prompt_for(None) if prompt is None else prompt
+        return self._run(self.prepare_videos(clips, prompt), prompt, options)
+
+    def _run(self, inputs: dict[str, Any], prompt: str | None, options: GenerationOptions | None) -> list[str]:
+        """Generate from prepared inputs and return the cleaned captions: the part images and clips share."""
+        options = options or GenerationOptions()
+        inputs = move_to(inputs, self.device, self.dtype)
         with torch.inference_mode():
             generated = self.model.generate(**inputs, **options.generate_kwargs())
         sequences = generated.sequences if hasattr(generated, "sequences") else generated
         echoed = prompt if self.echoes_prompt else None
         return [clean_caption(text, echoed) for text in self.decode(sequences, inputs, prompt)]
+
+    def _no_video_message(self) -> str:
+        return (
+            f"model {self.name!r} ({self.family} family) does not take video input; "
+            "caption its videos frame by frame instead"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"

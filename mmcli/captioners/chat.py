@@ -5,6 +5,11 @@ conversation, ``[{"role": "user", "content": [{"type": "image"}, {"type": "text"
 rendered by the processor's chat template with the assistant's turn opened. A batch is one rendered
 text per image, tokenized with left padding (the models are decoder-only: new tokens follow each
 row's last real token), and the answer is the tokens after the input, decoded without special tokens.
+
+Video: for the architectures in :data:`VIDEO_CHAT_MODEL_TYPES` a clip is captioned whole. The user's
+turn holds ``{"type": "video"}`` instead of the image, and the processor gets ``videos=[frames of each
+clip]`` (already-decoded PIL frames; nothing is read from a file, so neither ``av`` nor ``decord`` is
+needed) with ``do_sample_frames=False``, so the video processor keeps exactly the frames given.
 """
 
 from __future__ import annotations
@@ -64,6 +69,31 @@ NOT_CHAT_MODEL_TYPES = frozenset(
 )
 
 
+# Chat architectures whose video path takes frames mmcli has already sampled, with nothing else about
+# them: Qwen2-VL places frames by their index alone (its temporal rotary position counts pairs of
+# frames). Others are left to frame-by-frame captioning because their processors need what a list of
+# frames does not carry: Qwen2.5-VL and Qwen3-VL derive positions or timestamps from the video's fps
+# (missing, they assume 24 fps: a clip of 8 frames would look a third of a second long), and SmolVLM2
+# writes frame timestamps into the prompt (and its processor needs the num2words package).
+VIDEO_CHAT_MODEL_TYPES = frozenset({"qwen2_vl"})
+# Frames per clip where the checkpoint's video processor names no ``num_frames``: enough to show
+# what happens in a shot, few enough to caption on a CPU (for Qwen2-VL at its default resolution, 8
+# frames are 4 temporal patches of 128 to 768 tokens each), and even, as those 2-frame patches need.
+DEFAULT_CHAT_VIDEO_FRAMES = 8
+
+
+def chat_video_frames(processor: Any) -> int:
+    """Frames per clip for a chat model's video processor: its configured ``num_frames`` or
+    :data:`DEFAULT_CHAT_VIDEO_FRAMES`, rounded up to whole temporal patches (``temporal_patch_size``
+    frames each, 2 for Qwen2-VL), which the processor would otherwise fill by repeating the last frame."""
+    video_processor = processor.video_processor
+    frames = getattr(video_processor, "num_frames", None)
+    frames = frames if isinstance(frames, int) and frames > 0 else DEFAULT_CHAT_VIDEO_FRAMES
+    step = getattr(video_processor, "temporal_patch_size", None)
+    step = step if isinstance(step, int) and step > 0 else 1
+    return -(-frames // step) * step
+
+
 def accepts_chat(config: Any) -> bool:
     """Any other image-text-to-text architecture transformers knows, or remote code registered as one."""
     model_type = getattr(config, "model_type", "") or ""
@@ -95,6 +125,14 @@ class ChatCaptioner(Captioner):
             "in it, their colors and positions, what is happening, and any visible text."
         ),
     }
+    default_video_prompt = "Describe this video in one sentence."
+    video_detail_prompts: ClassVar[dict[str, str] | None] = {
+        "detailed": "Describe this video in detail.",
+        "more": (
+            "Describe this video in great detail, including the setting, the people, animals and objects "
+            "in it, what they do and how the scene changes over time, and any visible text."
+        ),
+    }
 
     def __init__(self, name: str, model: Any, processor: Any, *, device: str, dtype: Any) -> None:
         super().__init__(name, model, processor, device=device, dtype=dtype)
@@ -104,17 +142,34 @@ class ChatCaptioner(Captioner):
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
         self._nested_images = True
+        if self._takes_video():
+            self.video_frames = chat_video_frames(processor)
 
-    def chat_text(self, prompt: str | None) -> str:
-        """The rendered conversation for one image: the user's turn, then the assistant's opened."""
-        content: list[dict[str, str]] = [{"type": "image"}]
+    def _takes_video(self) -> bool:
+        """Whether clips go to the model whole: a listed architecture whose processor has a video
+        processor and whose chat template writes the video placeholder (a template without a video
+        branch would silently drop the clip from the prompt)."""
+        if getattr(self.model.config, "model_type", None) not in VIDEO_CHAT_MODEL_TYPES:
+            return False
+        if getattr(self.processor, "video_processor", None) is None:
+            return False
+        try:
+            text = self.chat_text(None, "video")
+        except Exception:  # a template that refuses an unknown content type
+            return False
+        token = getattr(self.processor, "video_token", None)
+        return bool(token) and token in text
+
+    def chat_text(self, prompt: str | None, media: str = "image") -> str:
+        """The rendered conversation for one image (or ``media="video"``: one clip): the user's turn,
+        then the assistant's opened."""
+        content: list[dict[str, str]] = [{"type": media}]
         if prompt:
             content.append({"type": "text", "text": prompt})
         messages = [{"role": "user", "content": content}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def prepare(self, images: Sequence[Any], prompt: str | None) -> dict[str, Any]:
-        text = self.chat_text(prompt)
+    def _text_kwargs(self, text: str) -> dict[str, Any]:
         # Explicit, so neither the tokenizer's saved padding side nor a processor default can put it on the right.
         kwargs: dict[str, Any] = {"padding": True, "padding_side": "left", "return_tensors": "pt"}
         # A template that writes the BOS token itself (Idefics3, Gemma 3) must not get a second one from
@@ -122,6 +177,23 @@ class ChatCaptioner(Captioner):
         bos = getattr(self.tokenizer, "bos_token", None)
         if bos and text.startswith(bos):
             kwargs["add_special_tokens"] = False
+        return kwargs
+
+    def prepare_videos(self, clips: Sequence[Sequence[Any]], prompt: str | None) -> dict[str, Any]:
+        """One rendered text per clip with a video placeholder, and the clips as lists of frames.
+        ``do_sample_frames=False``: the frames are already the ones to show (some checkpoints' video
+        processors sample by default, and from a list of frames they would refuse or resample)."""
+        if self.video_frames is None:
+            return super().prepare_videos(clips, prompt)
+        text = self.chat_text(prompt, "video")
+        videos = [list(clip) for clip in clips]
+        return self.processor(
+            text=[text] * len(videos), videos=videos, do_sample_frames=False, **self._text_kwargs(text)
+        )
+
+    def prepare(self, images: Sequence[Any], prompt: str | None) -> dict[str, Any]:
+        text = self.chat_text(prompt)
+        kwargs = self._text_kwargs(text)
         texts = [text] * len(images)
         if self._nested_images:
             # One list of images per text is what Idefics, SmolVLM and Mllama processors expect.

@@ -102,10 +102,26 @@ def caption(
         ),
     ] = False,
     keep_missing: opt.KeepMissing = False,
+    keyframes: opt.CaptionKeyframes = False,
+    fps: opt.CaptionVideoFps = None,
+    frames: opt.VideoFrames = None,
+    scene_threshold: opt.SceneThreshold = 0.3,
+    start: opt.VideoStart = 0.0,
+    end: opt.VideoEnd = None,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            help="After a video's segments, a record joining their distinct captions.", rich_help_panel=opt.VIDEO
+        ),
+    ] = True,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Caption images: one {"id", "source", "caption", "model"} record per image.
+    """Caption images and videos: one {"id", "source", "caption", "model"} record per image.
+
+    A video is captioned scene by scene (--keyframes, the default; or --fps, --frames): one
+    {"id", "source", "t", "end", "caption"} record per segment, neighbours that say the same thing
+    merged, then a {"id", "source", "summary"} record joining the distinct captions (--no-summary).
 
     With -o, progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed),
     the same command resumes where it stopped and gives exactly the output of an uninterrupted run.
@@ -114,7 +130,7 @@ def caption(
     from mmcli.io.inputs import STDIN, discover_images
 
     inputs = inputs or []
-    require_inputs(inputs, hint="give image files or folders, or - to read paths from stdin")
+    require_inputs(inputs, hint="give image or video files or folders, or - to read paths from stdin")
     if update:
         if output is None or output_format is not OutputFormat.jsonl or STDIN in inputs or not output.exists():
             raise UsageError(
@@ -125,17 +141,25 @@ def caption(
         raise UsageError("--keep-missing goes with --update")
     if output is not None:
         check_writable(output, overwrite=overwrite or update)
-    items, total = with_total(discover_images(inputs), inputs, what="images")
+    sampling = opt.video_sampling(fps, frames, keyframes, scene_threshold, start, end, default="keyframes")
+    items, total = with_total(discover_images(inputs, videos=not update), inputs, what="images or videos")
 
     quiet_libraries()
-    from mmcli.caption import caption_items
+    from mmcli.caption import VideoCaptions, caption_items
     from mmcli.captioners import GenerationOptions, load_captioner
-    from mmcli.io.features import file_entry
+    from mmcli.extract import expand_clips, expand_videos
+    from mmcli.io.features import FileEntries
     from mmcli.io.records import RecordWriter
 
     captioner = load_captioner(model, **opt.model_loading(device, dtype, quantize, trust_remote_code))
     batch_size = batch_size or captioner.default_batch_size
     run_prompt = captioner.prompt_for(prompt, detail.value)
+    video_prompt = None
+    if captioner.video_frames:
+        what = f"model {model!r} ({captioner.family}) captions each video whole"
+        default_sampling = opt.video_sampling(fps, frames, keyframes, scene_threshold, start, end)
+        sampling = opt.clip_sampling(what, captioner.video_frames, fps, frames, keyframes, default_sampling)
+        video_prompt = captioner.video_prompt_for(prompt, detail.value)
     options = GenerationOptions(
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
@@ -154,9 +178,12 @@ def caption(
         "exact_decode": exact_decode,
         "dtype": str(captioner.dtype),
         "quantize": captioner.quantized,
+        "video": {**vars(sampling), "summary": summary},
+        **({"video_prompt": video_prompt, "clip_frames": captioner.video_frames} if captioner.video_frames else {}),
     }
     engine_options = {
         "prompt": run_prompt,
+        "video_prompt": video_prompt,
         "options": options,
         "batch_size": batch_size,
         "workers": workers,
@@ -167,6 +194,10 @@ def caption(
         assert output is not None
         _update(output, list(items), captioner, run_settings, engine_options, keep_missing, on_error.value, quiet)
         return
+    if captioner.video_frames:
+        items = expand_clips(items, captioner.video_frames, sampling, max_pixels=max_pixels)
+    else:
+        items = expand_videos(items, sampling, max_pixels=max_pixels)
     # Records on a terminal are progress enough; a bar would tangle with them.
     show_bar = not quiet and not (output is None and sys.stdout.isatty())
     journal, consumed = None, 0
@@ -175,40 +206,42 @@ def caption(
         settings.update(run_settings, batch_size=batch_size, device=str(captioner.device))
         journal, items, consumed = resumable(output, settings, items, restart=restart, quiet=quiet, unit="images")
     earlier = journal.counters if journal else {}
-    captioned, failed = earlier.get("captioned", 0), earlier.get("failed", 0)
+    failed = earlier.get("failed", 0)
+    files = FileEntries()
+    videos = VideoCaptions(model, summary=summary, images=earlier.get("captioned", 0), videos=earlier.get("videos", 0))
     with (
         # A manifest for a later --update: file inputs written to -o only (a stream cannot be compared).
         RecordWriter(
-            output, fmt=output_format.value, journal=journal, settings=run_settings if journal else None
+            output,
+            fmt=output_format.value,
+            text_fields=("caption", "summary"),
+            journal=journal,
+            settings=run_settings if journal else None,
         ) as writer,
-        progress(total, quiet=not show_bar, unit="img", desc="captioning") as bar,
+        progress(total, quiet=not show_bar, unit="input", desc="captioning") as bar,
     ):
         bar.update(consumed)
         for batch in caption_items(items, captioner, **engine_options):
-            for outcome in batch:
-                item = outcome.item
+            for outcome in videos.records(batch):
                 if outcome.error is None:
-                    entry = file_entry(item.id, item.path) if journal is not None else None
-                    writer.write(caption_record(item, outcome.value, model), file=entry)
-                    captioned += 1
+                    writer.write(outcome.value, file=files.entry(outcome.item) if journal is not None else None)
                     continue
                 failed += 1
                 writer.flush()
                 report_failure(outcome, keep=writer.write, on_error=on_error.value, bar=bar)
             writer.flush()
-            bar.update(len(batch))
+            bar.update(sum(outcome.item.modality != "frame" for outcome in batch))
             consumed += len(batch)
-            if consumed % batch_size == 0:  # whole input batches only, so a resumed run batches alike
-                writer.checkpoint(consumed, {"captioned": captioned, "failed": failed})
+            # Whole input batches only, so a resumed run batches alike; never inside a video being captioned.
+            if consumed % batch_size == 0 and not videos.pending:
+                counters = {"captioned": videos.images, "videos": videos.videos, "failed": failed}
+                writer.checkpoint(consumed, counters)
 
-    summary = f"captioned {captioned} image{'s' if captioned != 1 else ''}"
-    note(summary + (f"; {failed} failed" if failed else ""), quiet=quiet)
+    done = [f"{count} {noun}{'s' if count != 1 else ''}" for count, noun in ((videos.images, "image"),
+            (videos.videos, "video")) if count or noun == "image"]  # fmt: skip
+    note("captioned " + " and ".join(done) + (f"; {failed} failed" if failed else ""), quiet=quiet)
     if failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)
-
-
-def caption_record(item: Any, caption: str, model: str) -> dict[str, Any]:
-    return item.record(modality=False, source=item.source, caption=caption, model=model)
 
 
 def _update(
@@ -222,7 +255,7 @@ def _update(
     quiet: bool,
 ) -> None:
     """Rewrite ``output`` as a fresh run would, captioning only images it does not already describe."""
-    from mmcli.caption import caption_items
+    from mmcli.caption import caption_items, caption_record
     from mmcli.incremental import check_same_settings, plan_update
     from mmcli.io.features import file_entry, read_manifest
     from mmcli.io.jsonl import read_jsonl
@@ -231,9 +264,15 @@ def _update(
     manifest = read_manifest(output)
     if manifest is None:
         raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
-    check_same_settings(output, run_settings)
+    records = [record for _, record in read_jsonl(output)]
+    if any("summary" in record or "t" in record for record in records):
+        raise UsageError(
+            f"{output} holds video captions, which --update does not handle yet; rebuild it with --overwrite"
+        )
+    # Captions of images do not depend on how videos are sampled.
+    check_same_settings(output, {key: value for key, value in run_settings.items() if key != "video"})
     by_id = {entry["id"]: entry for entry in manifest}
-    captioned = [record for _, record in read_jsonl(output) if "caption" in record and record.get("id") in by_id]
+    captioned = [record for record in records if "caption" in record and record.get("id") in by_id]
     entries = [by_id[record["id"]] for record in captioned]
     plan = plan_update(items, captioned, entries, name=str(output), keep_missing=keep_missing)
     outcomes = {}

@@ -98,12 +98,14 @@ def extract_features(
     """Embed images, videos and texts into a feature set: OUT.npy rows with an OUT.jsonl record each.
 
     Videos (mp4, mov, mkv, webm, avi, ...) are sampled at --fps (or --frames, --keyframes) and give
-    one row each, pooled over their frames (--pool), or a row per frame with its time t.
+    one row each, pooled over their frames (--pool), or a row per frame with its time t. A native video
+    model (X-CLIP, VideoMAE) instead embeds each video whole, as one clip of the frame count it was
+    built for, evenly spaced over --start..--end.
 
     Progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed), the
     same command resumes where it stopped and gives exactly the output of an uninterrupted run.
     """
-    from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path, sidecar_path
+    from mmcli.io.features import FeatureSetWriter, FileEntries, check_output_path, errors_path, sidecar_path
     from mmcli.io.inputs import STDIN, discover_images, discover_texts
 
     inputs = inputs or []
@@ -160,12 +162,25 @@ def extract_features(
         "exact_decode": exact_decode,
     }
     run_settings["video"] = {"pool": pool.value, **vars(sampling)}
+    if encoder.clip_frames:
+        kind = getattr(getattr(encoder, "config", None), "model_type", None) or encoder.family
+        what = f"model {model!r} ({kind}) embeds each video whole"
+        if pool is not VideoPool.mean:
+            raise UsageError(
+                f"{what}, into one row per video; --pool {pool.value} does not apply "
+                "(it pools image models' frame rows)"
+            )
+        sampling = opt.clip_sampling(what, encoder.clip_frames, fps, frames, keyframes, sampling)
+        run_settings["video"] = {"clip_frames": encoder.clip_frames, **vars(sampling)}
     if update:
         _update(output, list(items), encoder, run_settings, keep_missing, embed_options, on_error.value, quiet)
         return
-    from mmcli.extract import VideoPooler, expand_videos
+    from mmcli.extract import VideoPooler, expand_clips, expand_videos
 
-    items = expand_videos(items, sampling, max_pixels=max_pixels)
+    if encoder.clip_frames:
+        items = expand_clips(items, encoder.clip_frames, sampling, max_pixels=max_pixels)
+    else:
+        items = expand_videos(items, sampling, max_pixels=max_pixels)
     pooler = VideoPooler(pool.value, normalize=normalize)
     files = FileEntries()
     journal, consumed = None, 0
@@ -213,20 +228,6 @@ def extract_features(
     note(summary, quiet=quiet)
     if failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)
-
-
-class FileEntries:
-    """Manifest entries for rows; a video's frame rows share one hash of the file, computed once."""
-
-    def __init__(self) -> None:
-        self._last: tuple[str | None, dict[str, Any]] = (None, {})
-
-    def entry(self, item: Any) -> dict[str, Any]:
-        from mmcli.io.features import file_entry
-
-        if item.path is None or item.path != self._last[0]:
-            self._last = (item.path, file_entry(item.id, item.path))
-        return {**self._last[1], "id": item.id}
 
 
 def _update(

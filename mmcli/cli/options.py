@@ -149,24 +149,28 @@ OutputNpy = Annotated[
 
 
 VIDEO = "Video"
-VideoFps = Annotated[
-    float | None,
-    typer.Option(
-        min=0.0,
-        help="Sample video frames at this rate \\[default: 1 per second].",
-        show_default=False,
-        rich_help_panel=VIDEO,
-    ),
-]
+
+
+def _video_fps(help: str) -> Any:
+    return Annotated[float | None, typer.Option(min=0.0, help=help, show_default=False, rich_help_panel=VIDEO)]
+
+
+def _video_keyframes(help: str) -> Any:
+    return Annotated[bool, typer.Option("--keyframes", help=help, show_default=False, rich_help_panel=VIDEO)]
+
+
+VideoFps = _video_fps("Sample video frames at this rate \\[default: 1 per second].")
+VideoKeyframes = _video_keyframes("Sample the first frame of every scene instead (scene-change detection).")
+# caption samples keyframes unless told otherwise: a caption per scene, not per second
+CaptionVideoFps = _video_fps("Caption video frames sampled at this rate instead of the first frame of each scene.")
+CaptionKeyframes = _video_keyframes(
+    "Caption the first frame of every scene (scene-change detection) \\[default, unless --fps or --frames]."
+)
 VideoFrames = Annotated[
     int | None,
     typer.Option(
         min=1, help="Sample N evenly spaced frames per video instead.", show_default=False, rich_help_panel=VIDEO
     ),
-]
-VideoKeyframes = Annotated[
-    bool,
-    typer.Option(help="Sample the first frame of every scene (scene-change detection).", rich_help_panel=VIDEO),
 ]
 SceneThreshold = Annotated[
     float,
@@ -221,6 +225,24 @@ def video_sampling(
         start=start,
         end=end,
     )
+
+
+def clip_sampling(what: str, length: int, fps: float | None, frames: int | None, keyframes: bool, sampling: Any) -> Any:
+    """The sampling for a model that takes each video whole, as one clip of ``length`` evenly spaced
+    frames over --start..--end (``what`` names it: "model 'x' (xclip) embeds each video whole"):
+    the flags that ask for other frames are refused."""
+    from mmcli.errors import UsageError
+    from mmcli.extract import clip_sampling as clip_options
+
+    what = f"{what}, as one clip of {length} frames"
+    if fps is not None or keyframes:
+        flag = "--fps" if fps is not None else "--keyframes"
+        raise UsageError(
+            f"{what} evenly spaced over --start..--end; {flag} does not apply (it samples frames for image models)"
+        )
+    if frames is not None and frames != length:
+        raise UsageError(f"{what}; --frames {frames} does not fit it (leave --frames out, or give --frames {length})")
+    return clip_options(length, sampling)
 
 
 def model_loading(

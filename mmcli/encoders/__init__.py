@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmcli.encoders import dual_tower, text, vision  # noqa: F401  (families register on import)
+from mmcli.encoders import dual_tower, text, video, vision  # noqa: F401  (families register on import)
 from mmcli.encoders.base import Encoder, batched
 from mmcli.encoders.registry import ENCODERS
 

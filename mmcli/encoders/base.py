@@ -32,12 +32,15 @@ class Encoder:
         modalities: what this model can embed, e.g. ``frozenset({"image", "text"})``.
         decode_min_side: the shortest side images need before preprocessing (``None``: full size);
             JPEGs are decoded at reduced scale down to it.
+        clip_frames: frames per clip of a native video model (X-CLIP, VideoMAE), which embeds a whole
+            clip at once; ``None`` for image models, which see videos as sampled frames to pool.
         quantized: ``"int8"`` when the Linear layers were quantized, else ``None``.
     """
 
     family: ClassVar[str] = ""
     modalities: ClassVar[frozenset[str]] = frozenset()
     decode_min_side: int | None = None
+    clip_frames: int | None = None
     quantized: str | None = None
 
     def __init__(self, name: str, model: Any, *, device: str, dtype: torch.dtype) -> None:
@@ -57,6 +60,14 @@ class Encoder:
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         raise self._unsupported("text")
+
+    def preprocess_video(self, frames: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """One clip (up to ``clip_frames`` images, see :func:`fill_clip`) -> inputs with batch dimension 1
+        (thread-safe)."""
+        raise self._unsupported("video")
+
+    def _video_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise self._unsupported("video")
 
     def _config_dim(self) -> int | None:
         return None
@@ -102,6 +113,13 @@ class Encoder:
         with torch.inference_mode():
             return self._finish(self._text_features(list(texts)), normalize)
 
+    def embed_videos(self, inputs: Sequence[dict[str, torch.Tensor]], *, normalize: bool = True) -> np.ndarray:
+        """Embed a batch of :meth:`preprocess_video` outputs; float32 rows, one per clip."""
+        self.require("video")
+        with torch.inference_mode():
+            batch = self.to_device(collate(inputs))
+            return self._finish(self._video_features(batch), normalize)
+
     def encode_images(
         self, images: Iterable[Any], *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = True
     ) -> np.ndarray:
@@ -119,6 +137,17 @@ class Encoder:
         """Embed any iterable of strings, in batches; returns an (N, dim) float32 matrix."""
         self.require("text")
         chunks = [self.embed_texts(batch, normalize=normalize) for batch in batched(texts, batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def encode_videos(
+        self, videos: Iterable[Sequence[Any]], *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = True
+    ) -> np.ndarray:
+        """Embed any iterable of clips (each a list of PIL frames), in batches; an (N, dim) float32 matrix."""
+        self.require("video")
+        chunks = [
+            self.embed_videos([self.preprocess_video(frames) for frames in batch], normalize=normalize)
+            for batch in batched(videos, batch_size)
+        ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +174,17 @@ def text_max_length(config: Any, tokenizer: Any) -> int:
     candidates = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     usable = [int(c) for c in candidates if isinstance(c, int) and 0 < c < 1_000_000]
     return min(usable) if usable else 512
+
+
+def fill_clip(frames: Sequence[T], length: int) -> list[T]:
+    """``frames`` as a clip of exactly ``length``: a short video (or one cut short) repeats its last
+    frame, as a clip model's temporal position embeddings take no other length."""
+    frames = list(frames)
+    if not frames:
+        raise ValueError("a clip needs at least one frame")
+    if len(frames) > length:
+        raise ValueError(f"got {len(frames)} frames for a model that takes {length} per clip; sample {length}")
+    return frames + [frames[-1]] * (length - len(frames))
 
 
 def collate(inputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

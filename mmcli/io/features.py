@@ -54,6 +54,20 @@ def file_entry(item_id: str, path: str | None) -> dict[str, Any]:
             "blake2b": digest.hexdigest()}  # fmt: skip
 
 
+class FileEntries:
+    """Manifest entries for output rows; the rows of one video (frames, segments) share one hash of
+    the file, computed once."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str | None, dict[str, Any]] = (None, {})
+
+    def entry(self, item: Any) -> dict[str, Any]:
+        """The entry for a row made from ``item`` (an :class:`~mmcli.io.inputs.InputItem`)."""
+        if item.path is None or item.path != self._last[0]:
+            self._last = (item.path, file_entry(item.id, item.path))
+        return {**self._last[1], "id": item.id}
+
+
 def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
     """The file entries of the manifest beside an output, or None when there is none."""
     path = manifest_path(npy)

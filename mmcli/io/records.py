@@ -20,7 +20,8 @@ FORMATS = ("jsonl", "tsv", "text")
 
 
 class RecordWriter:
-    """Writes records in ``fmt``; ``text_field`` is what the tsv and text formats show.
+    """Writes records in ``fmt``; the first of ``text_fields`` a record has is what the tsv and text
+    formats show.
 
     With ``settings`` (JSONL written to ``-o`` only), a manifest ``NAME.files.jsonl`` records the
     settings and, for each record written with a ``file`` entry, the file it came from, so a later
@@ -32,7 +33,7 @@ class RecordWriter:
         output: Path | None,
         *,
         fmt: str = "jsonl",
-        text_field: str = "caption",
+        text_fields: tuple[str, ...] = ("caption",),
         journal: Journal | None = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
@@ -40,7 +41,7 @@ class RecordWriter:
             raise ValueError(f"format must be one of {FORMATS}")
         self.output = output
         self.fmt = fmt
-        self.text_field = text_field
+        self.text_fields = text_fields
         self.journal = journal
         self.count = 0
         self._manifest: IO[bytes] | None = None
@@ -77,10 +78,9 @@ class RecordWriter:
             line = dumps(record)
         elif "error" in record:
             return
-        elif self.fmt == "tsv":
-            line = f"{_one_line(str(record['id']))}\t{_one_line(str(record[self.text_field]))}"
         else:
-            line = _one_line(str(record[self.text_field]))
+            text = _one_line(str(next(record[key] for key in self.text_fields if key in record)))
+            line = f"{_one_line(str(record['id']))}\t{text}" if self.fmt == "tsv" else text
         self._handle.write(line + "\n")
         self.count += 1
 

@@ -165,6 +165,8 @@ class VideoReader:
         self.options = options if options is not None else SamplingOptions()
         self.truncated = False
         self.frames_decoded = 0
+        self._last_t: float | None = None  # timestamp of the last frame decoded
+        self._ran_out = False  # whether the file itself ended (rather than reading stopping early)
         self._started = False
         self._capture: Any = _open_capture(self.path)
         try:
@@ -262,8 +264,21 @@ class VideoReader:
             previous = t
             if t >= end:
                 return
+            self._last_t = t
             yield index, t
+        self._ran_out = True
         self.truncated = self._ended_early()
+
+    @property
+    def span_end(self) -> float | None:
+        """Where the sampled range ends, once :meth:`frames` is consumed: ``end``, or the end of the
+        video where that comes first (for a cut file, one frame period after its last frame)."""
+        ends = [e for e in (self.options.end, self.info.duration) if e is not None]
+        if self._ran_out and self._last_t is not None:
+            ends = [e for e in ends if e > self._last_t] or ends
+            period = 1.0 / self.info.fps if self.info.fps > 0 else 0.0
+            ends.append(self._last_t + period)
+        return min(ends) if ends else None
 
     def _ended_early(self) -> bool:
         """Whether the file gave out before the frame count it announced; as counts are often
