@@ -47,6 +47,15 @@ def check_same_settings(output: Path, settings: dict[str, Any]) -> None:
         )
 
 
+def refuse_videos(output: Path, items: Sequence[InputItem], holds_videos: bool) -> None:
+    """``--update`` compares files row by row; a video makes many rows (or segment records) from one
+    file, which it does not handle yet: refused, rather than left out of a result meant to equal a fresh run."""
+    video = next((item.source for item in items if item.modality == "video"), None)
+    if holds_videos or video is not None:
+        what = f"the inputs include videos ({video})" if video is not None else f"{output} holds video results"
+        raise UsageError(f"{what}, which --update does not handle yet; rebuild {output} with --overwrite")
+
+
 def plan_update(
     items: Sequence[InputItem],
     records: Sequence[dict[str, Any]],

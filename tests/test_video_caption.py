@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -160,7 +161,7 @@ def test_cli_captions_videos_with_segments_equal_to_frame_captions(run_mmcli, ti
     assert text.stdout.splitlines() == merged
 
 
-def test_cli_video_errors_and_refusals(run_mmcli, tiny_models, videos, tmp_path):
+def test_cli_video_errors_and_refusals(run_mmcli, tiny_models, videos, photos, tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
     result = caption_cli(run_mmcli, tiny_models, corrupt, videos / "scenes.mp4")
@@ -176,7 +177,19 @@ def test_cli_video_errors_and_refusals(run_mmcli, tiny_models, videos, tmp_path)
     out = tmp_path / "video.jsonl"
     assert caption_cli(run_mmcli, tiny_models, videos / "scenes.mp4", "-o", out).returncode == 0
     update = caption_cli(run_mmcli, tiny_models, videos / "scenes.mp4", "-o", out, "--update")
-    assert update.returncode == 2 and "video captions" in update.stderr
+    assert update.returncode == 2 and "--update does not handle yet" in update.stderr
+
+    # An images-only output whose folder gains a video: refused too, never silently left out.
+    folder = tmp_path / "library"
+    folder.mkdir()
+    shutil.copy(next(iter(sorted(photos.glob("*.jpg")))), folder / "photo.jpg")
+    images_only = tmp_path / "images.jsonl"
+    assert caption_cli(run_mmcli, tiny_models, folder, "-o", images_only).returncode == 0
+    before = images_only.read_bytes()
+    shutil.copy(videos / "scenes.mp4", folder / "new.mp4")
+    update = caption_cli(run_mmcli, tiny_models, folder, "-o", images_only, "--update")
+    assert update.returncode == 2 and f"the inputs include videos ({folder / 'new.mp4'})" in update.stderr
+    assert images_only.read_bytes() == before
 
 
 @pytest.fixture(scope="module")

@@ -92,3 +92,20 @@ def test_a_truncated_video_is_used_and_marked(run_mmcli, tiny_models, media, tmp
     assert result.returncode == 0, result.stderr
     (record,) = read_feature_set(out).records
     assert record["truncated"] is True and 1 <= record["frames"] < 8
+
+
+def test_update_refuses_videos_rather_than_leaving_them_out(run_mmcli, tiny_models, media, photos, tmp_path):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    shutil.copy(sorted(photos.glob("*.jpg"))[0], folder / "photo.jpg")
+    out = tmp_path / "set.npy"
+    assert extract(run_mmcli, tiny_models, [folder], out).returncode == 0
+    before = out.read_bytes()
+    shutil.copy(media / "clip.mp4", folder / "new.mp4")
+    update = extract(run_mmcli, tiny_models, [folder], out, "--update")
+    assert update.returncode == 2 and f"the inputs include videos ({folder / 'new.mp4'})" in update.stderr
+    assert out.read_bytes() == before
+    (folder / "new.mp4").unlink()
+    assert extract(run_mmcli, tiny_models, [media / "clip.mp4"], tmp_path / "v.npy").returncode == 0
+    update = extract(run_mmcli, tiny_models, [folder], tmp_path / "v.npy", "--update")
+    assert update.returncode == 2 and "holds video results" in update.stderr

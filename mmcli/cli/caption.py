@@ -142,7 +142,7 @@ def caption(
     if output is not None:
         check_writable(output, overwrite=overwrite or update)
     sampling = opt.video_sampling(fps, frames, keyframes, scene_threshold, start, end, default="keyframes")
-    items, total = with_total(discover_images(inputs, videos=not update), inputs, what="images or videos")
+    items, total = with_total(discover_images(inputs, videos=True), inputs, what="images or videos")
 
     quiet_libraries()
     from mmcli.caption import VideoCaptions, caption_items
@@ -256,7 +256,7 @@ def _update(
 ) -> None:
     """Rewrite ``output`` as a fresh run would, captioning only images it does not already describe."""
     from mmcli.caption import caption_items, caption_record
-    from mmcli.incremental import check_same_settings, plan_update
+    from mmcli.incremental import check_same_settings, plan_update, refuse_videos
     from mmcli.io.features import file_entry, read_manifest
     from mmcli.io.jsonl import read_jsonl
     from mmcli.io.records import RecordWriter
@@ -265,10 +265,7 @@ def _update(
     if manifest is None:
         raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
     records = [record for _, record in read_jsonl(output)]
-    if any("summary" in record or "t" in record for record in records):
-        raise UsageError(
-            f"{output} holds video captions, which --update does not handle yet; rebuild it with --overwrite"
-        )
+    refuse_videos(output, items, any("summary" in record or "t" in record for record in records))
     # Captions of images do not depend on how videos are sampled.
     check_same_settings(output, {key: value for key, value in run_settings.items() if key != "video"})
     by_id = {entry["id"]: entry for entry in manifest}

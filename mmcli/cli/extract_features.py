@@ -124,7 +124,7 @@ def extract_features(
     if modality is InputModality.text:
         discovered = discover_texts(inputs, texts, field_name=field)
     else:
-        discovered = chain(discover_images(inputs, videos=not update), discover_texts([], texts))
+        discovered = chain(discover_images(inputs, videos=True), discover_texts([], texts))
     items, total = with_total(discovered, inputs, what=f"{modality.value}s")
     wants_text = bool(texts) or modality is InputModality.text
     wants_images = modality is InputModality.image and bool(inputs)
@@ -244,7 +244,7 @@ def _update(
     import numpy as np
 
     from mmcli.extract import embed_items
-    from mmcli.incremental import check_same_settings, plan_update
+    from mmcli.incremental import check_same_settings, plan_update, refuse_videos
     from mmcli.io.features import FeatureSetWriter, errors_path, file_entry, read_feature_set, read_manifest
 
     model = run_settings["model"]
@@ -254,8 +254,7 @@ def _update(
         raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
     if old.models != {model}:
         raise UsageError(f"{output} was made with {', '.join(sorted(old.models))}; --update must use the same --model")
-    if any(record.get("modality") in ("video", "frame") for record in old.records):
-        raise UsageError(f"{output} holds video rows, which --update does not handle yet; rebuild it with --overwrite")
+    refuse_videos(output, items, any(record.get("modality") in ("video", "frame") for record in old.records))
     # A set without video rows does not depend on how videos are sampled.
     check_same_settings(output, {key: value for key, value in run_settings.items() if key != "video"})
     plan = plan_update(items, old.records, manifest, name=str(output), keep_missing=keep_missing)
