@@ -237,8 +237,8 @@ def caption(
                 counters = {"captioned": videos.images, "videos": videos.videos, "failed": failed}
                 writer.checkpoint(consumed, counters)
 
-    done = [f"{count} {noun}{'s' if count != 1 else ''}" for count, noun in ((videos.images, "image"),
-            (videos.videos, "video")) if count or noun == "image"]  # fmt: skip
+    counts = ((videos.images, "image"), (videos.videos, "video"))
+    done = [f"{count} {noun}{'s' if count != 1 else ''}" for count, noun in counts if count] or ["0 images"]
     note("captioned " + " and ".join(done) + (f"; {failed} failed" if failed else ""), quiet=quiet)
     if failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)
