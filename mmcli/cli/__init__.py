@@ -22,7 +22,7 @@ from mmcli.cli.retrieve import retrieve
 
 app = typer.Typer(
     name="mmcli",
-    help="Multimodal models from the shell: embed, caption, search and score images, video, text and audio.",
+    help="Multimodal models from the shell: embed, caption, search and score images, videos and texts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -42,7 +42,7 @@ def root(
         bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
-    """Multimodal models from the shell: embed, caption, search and score images, video, text and audio."""
+    """Multimodal models from the shell: embed, caption, search and score images, videos and texts."""
 
 
 app.command("caption", epilog=CAPTION_EXAMPLES)(caption)

@@ -143,6 +143,11 @@ def caption(
         check_writable(output, overwrite=overwrite or update)
     sampling = opt.video_sampling(fps, frames, keyframes, scene_threshold, start, end, default="keyframes")
     items, total = with_total(discover_images(inputs, videos=True), inputs, what="images or videos")
+    previous = None
+    if update:  # what cannot be updated is refused before the model loads
+        assert output is not None
+        items = list(items)
+        previous = _previous_captions(output, items)
 
     quiet_libraries()
     from mmcli.caption import VideoCaptions, caption_items
@@ -190,9 +195,9 @@ def caption(
         "max_pixels": max_pixels,
         "exact_decode": exact_decode,
     }
-    if update:
+    if previous is not None:
         assert output is not None
-        _update(output, list(items), captioner, run_settings, engine_options, keep_missing, on_error.value, quiet)
+        _update(output, previous, items, captioner, run_settings, engine_options, keep_missing, on_error.value, quiet)
         return
     if captioner.video_frames:
         items = expand_clips(items, captioner.video_frames, sampling, max_pixels=max_pixels)
@@ -244,8 +249,23 @@ def caption(
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
+def _previous_captions(output: Path, items: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The records and manifest ``--update`` starts from, refused early where they cannot be updated."""
+    from mmcli.incremental import refuse_videos
+    from mmcli.io.features import read_manifest
+    from mmcli.io.jsonl import read_jsonl
+
+    manifest = read_manifest(output)
+    if manifest is None:
+        raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
+    records = [record for _, record in read_jsonl(output)]
+    refuse_videos(output, items, any("summary" in record or "t" in record for record in records))
+    return records, manifest
+
+
 def _update(
     output: Path,
+    previous: tuple[list[dict[str, Any]], list[dict[str, Any]]],
     items: list[Any],
     captioner: Any,
     run_settings: dict[str, Any],
@@ -256,16 +276,11 @@ def _update(
 ) -> None:
     """Rewrite ``output`` as a fresh run would, captioning only images it does not already describe."""
     from mmcli.caption import caption_items, caption_record
-    from mmcli.incremental import check_same_settings, plan_update, refuse_videos
-    from mmcli.io.features import file_entry, read_manifest
-    from mmcli.io.jsonl import read_jsonl
+    from mmcli.incremental import check_same_settings, plan_update
+    from mmcli.io.features import file_entry
     from mmcli.io.records import RecordWriter
 
-    manifest = read_manifest(output)
-    if manifest is None:
-        raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
-    records = [record for _, record in read_jsonl(output)]
-    refuse_videos(output, items, any("summary" in record or "t" in record for record in records))
+    records, manifest = previous
     # Captions of images do not depend on how videos are sampled.
     check_same_settings(output, {key: value for key, value in run_settings.items() if key != "video"})
     by_id = {entry["id"]: entry for entry in manifest}

@@ -126,6 +126,10 @@ def extract_features(
     else:
         discovered = chain(discover_images(inputs, videos=True), discover_texts([], texts))
     items, total = with_total(discovered, inputs, what=f"{modality.value}s")
+    previous = None
+    if update:  # what cannot be updated is refused before the model loads
+        items = list(items)
+        previous = _previous_set(output, items, model)
     wants_text = bool(texts) or modality is InputModality.text
     wants_images = modality is InputModality.image and bool(inputs)
 
@@ -172,8 +176,8 @@ def extract_features(
             )
         sampling = opt.clip_sampling(what, encoder.clip_frames, fps, frames, keyframes, sampling)
         run_settings["video"] = {"clip_frames": encoder.clip_frames, **vars(sampling)}
-    if update:
-        _update(output, list(items), encoder, run_settings, keep_missing, embed_options, on_error.value, quiet)
+    if previous is not None:
+        _update(output, previous, items, encoder, run_settings, keep_missing, embed_options, on_error.value, quiet)
         return
     from mmcli.extract import VideoPooler, expand_clips, expand_videos
 
@@ -230,8 +234,24 @@ def extract_features(
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
+def _previous_set(output: Path, items: list, model: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The feature set and manifest ``--update`` starts from, refused early where it cannot be updated."""
+    from mmcli.incremental import refuse_videos
+    from mmcli.io.features import read_feature_set, read_manifest
+
+    old = read_feature_set(output)
+    manifest = read_manifest(output)
+    if manifest is None:
+        raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
+    if old.models != {model}:
+        raise UsageError(f"{output} was made with {', '.join(sorted(old.models))}; --update must use the same --model")
+    refuse_videos(output, items, any(record.get("modality") in ("video", "frame") for record in old.records))
+    return old, manifest
+
+
 def _update(
     output: Path,
+    previous: tuple[Any, list[dict[str, Any]]],
     items: list,
     encoder: Any,
     run_settings: dict[str, Any],
@@ -244,17 +264,11 @@ def _update(
     import numpy as np
 
     from mmcli.extract import embed_items
-    from mmcli.incremental import check_same_settings, plan_update, refuse_videos
-    from mmcli.io.features import FeatureSetWriter, errors_path, file_entry, read_feature_set, read_manifest
+    from mmcli.incremental import check_same_settings, plan_update
+    from mmcli.io.features import FeatureSetWriter, errors_path, file_entry
 
     model = run_settings["model"]
-    old = read_feature_set(output)
-    manifest = read_manifest(output)
-    if manifest is None:
-        raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
-    if old.models != {model}:
-        raise UsageError(f"{output} was made with {', '.join(sorted(old.models))}; --update must use the same --model")
-    refuse_videos(output, items, any(record.get("modality") in ("video", "frame") for record in old.records))
+    old, manifest = previous
     # A set without video rows does not depend on how videos are sampled.
     check_same_settings(output, {key: value for key, value in run_settings.items() if key != "video"})
     plan = plan_update(items, old.records, manifest, name=str(output), keep_missing=keep_missing)
