@@ -10,7 +10,7 @@ in the order a fresh run would write them, so the result is the fresh run's, row
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,17 @@ class UpdatePlan:
     dropped: int = 0  # old rows of vanished files left out
 
 
+# Settings that cannot make old and new rows disagree: --update refuses videos, so how they are sampled is moot.
+NOT_COMPARED = frozenset({"video"})
+
+
 def check_same_settings(output: Path, settings: dict[str, Any]) -> None:
     """Refuse to update ``output`` with settings that would make its old and new parts disagree."""
     stored = read_run_settings(output)
     if stored is None:  # written before runs recorded their settings
         return
-    differing = [key for key in settings if key in stored and stored[key] != settings[key]]
+    compared = [key for key in settings if key not in NOT_COMPARED and key in stored]
+    differing = [key for key in compared if stored[key] != settings[key]]
     if differing:
         was = ", ".join(f"{key}={stored[key]!r}" for key in differing)
         now = ", ".join(f"{key}={settings[key]!r}" for key in differing)
@@ -45,6 +50,20 @@ def check_same_settings(output: Path, settings: dict[str, Any]) -> None:
             f"{output} was made with {was}, this run has {now}; --update must use the same settings "
             "(give the same flags again, or rebuild it with --overwrite)"
         )
+
+
+def outcomes_of(
+    items: Sequence[InputItem], indices: Sequence[int], run: Callable[[list[InputItem]], Iterable[list[Any]]], bar: Any
+) -> dict[int, Any]:
+    """Run only ``items[i]`` for ``i`` in ``indices`` through ``run`` (a batch pipeline such as
+    ``embed_items``), returning each one's outcome by its index; ``bar`` counts them."""
+    outcomes: dict[int, Any] = {}
+    pending = iter(indices)
+    for batch in run([items[i] for i in indices]):
+        for outcome in batch:
+            outcomes[next(pending)] = outcome
+        bar.update(len(batch))
+    return outcomes
 
 
 def refuse_videos(output: Path, items: Sequence[InputItem], holds_videos: bool) -> None:

@@ -276,24 +276,18 @@ def _update(
 ) -> None:
     """Rewrite ``output`` as a fresh run would, captioning only images it does not already describe."""
     from mmcli.caption import caption_items, caption_record
-    from mmcli.incremental import check_same_settings, plan_update
+    from mmcli.incremental import check_same_settings, outcomes_of, plan_update
     from mmcli.io.features import file_entry
     from mmcli.io.records import RecordWriter
 
     records, manifest = previous
-    # Captions of images do not depend on how videos are sampled.
-    check_same_settings(output, {key: value for key, value in run_settings.items() if key != "video"})
+    check_same_settings(output, run_settings)
     by_id = {entry["id"]: entry for entry in manifest}
     captioned = [record for record in records if "caption" in record and record.get("id") in by_id]
     entries = [by_id[record["id"]] for record in captioned]
     plan = plan_update(items, captioned, entries, name=str(output), keep_missing=keep_missing)
-    outcomes = {}
     with progress(len(plan.embed), quiet=quiet, unit="img", desc="captioning new") as bar:
-        to_caption = iter(plan.embed)
-        for batch in caption_items([items[i] for i in plan.embed], captioner, **engine_options):
-            for outcome in batch:
-                outcomes[next(to_caption)] = outcome
-            bar.update(len(batch))
+        outcomes = outcomes_of(items, plan.embed, lambda todo: caption_items(todo, captioner, **engine_options), bar)
     model, failed = run_settings["model"], 0
     with RecordWriter(output, fmt="jsonl", settings=run_settings) as writer:
         for index, item in enumerate(items):

@@ -264,21 +264,15 @@ def _update(
     import numpy as np
 
     from mmcli.extract import embed_items
-    from mmcli.incremental import check_same_settings, plan_update
+    from mmcli.incremental import check_same_settings, outcomes_of, plan_update
     from mmcli.io.features import FeatureSetWriter, errors_path, file_entry
 
     model = run_settings["model"]
     old, manifest = previous
-    # A set without video rows does not depend on how videos are sampled.
-    check_same_settings(output, {key: value for key, value in run_settings.items() if key != "video"})
+    check_same_settings(output, run_settings)
     plan = plan_update(items, old.records, manifest, name=str(output), keep_missing=keep_missing)
-    outcomes = {}
     with progress(len(plan.embed), quiet=quiet, unit="item", desc="embedding new") as bar:
-        to_embed = iter(plan.embed)
-        for batch in embed_items([items[i] for i in plan.embed], encoder, **embed_options):
-            for outcome in batch:
-                outcomes[next(to_embed)] = outcome
-            bar.update(len(batch))
+        outcomes = outcomes_of(items, plan.embed, lambda todo: embed_items(todo, encoder, **embed_options), bar)
     failed = 0
     with FeatureSetWriter(output, dtype=run_settings["output_dtype"], settings=run_settings) as writer:
         for start in range(0, len(items), 1024):
