@@ -126,7 +126,7 @@ class VideoCaptions:
     summary: bool = True
     videos: int = 0  # videos completed
     images: int = 0
-    _frames: list[tuple[InputItem, str]] = field(default_factory=list)
+    _frames: list[tuple[float, str]] = field(default_factory=list)  # (t, caption) of the open video
 
     @property
     def pending(self) -> bool:
@@ -140,19 +140,17 @@ class VideoCaptions:
             if outcome.error is not None:
                 result.append(outcome)
             elif item.modality == "frame":
-                self._frames.append((item, outcome.value))
+                self._frames.append((float(item.extra["t"]), outcome.value))
             elif item.modality == VIDEO_END:
                 frames, self._frames = self._frames, []
                 video = replace(item, modality="video")
                 if not frames:
                     result.append(Outcome(video, error="no frame could be captioned"))
                     continue
-                ends = [float(frame.extra["t"]) for frame, _ in frames[1:]]
-                result.extend(self._video_records(video, frames, [*ends, getattr(item, "span_end", None)]))
+                result.extend(self._video_records(video, frames, getattr(item, "span_end", None)))
                 self.videos += 1
             elif isinstance(item, ClipItem):
-                start = InputItem(item.id, "frame", item.source, path=item.path, extra={"t": item.start})
-                result.extend(self._video_records(item, [(start, outcome.value)], [item.span_end]))
+                result.extend(self._video_records(item, [(item.start, outcome.value)], item.span_end))
                 self.videos += 1
             else:
                 result.append(Outcome(item, caption_record(item, outcome.value, self.model)))
@@ -160,14 +158,14 @@ class VideoCaptions:
         return result
 
     def _video_records(
-        self, video: InputItem, frames: list[tuple[InputItem, str]], ends: list[float | None]
+        self, video: InputItem, captioned: list[tuple[float, str]], span_end: float | None
     ) -> list[Outcome[InputItem]]:
-        """Segments from captioned frames; ``ends[i]`` ends frame i's segment (``None``: unknown,
-        the frame's own time)."""
-        times = [float(frame.extra["t"]) for frame, _ in frames]
-        ends = [t if end is None else end for t, end in zip(times, ends, strict=True)]
+        """Segment and summary records from ``(t, caption)`` pairs in time order; each segment ends
+        where the next starts, the last at ``span_end`` (unknown: at its own start)."""
+        times = [t for t, _ in captioned]
+        ends = [*times[1:], times[-1] if span_end is None else span_end]
         segments: list[list[Any]] = []  # [t, end, caption]
-        for t, end, (_, caption) in zip(times, ends, frames, strict=True):
+        for t, end, (_, caption) in zip(times, ends, captioned, strict=True):
             if segments and same_meaning_key(segments[-1][2]) == same_meaning_key(caption):
                 segments[-1][1] = end
             else:

@@ -162,8 +162,7 @@ def caption(
     video_prompt = None
     if captioner.video_frames:
         what = f"model {model!r} ({captioner.family}) captions each video whole"
-        default_sampling = opt.video_sampling(fps, frames, keyframes, scene_threshold, start, end)
-        sampling = opt.clip_sampling(what, captioner.video_frames, fps, frames, keyframes, default_sampling)
+        sampling = opt.clip_sampling(what, captioner.video_frames, fps, frames, keyframes, start, end)
         video_prompt = captioner.video_prompt_for(prompt, detail.value)
     options = GenerationOptions(
         max_new_tokens=max_new_tokens,

@@ -174,7 +174,7 @@ def extract_features(
                 f"{what}, into one row per video; --pool {pool.value} does not apply "
                 "(it pools image models' frame rows)"
             )
-        sampling = opt.clip_sampling(what, encoder.clip_frames, fps, frames, keyframes, sampling)
+        sampling = opt.clip_sampling(what, encoder.clip_frames, fps, frames, keyframes, start, end)
         run_settings["video"] = {"clip_frames": encoder.clip_frames, **vars(sampling)}
     if previous is not None:
         _update(output, previous, items, encoder, run_settings, keep_missing, embed_options, on_error.value, quiet)

@@ -227,12 +227,14 @@ def video_sampling(
     )
 
 
-def clip_sampling(what: str, length: int, fps: float | None, frames: int | None, keyframes: bool, sampling: Any) -> Any:
+def clip_sampling(
+    what: str, length: int, fps: float | None, frames: int | None, keyframes: bool, start: float, end: float | None
+) -> Any:
     """The sampling for a model that takes each video whole, as one clip of ``length`` evenly spaced
     frames over --start..--end (``what`` names it: "model 'x' (xclip) embeds each video whole"):
     the flags that ask for other frames are refused."""
     from mmcli.errors import UsageError
-    from mmcli.extract import clip_sampling as clip_options
+    from mmcli.media.video import SamplingOptions
 
     what = f"{what}, as one clip of {length} frames"
     if fps is not None or keyframes:
@@ -242,7 +244,7 @@ def clip_sampling(what: str, length: int, fps: float | None, frames: int | None,
         )
     if frames is not None and frames != length:
         raise UsageError(f"{what}; --frames {frames} does not fit it (leave --frames out, or give --frames {length})")
-    return clip_options(length, sampling)
+    return SamplingOptions(fps=None, frames=length, start=start, end=end)
 
 
 def model_loading(
