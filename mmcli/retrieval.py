@@ -17,6 +17,7 @@ from mmcli.errors import InputError
 
 DEFAULT_CHUNK_ROWS = 4_096  # index rows scored at once: small enough to stay in cache
 QUERY_BLOCK = 1_024  # queries scored at once, so the score matrix stays bounded too
+HOT_BLOCK = 64  # columns whose best score decides, in one comparison, whether they can enter a top-k
 
 
 @dataclass
@@ -99,11 +100,17 @@ def _search_block(
             # checked only when a score says so (excluded rows score -inf on purpose).
             if not bool(torch.isfinite(row_best).all() and torch.isfinite(scores.amin(dim=1)).all()):
                 _refuse_non_finite(chunk, start)
-            active = torch.nonzero(row_best > best_scores[:, -1]).flatten()
+            kth_best = best_scores[:, -1]
+            active = torch.nonzero(row_best > kth_best).flatten()
             if active.numel() == 0:
                 continue
             active_scores = scores if active.numel() == count else scores.index_select(0, active)
+            columns = _hot_columns(active_scores, kth_best[active])
+            if columns is not None:
+                active_scores = active_scores.gather(1, columns)
             top_scores, top_rows = _chunk_top(active_scores, k)
+            if columns is not None:
+                top_rows = columns.gather(1, top_rows)
             merged_scores = torch.cat([best_scores[active], top_scores], dim=1)
             merged_rows = torch.cat([best_rows[active], top_rows + start], dim=1)
             order = _rank(merged_scores, merged_rows)[:, :k]
@@ -125,6 +132,27 @@ def _refuse_non_finite(chunk: Any, start: int) -> None:
     finite = torch.isfinite(chunk).all(dim=1)
     if not bool(finite.all()):
         raise NonFiniteRows("index", start + int(torch.nonzero(~finite)[0]))
+
+
+def _hot_columns(scores: Any, kth_best: Any) -> Any | None:
+    """Per query, the columns of the blocks of ``HOT_BLOCK`` columns that hold a score above its
+    k-th best, in column order, or None when that is not much less than the whole chunk.
+
+    Past the first chunks a query's top-k changes in a block or two per chunk; finding those
+    blocks costs one pass of ``amax``, where a top-k over every column cost a fifth of the product.
+    """
+    import torch
+
+    count, width = scores.shape
+    if width % HOT_BLOCK:
+        return None
+    block_best = scores.view(count, width // HOT_BLOCK, HOT_BLOCK).amax(dim=2)
+    most_hot = int((block_best > kth_best[:, None]).sum(dim=1).max())
+    if most_hot * HOT_BLOCK * 4 > width:
+        return None
+    blocks = torch.topk(block_best, most_hot, dim=1).indices.sort(dim=1).values
+    columns = blocks[:, :, None] * HOT_BLOCK + torch.arange(HOT_BLOCK)
+    return columns.reshape(count, most_hot * HOT_BLOCK)
 
 
 def _chunk_top(scores: Any, k: int) -> tuple[Any, Any]:
