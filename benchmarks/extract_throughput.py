@@ -17,8 +17,8 @@ limit = GEMM FLOP/s / FLOP per image.
     python benchmarks/extract_throughput.py                # 256 images
     python benchmarks/extract_throughput.py --images 64    # quicker
 
-Measured on a 2-core AMD EPYC (AVX2, no native bfloat16), 256 images: see the README's
-Performance section for the figures; mmcli's rows match the naive loop's to cosine >= 0.9999
+Measured on a 2-core AMD EPYC (AVX2, no native bfloat16), 256 images: see benchmarks/README.md
+for the figures; mmcli's rows match the naive loop's to cosine >= 0.9999
 (float32) and >= 0.999 (int8).
 """
 

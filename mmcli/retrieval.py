@@ -2,7 +2,9 @@
 
 The index is read in chunks of rows (from a memory-mapped ``.npy``), each chunk is scored against
 all queries by inner product, and a running top-k is merged chunk by chunk: memory is bounded by
-the chunk, not the index. Ties are broken by row order, so results are deterministic.
+the chunk, not the index. Ties are broken by row order, so results are deterministic. Many
+queries at once go through :class:`Int8Screen`, which scores in float32 only the rows an int8
+product cannot rule out, with the same results.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from mmcli.errors import InputError
 DEFAULT_CHUNK_ROWS = 4_096  # index rows scored at once: small enough to stay in cache
 QUERY_BLOCK = 1_024  # queries scored at once, so the score matrix stays bounded too
 HOT_BLOCK = 64  # columns whose best score decides, in one comparison, whether they can enter a top-k
+SCREEN_MIN_QUERIES = 128  # fewer queries leave the product bound by memory, where int8 gains nothing
+SCREEN_MIN_CHUNKS = 8  # a smaller index does not repay the screen's first, densest chunks
 
 
 @dataclass
@@ -81,18 +85,24 @@ def _search_block(
     count = query_tensor.shape[0]
     best_scores = torch.full((count, k), -torch.inf)
     best_rows = torch.full((count, k), -1, dtype=torch.int64)
+    screen = None
+    if count >= SCREEN_MIN_QUERIES and index.shape[0] >= SCREEN_MIN_CHUNKS * chunk_rows:
+        screen = Int8Screen.for_queries(query_tensor)
     # One score buffer reused for every chunk: a fresh one per chunk costs page faults worth a
     # fifth of the product itself.
     buffer = torch.empty(count, min(chunk_rows, index.shape[0]))
     with torch.inference_mode():
         for start in range(0, index.shape[0], chunk_rows):
             chunk = _as_tensor(index[start : start + chunk_rows])
+            excluded = _excluded_in(exclude_rows, start, chunk.shape[0])
+            if screen is not None:
+                if screen.fold(chunk, start, best_scores, best_rows, excluded):
+                    continue
+                screen = None  # a non-finite chunk (reported below), or a torch that quantizes otherwise
             scores = buffer if chunk.shape[0] == buffer.shape[1] else torch.empty(count, chunk.shape[0])
             torch.mm(query_tensor, chunk.T, out=scores)
-            if exclude_rows is not None:
-                for query, row in enumerate(exclude_rows):
-                    if row is not None and start <= row < start + chunk.shape[0]:
-                        scores[query, row - start] = -torch.inf
+            for query, column in excluded:
+                scores[query, column] = -torch.inf
             # Only queries with a score above their current k-th best can change; a score equal to
             # it loses the tie to the earlier row. Past the first chunks that is a few queries.
             row_best = scores.amax(dim=1)
@@ -111,11 +121,134 @@ def _search_block(
             top_scores, top_rows = _chunk_top(active_scores, k)
             if columns is not None:
                 top_rows = columns.gather(1, top_rows)
-            merged_scores = torch.cat([best_scores[active], top_scores], dim=1)
-            merged_rows = torch.cat([best_rows[active], top_rows + start], dim=1)
-            order = _rank(merged_scores, merged_rows)[:, :k]
-            best_scores[active], best_rows[active] = merged_scores.gather(1, order), merged_rows.gather(1, order)
+            _merge(best_scores, best_rows, active, top_scores, top_rows + start)
     return list(best_scores), list(best_rows)
+
+
+def _merge(best_scores: Any, best_rows: Any, active: Any, top_scores: Any, top_rows: Any) -> None:
+    """Fold candidate ``top_rows`` of the ``active`` queries into their running top-k."""
+    import torch
+
+    merged_scores = torch.cat([best_scores[active], top_scores], dim=1)
+    merged_rows = torch.cat([best_rows[active], top_rows], dim=1)
+    order = _rank(merged_scores, merged_rows)[:, : best_scores.shape[1]]
+    best_scores[active], best_rows[active] = merged_scores.gather(1, order), merged_rows.gather(1, order)
+
+
+def _excluded_in(exclude_rows: list[int | None] | None, start: int, size: int) -> list[tuple[int, int]]:
+    """The (query, column) pairs of the chunk at ``start`` that their query must not return."""
+    if exclude_rows is None:
+        return []
+    end = start + size
+    return [(query, row - start) for query, row in enumerate(exclude_rows) if row is not None and start <= row < end]
+
+
+class Int8Screen:
+    """Exact top-k from int8 scores: the int8 product rules rows out, float32 scores the rest.
+
+    The queries are quantized once (int8, a scale per query) and each chunk of the index is scored
+    by torch's dynamic int8 product, which quantizes the chunk itself (one scale per chunk); on a
+    CPU without bfloat16 it takes well under the float32 product's time. With q~ and x~ the
+    quantized vectors, ``|q.x - q~.x~| <= |q - q~| |x| + s/2 |q~|_1``, s being the chunk's step
+    (at most its value range over 127 levels). So a row whose int8 score is below the query's k-th
+    best minus that bound cannot enter its top-k; the few rows left are scored in float32 by one
+    sampled product (SDDMM), which gives a pair the same value whichever other pairs it computes,
+    so equal rows in different chunks still tie and go by row order. The result is the float32
+    top-k. The bound is checked against the float32 product on the first chunk; a torch that
+    quantizes otherwise turns the screen off before it has decided anything.
+    """
+
+    SPARSE = 16  # past 1/16 of the pairs, tighten the cut with the chunk's own k-th best first
+    CHECKED_QUERIES = 64  # queries whose float32 scores test the bound on the first chunk
+
+    def __init__(self, queries: Any, packed: Any, quantization_error: Any, abs_sums: Any) -> None:
+        self.queries = queries
+        self.packed = packed
+        self.quantization_error = quantization_error  # |q - q~| per query
+        self.abs_sums = abs_sums  # |q~|_1 per query
+        self.checked = False
+
+    @classmethod
+    def for_queries(cls, queries: Any) -> Int8Screen | None:
+        """A screen for these queries, or None where this torch has no int8 product."""
+        import warnings
+
+        import torch
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # quantized tensors announce their move to torchao
+                scales = (queries.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
+                zero_points = torch.zeros(queries.shape[0], dtype=torch.int64)
+                quantized = torch.quantize_per_channel(queries, scales, zero_points, 0, torch.qint8)
+                packed = torch.ops.quantized.linear_prepack(quantized, None)
+                dequantized = quantized.dequantize()
+        except (AttributeError, NotImplementedError, RuntimeError):
+            return None
+        return cls(queries, packed, (queries - dequantized).norm(dim=1), dequantized.abs().sum(dim=1))
+
+    def error_bound(self, chunk: Any, low: Any, high: Any) -> Any:
+        """Per query, how far an int8 score of ``chunk`` (values in ``low``..``high``) may lie from
+        the float32 one."""
+        step = (high.clamp_min(0) - low.clamp_max(0)) / 127
+        largest = chunk.norm(dim=1).max()
+        rounding = 1e-5 * (self.quantization_error + self.abs_sums) * largest  # float32 sums in both products
+        return self.quantization_error * largest + step / 2 * self.abs_sums + rounding
+
+    def fold(self, chunk: Any, start: int, best_scores: Any, best_rows: Any, excluded: list[tuple[int, int]]) -> bool:
+        """Fold the chunk into the running top-k; False where the float32 path must score it."""
+        import warnings
+
+        import torch
+
+        low, high = chunk.aminmax()
+        if not bool(torch.isfinite(low) & torch.isfinite(high)):
+            return False  # the float32 path names the offending row
+        try:
+            approximate = torch.ops.quantized.linear_dynamic(chunk, self.packed, True)  # rows x queries
+        except (NotImplementedError, RuntimeError):
+            return False
+        bound = self.error_bound(chunk, low, high)
+        if not self.checked:
+            sample = min(self.CHECKED_QUERIES, self.queries.shape[0])
+            exact = self.queries[:sample] @ chunk.T
+            if not bool(((approximate[:, :sample].T - exact).abs() <= bound[:sample, None]).all()):
+                return False
+            self.checked = True
+        for query, column in excluded:
+            approximate[column, query] = -torch.inf
+        # A row can enter only above the k-th best so far: its float32 score is at most int8 + bound.
+        reach = best_scores[:, -1] - bound
+        candidates = approximate >= reach
+        k = best_scores.shape[1]
+        if int(torch.count_nonzero(candidates)) * self.SPARSE > candidates.numel() and chunk.shape[0] >= k:
+            # Also above the chunk's own k-th best, which is at least its k-th int8 score - bound.
+            reach = torch.maximum(reach, approximate.topk(k, dim=0).values[-1] - 2 * bound)
+            candidates = approximate >= reach
+        for query, column in excluded:
+            candidates[column, query] = False
+        column, query = torch.nonzero(candidates).unbind(1)
+        if query.numel() == 0:
+            return True
+        order = torch.argsort(query, stable=True)  # by query, each query's rows in row order
+        query, column = query[order], column[order]
+        count = self.queries.shape[0]
+        per_query = torch.bincount(query, minlength=count)
+        offsets = torch.zeros(count + 1, dtype=torch.int64)
+        offsets[1:] = per_query.cumsum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sparse CSR tensors announce their beta state
+            pattern = torch.sparse_csr_tensor(offsets, column, torch.ones(query.numel()), size=(count, chunk.shape[0]))
+            exact = torch.sparse.sampled_addmm(pattern, self.queries, chunk.T, beta=0.0).values()
+        # Each query's candidates side by side, padded with -inf that no hit survives.
+        width, slot = int(per_query.max()), torch.arange(query.numel()) - offsets[query]
+        scores = torch.full((count, width), -torch.inf)
+        rows = torch.full((count, width), torch.iinfo(torch.int64).max, dtype=torch.int64)
+        scores[query, slot], rows[query, slot] = exact, column + start
+        active = torch.nonzero(per_query).flatten()
+        top_scores, top = _chunk_top(scores[active], k)
+        _merge(best_scores, best_rows, active, top_scores, rows[active].gather(1, top))
+        return True
 
 
 class NonFiniteRows(InputError):
@@ -163,7 +296,9 @@ def _chunk_top(scores: Any, k: int) -> tuple[Any, Any]:
     top_scores, top_rows = torch.topk(scores, min(kept + 1, scores.shape[1]), dim=1)
     # topk picks arbitrarily among scores tied with the k-th; where such a tie reaches past the cut
     # (the next best equals the k-th), take the tied columns in order instead.
-    tied = (top_scores[:, kept] == top_scores[:, kept - 1]) if top_scores.shape[1] > kept else None
+    tied = None
+    if top_scores.shape[1] > kept:  # a tie at -inf does not matter: such hits are dropped
+        tied = (top_scores[:, kept] == top_scores[:, kept - 1]) & torch.isfinite(top_scores[:, kept - 1])
     top_scores, top_rows = top_scores[:, :kept].clone(), top_rows[:, :kept].clone()
     for query in [] if tied is None else torch.nonzero(tied).flatten().tolist():
         candidates = torch.nonzero(scores[query] >= top_scores[query, -1]).flatten()

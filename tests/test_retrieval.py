@@ -83,3 +83,119 @@ def test_non_finite_rows_are_refused_not_skipped(where):
     (index if where == "index" else queries)[2 if where == "query" else 21, 5] = np.nan
     with pytest.raises(NonFiniteRows, match=f"{where} row {2 if where == 'query' else 21}"):
         search(index, queries, 5, chunk_rows=8)
+
+
+def test_top_k_from_hot_blocks_matches_brute_force(monkeypatch):
+    """Past the first chunks only the column blocks holding a score above a query's k-th best are
+    ranked; duplicates in different chunks and excluded rows must come out as brute force has them."""
+    from mmcli import retrieval
+
+    rng = np.random.default_rng(4)
+    centres = _normalised(rng, 2000, 64)
+    index = centres[rng.integers(0, 2000, 16384)] + 0.1 * rng.standard_normal((16384, 64)).astype(np.float32)
+    index /= np.linalg.norm(index, axis=1, keepdims=True)
+    index[12000:12050] = index[100:150]  # the same vectors in another chunk
+    queries = index[rng.choice(16384, 40)] + 0.05 * rng.standard_normal((40, 64)).astype(np.float32)
+    queries[:10] = index[100:110]
+    exclude = [int(row) if i % 2 else None for i, row in enumerate(rng.integers(0, 16384, 40))]
+    ranked_from_blocks = []
+    original = retrieval._hot_columns
+
+    def spy(scores, kth_best):
+        columns = original(scores, kth_best)
+        ranked_from_blocks.append(columns is not None)
+        return columns
+
+    monkeypatch.setattr(retrieval, "_hot_columns", spy)
+    got = search(index, queries, 8, exclude_rows=exclude, chunk_rows=2048)
+    assert sum(ranked_from_blocks) >= 3, ranked_from_blocks  # the block route was taken, not only the full top-k
+    for (rows, scores), got_rows, got_scores in zip(
+        _reference(index, queries, 8, exclude=exclude), got.rows, got.scores, strict=True
+    ):
+        np.testing.assert_array_equal(got_rows, rows)
+        np.testing.assert_allclose(got_scores, scores, atol=1e-5)
+
+
+def _clustered(rng, rows, dim, centres, spread):
+    middles = _normalised(rng, centres, dim)
+    index = middles[rng.integers(0, centres, rows)] + spread * rng.standard_normal((rows, dim)).astype(np.float32)
+    return index / np.linalg.norm(index, axis=1, keepdims=True)
+
+
+def _count_folds(monkeypatch):
+    from mmcli.retrieval import Int8Screen
+
+    outcomes = []
+    original = Int8Screen.fold
+
+    def fold(self, *args):
+        outcomes.append(original(self, *args))
+        return outcomes[-1]
+
+    monkeypatch.setattr(Int8Screen, "fold", fold)
+    return outcomes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_int8_screen_gives_the_float32_top_k(dtype, monkeypatch):
+    """With many queries the int8 product rules rows out and float32 scores the rest: the hits must
+    be brute force's exactly, duplicates in different chunks tied by row order, excluded rows absent."""
+    rng = np.random.default_rng(5)
+    index = _clustered(rng, 6000, 64, 300, 0.1)
+    index[4000:4100] = index[100:200]  # the same vectors in another chunk
+    index = index.astype(dtype)
+    queries = _clustered(rng, 300, 64, 300, 0.1)
+    queries[:40] = index[100:140]
+    exclude = [int(row) if i % 3 else None for i, row in enumerate(rng.integers(0, 6000, 300))]
+    exclude[20:40] = range(120, 140)  # each of these queries is its own best hit, excluded
+    folds = _count_folds(monkeypatch)
+    got = search(index, queries, 10, exclude_rows=exclude, chunk_rows=512)
+    assert len(folds) == 12 and all(folds)  # every chunk went through the screen
+    assert got.rows[0][:2].tolist() == [100, 4000]  # a row and its copy: equal scores, row order
+    assert all(row not in rows for row, rows in zip(range(120, 140), got.rows[20:40], strict=True))
+    for (rows, scores), got_rows, got_scores in zip(
+        _reference(index, queries, 10, exclude=exclude), got.rows, got.scores, strict=True
+    ):
+        np.testing.assert_array_equal(got_rows, rows)
+        np.testing.assert_allclose(got_scores, scores, atol=1e-5)
+
+
+def test_int8_scores_stay_within_the_screen_bound():
+    import torch
+
+    from mmcli.retrieval import Int8Screen
+
+    rng = np.random.default_rng(6)
+    queries = torch.from_numpy(_clustered(rng, 200, 128, 20, 0.3))
+    chunk = torch.from_numpy(3 * _clustered(rng, 1024, 128, 20, 0.3))  # not unit length: the bound scales
+    screen = Int8Screen.for_queries(queries)
+    approximate = torch.ops.quantized.linear_dynamic(chunk, screen.packed, True).T
+    error = (approximate - queries @ chunk.T).abs()
+    bound = screen.error_bound(chunk, *chunk.aminmax())[:, None]
+    assert bool((error <= bound).all())
+    assert float(error.max()) > 0.01 * float(bound.max())  # a bound, not a blanket
+
+
+def test_int8_screen_turns_itself_off_when_its_bound_fails(monkeypatch):
+    import torch
+
+    from mmcli.retrieval import Int8Screen
+
+    rng = np.random.default_rng(7)
+    index, queries = _clustered(rng, 4096, 32, 50, 0.2), _clustered(rng, 150, 32, 50, 0.2)
+    monkeypatch.setattr(Int8Screen, "error_bound", lambda self, chunk, low, high: torch.zeros(len(self.queries)))
+    folds = _count_folds(monkeypatch)
+    got = search(index, queries, 5, chunk_rows=256)
+    assert folds == [False]  # refused on the first chunk, never asked again
+    for (rows, _), got_rows in zip(_reference(index, queries, 5), got.rows, strict=True):
+        np.testing.assert_array_equal(got_rows, rows)
+
+
+def test_int8_screen_leaves_non_finite_rows_to_be_reported():
+    from mmcli.retrieval import NonFiniteRows
+
+    rng = np.random.default_rng(8)
+    index, queries = _clustered(rng, 4096, 32, 50, 0.2), _clustered(rng, 150, 32, 50, 0.2)
+    index[3000, 7] = np.inf
+    with pytest.raises(NonFiniteRows, match="index row 3000"):
+        search(index, queries, 5, chunk_rows=256)
