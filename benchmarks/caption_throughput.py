@@ -20,7 +20,8 @@ reach 0.92-0.93 images/s (about 2.0x). The vision tower bounds both: 384-pixel V
 105 GFLOP an image, and this CPU's float32 matrix peak is about 175 GFLOP/s, so the tower alone
 takes about 0.6-0.7 s an image however the work is batched; batching removes most of the decoder's
 per-token cost (about 1 s of the baseline's 2.2 s an image), which caps the ratio near 3x even with
-a free decoder. bfloat16 is no way out on this CPU (no native support: about 1 GFLOP/s).
+a free decoder. bfloat16 is no way out on this CPU (no native support: about 1 GFLOP/s); int8
+Linear layers (``--quantize int8``) are: 3.13x and 3.78x in two 64-image runs at batch 8.
 """
 
 from __future__ import annotations
