@@ -174,6 +174,11 @@ def from_pretrained(
     return model
 
 
+def load_processor(name: str, path: str, *, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's ``AutoProcessor``; a missing one is reported as the model's processor."""
+    return from_pretrained("AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code)
+
+
 def move_to(inputs: Any, device: str, dtype: Any) -> dict[str, Any]:
     """Move a processor's tensors to ``device``; floating ones take the model's ``dtype``.
 

@@ -205,3 +205,16 @@ def test_checkpoint_for_another_task_is_refused_not_randomly_completed(tiny_mode
     """A BLIP captioning checkpoint has no contrastive heads; loading it as an encoder would fill them at random."""
     with pytest.raises(UnsupportedModel, match="saved as BlipForConditionalGeneration"):
         load_encoder(str(tiny_models["blip"]), device="cpu")
+
+
+def test_a_model_without_its_familys_embedding_call_is_refused_by_name():
+    from mmcli.encoders.base import require_methods
+    from mmcli.errors import UnsupportedModel
+
+    class TextOnly:
+        def get_text_features(self):
+            return None
+
+    require_methods(TextOnly(), "m", ("get_text_features",), "a text model")
+    with pytest.raises(UnsupportedModel, match=r"'m' \(TextOnly\) has no get_video_features\(\); it is not a video"):
+        require_methods(TextOnly(), "m", ("get_video_features", "get_text_features"), "a video-text model")

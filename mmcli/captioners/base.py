@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from mmcli.errors import UsageError
-from mmcli.loading import from_pretrained, move_to
+from mmcli.loading import from_pretrained, load_processor, move_to
 from mmcli.media.images import decode_min_side
 
 if TYPE_CHECKING:
@@ -111,9 +111,7 @@ class Captioner:
         model = from_pretrained(
             model_class, name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
         )
-        processor = from_pretrained(
-            "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-        )
+        processor = load_processor(name, path, trust_remote_code=trust_remote_code)
         return cls(name, model, processor, device=device, dtype=dtype)
 
     @property

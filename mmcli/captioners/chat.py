@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from mmcli.captioners.base import Captioner
 from mmcli.captioners.registry import CAPTIONERS, register_captioner
 from mmcli.errors import UnsupportedModel
-from mmcli.loading import from_pretrained
+from mmcli.loading import from_pretrained, load_processor
 
 CHAT_MODEL_TYPES = (
     "smolvlm",
@@ -234,9 +234,7 @@ def load_chat(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> ChatCaptioner:
     try:
-        processor = from_pretrained(
-            "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-        )
+        processor = load_processor(name, path, trust_remote_code=trust_remote_code)
         _ensure_chat_template(name, processor)
         model = from_pretrained(
             "AutoModelForImageTextToText",

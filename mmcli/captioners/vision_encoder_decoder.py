@@ -16,7 +16,7 @@ from typing import Any
 from mmcli.captioners.base import Captioner
 from mmcli.captioners.registry import register_captioner
 from mmcli.errors import UsageError
-from mmcli.loading import from_pretrained
+from mmcli.loading import from_pretrained, load_processor
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,7 @@ class VisionEncoderDecoderCaptioner(Captioner):
 def _load_processors(name: str, path: str, trust_remote_code: bool) -> Any:
     """The checkpoint's processor when it has one with both parts (TrOCR), else image processor + tokenizer."""
     try:
-        processor = from_pretrained(
-            "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-        )
+        processor = load_processor(name, path, trust_remote_code=trust_remote_code)
     except Exception:  # no usable processor config: the parts below load on their own or say what is missing
         processor = None
     if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):

@@ -216,3 +216,10 @@ def accepted_kwargs(function: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         # **kwargs in transformers 5 forwards only attention options; keep the named inputs.
         return {k: v for k, v in inputs.items() if k in named}
     return {k: v for k, v in inputs.items() if k in parameters}
+
+
+def require_methods(model: Any, name: str, methods: Sequence[str], kind: str) -> None:
+    """Refuse a loaded model that lacks one of its family's embedding calls, naming what it is not."""
+    for method in methods:
+        if not hasattr(model, method):
+            raise UnsupportedModel(f"model {name!r} ({type(model).__name__}) has no {method}(); it is not {kind}")

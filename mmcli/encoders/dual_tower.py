@@ -6,10 +6,9 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
+from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, require_methods, text_max_length
 from mmcli.encoders.registry import register_family
-from mmcli.errors import UnsupportedModel
-from mmcli.loading import from_pretrained
+from mmcli.loading import from_pretrained, load_processor
 from mmcli.media.images import decode_min_side
 
 # SigLIP towers were trained on texts padded to a fixed length; their reference usage pads so.
@@ -67,12 +66,6 @@ def load_dual_tower(
     model = from_pretrained(
         "AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=("pooler",)
     )
-    for method in ("get_image_features", "get_text_features"):
-        if not hasattr(model, method):
-            raise UnsupportedModel(
-                f"model {name!r} ({type(model).__name__}) has no {method}(); it is not a dual-tower image-text model"
-            )
-    processor = from_pretrained(
-        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-    )
+    require_methods(model, name, ("get_image_features", "get_text_features"), "a dual-tower image-text model")
+    processor = load_processor(name, path, trust_remote_code=trust_remote_code)
     return DualTowerEncoder(name, model, processor, config, device=device, dtype=dtype)

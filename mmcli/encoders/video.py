@@ -15,10 +15,16 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, fill_clip, text_max_length
+from mmcli.encoders.base import (
+    Encoder,
+    accepted_kwargs,
+    features_tensor,
+    fill_clip,
+    require_methods,
+    text_max_length,
+)
 from mmcli.encoders.registry import register_family
-from mmcli.errors import UnsupportedModel
-from mmcli.loading import from_pretrained
+from mmcli.loading import from_pretrained, load_processor
 from mmcli.media.images import decode_min_side
 
 
@@ -149,14 +155,8 @@ def load_xclip(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> XClipEncoder:
     model = from_pretrained("AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=())
-    for method in ("get_video_features", "get_text_features"):
-        if not hasattr(model, method):
-            raise UnsupportedModel(
-                f"model {name!r} ({type(model).__name__}) has no {method}(); it is not a video-text model"
-            )
-    processor = from_pretrained(
-        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-    )
+    require_methods(model, name, ("get_video_features", "get_text_features"), "a video-text model")
+    processor = load_processor(name, path, trust_remote_code=trust_remote_code)
     return XClipEncoder(name, model, processor, config, device=device, dtype=dtype)
 
 
@@ -180,7 +180,5 @@ def load_videomae(
     loaded = from_pretrained(auto, name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=())
     model = getattr(loaded, "videomae", loaded) if fine_tuned else loaded
     fc_norm = getattr(loaded, "fc_norm", None) if fine_tuned else None
-    processor = from_pretrained(
-        "AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code
-    )
+    processor = load_processor(name, path, trust_remote_code=trust_remote_code)
     return VideoMAEEncoder(name, model, processor, config, fc_norm=fc_norm, device=device, dtype=dtype)
