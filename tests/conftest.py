@@ -24,10 +24,13 @@ os.environ["MMCLI_DTYPE"] = "float32"
 os.environ["MMCLI_EXACT_DECODE"] = "1"
 
 
-@pytest.fixture(autouse=True)
-def _float32_auto_dtype(monkeypatch):
-    """In-process loads with ``dtype="auto"`` resolve as on a CPU without bfloat16 hardware."""
-    monkeypatch.setattr("mmcli.loading.native_bf16_cpu", lambda: False)
+@pytest.fixture(scope="session", autouse=True)
+def _float32_auto_dtype():
+    """In-process loads with ``dtype="auto"`` resolve as on a CPU without bfloat16 hardware, from the
+    first fixture on (module-scoped models are loaded before any function-scoped patch applies)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("mmcli.loading.native_bf16_cpu", lambda: False)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mmcli.cli import options as opt
 from mmcli.cli.common import note, reports_errors
 from mmcli.errors import InputError, UsageError
 
@@ -138,6 +139,8 @@ def captions(
             show_default=False,
         ),
     ] = None,
+    device: opt.DeviceOption = opt.Device.auto,
+    dtype: opt.DTypeOption = opt.DType.auto,
     fmt: FormatOption = Format.auto,
     strict: StrictOption = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --per-item file.")] = False,
@@ -179,7 +182,10 @@ def captions(
 
         assert images is not None
         quiet_libraries()
-        clip = clip_scores(scored, {i: references[i] for i in scored}, images, model=model, quiet=quiet)
+        clip = clip_scores(
+            scored, {i: references[i] for i in scored}, images, model=model, device=device.value, dtype=dtype.value,
+            quiet=quiet,
+        )  # fmt: skip
         corpus.update(clip.corpus)
         for identifier, values in clip.per_item.items():
             per_item_scores.setdefault(identifier, {}).update(values)

@@ -45,12 +45,15 @@ def clip_scores(
     images: str | os.PathLike[str],
     *,
     model: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
     quiet: bool = False,
 ) -> ClipScores:
     """CLIPScore and RefCLIPScore for each prediction whose image is found in ``images``.
 
     ``images`` is an image feature set (rows matched by id) or a folder (files matched by the
-    prediction id as a path, relative path, file name, or file name without extension).
+    prediction id as a path, relative path, file name, or file name without extension). ``device``
+    and ``dtype`` are :func:`~mmcli.encoders.load_encoder`'s.
     """
     from mmcli.encoders import DEFAULT_MODEL, load_encoder
 
@@ -58,9 +61,9 @@ def clip_scores(
     ids = list(predictions)
     if path.suffix == ".npy":
         image_rows, chosen_model = _from_feature_set(path, ids, model)
-        encoder = load_encoder(chosen_model or DEFAULT_MODEL)
+        encoder = load_encoder(chosen_model or DEFAULT_MODEL, device=device, dtype=dtype)
     else:
-        encoder = load_encoder(model or DEFAULT_MODEL)
+        encoder = load_encoder(model or DEFAULT_MODEL, device=device, dtype=dtype)
         if not encoder.supports("image"):
             raise UsageError(f"model {encoder.name!r} does not embed images; CLIPScore needs an image-text model")
         image_rows = _from_folder(path, ids, encoder)
