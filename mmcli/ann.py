@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mmcli.errors import InputError, UsageError
-from mmcli.io.atomic import atomic_output, commit, temporary_sibling
+from mmcli.io.atomic import publish, settle, temporary_sibling
 from mmcli.retrieval import SearchResult
 
 KINDS = ("ivf", "hnsw")
@@ -81,23 +81,24 @@ def build_index(vectors: np.ndarray, *, kind: str = "ivf", nlist: int | None = N
 
 
 def save_index(index: Any, npy: Path, vectors: np.ndarray) -> Path:
-    """Write ``FEATS.faiss`` and its fingerprint atomically."""
+    """Write ``FEATS.faiss`` and its fingerprint, together (see :func:`~mmcli.io.atomic.publish`)."""
     faiss = faiss_module()
     target = index_path(npy)
-    temporary = temporary_sibling(target)
+    index_temporary, meta_temporary = temporary_sibling(target), temporary_sibling(_meta_path(npy))
     try:
-        faiss.write_index(index, str(temporary))
-        commit(temporary, target)
+        faiss.write_index(index, str(index_temporary))
+        meta_temporary.write_text(json.dumps(_fingerprint(npy, vectors)), encoding="utf-8")
+        publish(target, [(index_temporary, target), (meta_temporary, _meta_path(npy))])
     finally:
-        temporary.unlink(missing_ok=True)
-    with atomic_output(_meta_path(npy)) as handle:
-        json.dump(_fingerprint(npy, vectors), handle)
+        index_temporary.unlink(missing_ok=True)
+        meta_temporary.unlink(missing_ok=True)
     return target
 
 
 def load_index(npy: Path, vectors: np.ndarray) -> Any:
     """``FEATS.faiss``, refused if it was built from a different ``FEATS.npy``."""
     faiss = faiss_module()
+    settle(index_path(npy))
     try:
         saved = json.loads(_meta_path(npy).read_text())
     except (OSError, ValueError):

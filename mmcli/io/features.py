@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from mmcli.errors import InputError, UsageError
-from mmcli.io.atomic import atomic_output, check_writable, commit, temporary_sibling
+from mmcli.io.atomic import check_writable, publish, publishing_path, settle, temporary_sibling
 from mmcli.io.journal import Journal
 from mmcli.io.jsonl import dumps, read_jsonl
 
@@ -70,6 +70,7 @@ class FileEntries:
 
 def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
     """The file entries of the manifest beside an output, or None when there is none."""
+    settle(npy)
     path = manifest_path(npy)
     if not path.exists():
         return None
@@ -78,6 +79,7 @@ def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
 
 def read_run_settings(npy: Path) -> dict[str, Any] | None:
     """The settings of the run that wrote an output (the manifest's first line), if it recorded them."""
+    settle(npy)
     path = manifest_path(npy)
     if not path.exists():
         return None
@@ -144,6 +146,7 @@ class FeatureSet:
 def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> FeatureSet:
     """Load ``NAME.npy`` and its sidecar, refusing anything inconsistent or pickled."""
     npy = Path(path)
+    settle(npy)  # a set whose publication a killed run left half done is completed first
     if not npy.exists():
         raise InputError(f"feature set {npy} does not exist")
     try:
@@ -257,7 +260,8 @@ class FeatureSetWriter:
             self.journal.commit(consumed=consumed, rows=self.count, dim=self.dim)
 
     def close(self) -> None:
-        """Publish ``NAME.npy``, ``NAME.jsonl`` (and ``NAME.errors.jsonl`` if items failed)."""
+        """Publish ``NAME.npy``, ``NAME.jsonl``, the manifest (and ``NAME.errors.jsonl`` if items failed)
+        together: a crash part-way through is completed by the next reader (see :func:`~mmcli.io.atomic.publish`)."""
         if self.closed:
             return
         if self.journal is not None:
@@ -266,30 +270,51 @@ class FeatureSetWriter:
         self._records.close()
         self._files.close()
         self.closed = True
+        moves: list[tuple[Path, Path]] = []
+        removals: list[Path] = []
+        made: list[Path] = []  # temporaries made here, dropped if the set cannot be published
         try:
-            self._publish_errors()
-            if self.count == 0:
-                return
-            npy_temporary = temporary_sibling(self.path, ".npy")
-            try:
-                with open(npy_temporary, "wb") as out, open(self._rows_path, "rb") as rows:
-                    header = {
-                        "descr": np.lib.format.dtype_to_descr(self.dtype),
-                        "fortran_order": False,
-                        "shape": (self.count, self.dim),
-                    }
-                    np.lib.format.write_array_header_1_0(out, header)
-                    shutil.copyfileobj(rows, out, 1 << 22)
-                commit(self._records_path, sidecar_path(self.path))
+            if self.errors:
+                made.append(self._write_errors())
+                moves.append((made[-1], errors_path(self.path)))
+            else:
+                removals.append(errors_path(self.path))  # a stale list from an earlier run would mislead
+            if self.count:
+                moves.append((self._records_path, sidecar_path(self.path)))
                 if self._manifest_rows == self.count:
-                    commit(self._files_path, manifest_path(self.path))
+                    moves.append((self._files_path, manifest_path(self.path)))
                 else:  # rows without file entries: a manifest from an earlier run would describe other rows
-                    manifest_path(self.path).unlink(missing_ok=True)
-                commit(npy_temporary, self.path)
-            finally:
-                npy_temporary.unlink(missing_ok=True)
-        finally:
-            self._discard()
+                    removals.append(manifest_path(self.path))
+                made.append(self._write_npy())
+                moves.append((made[-1], self.path))
+            # The streamed rows are spent once the matrix is written: they go in the same change.
+            removals.append(self.journal.folder if self.journal is not None else self._rows_path)
+            publish(self.path, moves, removals)
+        except BaseException:
+            if not publishing_path(self.path).exists():  # nothing was decided: the old set stands
+                for temporary in made:
+                    temporary.unlink(missing_ok=True)
+                if self.journal is None:  # a journal keeps its committed progress, for a rerun to finish
+                    self._discard()
+            raise  # (once decided, the next reader completes the change from the files left in place)
+        self._discard()
+
+    def _write_npy(self) -> Path:
+        """The ``.npy`` file: its header, then the streamed rows."""
+        npy_temporary = temporary_sibling(self.path, ".npy")
+        with open(npy_temporary, "wb") as out, open(self._rows_path, "rb") as rows:
+            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                      "shape": (self.count, self.dim)}  # fmt: skip
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(rows, out, 1 << 22)
+        return npy_temporary
+
+    def _write_errors(self) -> Path:
+        temporary = temporary_sibling(errors_path(self.path))
+        with open(temporary, "w", encoding="utf-8") as handle:
+            for record in self.errors:
+                handle.write(dumps(record) + "\n")
+        return temporary
 
     def abort(self) -> None:
         """Drop everything written so far (a journal keeps what it committed, for a rerun to resume);
@@ -303,15 +328,6 @@ class FeatureSetWriter:
             self.closed = True
         if self.journal is None:
             self._discard()
-
-    def _publish_errors(self) -> None:
-        target = errors_path(self.path)
-        if not self.errors:
-            target.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
-            return
-        with atomic_output(target) as handle:
-            for record in self.errors:
-                handle.write(dumps(record) + "\n")
 
     def _discard(self) -> None:
         if self.journal is not None:

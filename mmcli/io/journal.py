@@ -108,4 +108,10 @@ class Journal:
             return None
         if state.get("version") != STATE_VERSION or any(name not in state for name in self.FILES):
             return None
+        for name in self.FILES:  # a file shorter than its committed size lost data: nothing to resume from
+            try:
+                if os.path.getsize(self.folder / name) < state[name]:
+                    return None
+            except OSError:
+                return None
         return state

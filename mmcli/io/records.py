@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from mmcli.io.atomic import commit, temporary_sibling
+from mmcli.io.atomic import publish, publishing_path, temporary_sibling
 from mmcli.io.features import manifest_header, manifest_path
 from mmcli.io.journal import Journal
 from mmcli.io.jsonl import dumps
@@ -96,20 +96,31 @@ class RecordWriter:
             self.journal.commit(consumed=consumed, rows=self.count, dim=None, counters=counters)
 
     def close(self) -> None:
-        """Publish ``-o`` output (and its manifest) atomically; stdout is only flushed."""
+        """Publish ``-o`` output with its manifest (see :func:`~mmcli.io.atomic.publish`); stdout is only flushed."""
         self.flush()
-        if self._temporary:
-            self._handle.close()
-            if self._manifest_temporary is not None and self._manifest is not None:
-                self._manifest.close()
-                commit(self._manifest_temporary, manifest_path(self.output))  # type: ignore[arg-type]
-            elif self.journal is not None and self._manifest is not None:
-                commit(self.journal.path("files.jsonl"), manifest_path(self.output))  # type: ignore[arg-type]
-            else:  # no manifest this time: one from an earlier run would describe other records
-                manifest_path(self.output).unlink(missing_ok=True)  # type: ignore[arg-type]
-            commit(self._temporary, self.output)  # type: ignore[arg-type]
-            if self.journal is not None:
-                self.journal.discard()
+        if not self._temporary:
+            return
+        assert self.output is not None
+        self._handle.close()
+        moves: list[tuple[Path, Path]] = []
+        removals: list[Path] = []
+        if self._manifest is not None:
+            self._manifest.close()
+            manifest = self._manifest_temporary or self.journal.path("files.jsonl")  # type: ignore[union-attr]
+            moves.append((manifest, manifest_path(self.output)))
+        else:  # no manifest this time: one from an earlier run would describe other records
+            removals.append(manifest_path(self.output))
+        moves.append((self._temporary, self.output))
+        if self.journal is not None:
+            self.journal.close()
+            removals.append(self.journal.folder)
+        try:
+            publish(self.output, moves, removals)
+        except BaseException:
+            if self.journal is None and not publishing_path(self.output).exists():  # nothing was decided
+                for temporary, _ in moves:
+                    temporary.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         """Drop the output (a journal keeps what it committed, for a rerun to resume)."""
