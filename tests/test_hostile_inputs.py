@@ -12,6 +12,7 @@ Every file is generated here, in temporary folders; nothing binary is committed.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import os
@@ -20,6 +21,8 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -36,7 +39,35 @@ ORIENTATION = 0x0112
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
 WHITE = (255, 255, 255)
-AS_ROOT = os.geteuid() == 0
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, PR_CAPBSET_DROP = 1, 2, 24  # from <linux/capability.h>, <linux/prctl.h>
+
+
+def without_root_file_access() -> None:
+    """For a child process run as root: drop the capabilities that let root read any file, so permission
+    bits apply to the program it runs as they do to any user (Linux; a ``preexec_fn``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _root_can_give_up_file_access() -> bool:
+    """Whether a child run as root here can be made to respect permission bits (needs CAP_SETPCAP)."""
+    if os.geteuid() != 0 or not sys.platform.startswith("linux"):
+        return False
+    with tempfile.NamedTemporaryFile() as locked:
+        os.chmod(locked.name, 0)
+        probe = [sys.executable, "-c", f"open({locked.name!r}).close()"]
+        try:
+            result = subprocess.run(probe, preexec_fn=without_root_file_access, capture_output=True, timeout=60)
+        except subprocess.SubprocessError:
+            return False
+        return b"PermissionError" in result.stderr
+
+
+DROP_ROOT_FILE_ACCESS = _root_can_give_up_file_access()
+# Whether the corpus runs see a mode-0 file as unreadable: always, but for root where it cannot give that up.
+PERMISSIONS_BITE = os.geteuid() != 0 or DROP_ROOT_FILE_ACCESS
 NON_UTF8_NAME = b"caf\xe9.jpg"
 FEATURE_KEYS = {"id", "modality", "model", "source"}
 ERROR_KEYS = {"id", "source", "error"}
@@ -50,7 +81,6 @@ CONVERTED = (
     "palette_alpha.png",
     "rotated.jpg",
     "animated.gif",
-    "unreadable.jpg",  # as root, permissions do not bite: it must be a row
 )
 FAILING = ("empty.jpg", "truncated.jpg", "text.jpg", "bomb.png")
 
@@ -67,6 +97,7 @@ def run_cli(exe: str, *args, input: str | None = None, timeout: float = 180) -> 
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         timeout=timeout,
+        preexec_fn=without_root_file_access if DROP_ROOT_FILE_ACCESS else None,
     )
 
 
@@ -129,13 +160,13 @@ class Corpus:
 
     def good_ids(self) -> set[str]:
         ids = {self.path(name) for name in (*GOOD_PHOTOS, *CONVERTED)}
-        if not AS_ROOT:
-            ids.discard(self.path("unreadable.jpg"))
+        if not PERMISSIONS_BITE:
+            ids.add(self.path("unreadable.jpg"))
         return ids | {self.non_utf8}
 
     def failing_ids(self) -> set[str]:
         ids = {self.path(name) for name in FAILING}
-        if not AS_ROOT:
+        if PERMISSIONS_BITE:
             ids.add(self.path("unreadable.jpg"))
         return ids
 
@@ -492,13 +523,19 @@ def test_symlink_loops_terminate_without_duplicates(extracted, captioned, corpus
 def test_unreadable_file(extracted, captioned, corpus):
     path = corpus.path("unreadable.jpg")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0
-    if AS_ROOT:  # root reads any file: the JPEG is processed like the others
+    if PERMISSIONS_BITE:  # a user's run; or root's, with its read-anything capabilities dropped
+        assert "permission denied" in error_for(extracted, path)
+        assert "permission denied" in assert_caption_error(captioned, path)
+    else:  # root that cannot give them up reads any file: the JPEG is processed like the others
         row_for(extracted, path)
         assert_captioned(captioned, path)
         assert load_image(path).mode == "RGB"
-    else:
-        assert "permission denied" in error_for(extracted, path)
-        assert "permission denied" in assert_caption_error(captioned, path)
+
+
+def test_the_unreadable_case_is_a_refusal_even_for_root():
+    """CI runs as root: there too the unreadable file must be a real refusal, not quietly a row."""
+    if sys.platform.startswith("linux"):
+        assert PERMISSIONS_BITE, "could not drop root's CAP_DAC_OVERRIDE for the corpus runs"
 
 
 # --- 18: a corrupt video in the folder ---------------------------------------------------------------------------
