@@ -119,7 +119,8 @@ class VideoCaptions:
     captioned whole) is one segment over its sampled range.
 
     Outcomes come back with the record as ``value`` (or with their ``error``); the item of a
-    segment record carries the segment's id and the video's path, for its manifest entry.
+    segment record carries the segment's id and the video's path, for its manifest entry, and the
+    video's id as ``extra["video"]``.
     """
 
     model: str
@@ -175,7 +176,8 @@ class VideoCaptions:
             segment_id = f"{video.id}#t={t:.3f},{end:.3f}"  # a W3C media fragment
             record = {"id": segment_id, "source": video.source, "t": round(t, 6), "end": round(end, 6)}
             record.update(caption=caption, model=self.model)
-            result.append(Outcome(InputItem(segment_id, "segment", video.source, path=video.path), record))
+            segment = InputItem(segment_id, "segment", video.source, path=video.path, extra={"video": video.id})
+            result.append(Outcome(segment, record))
         if self.summary:
             distinct: dict[str, str] = {}
             for _, _, caption in segments:

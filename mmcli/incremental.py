@@ -1,16 +1,19 @@
 """Incremental updates of an output (a feature set, captions): process only what is new or changed.
 
 The manifest beside an output (``NAME.files.jsonl``) gives each row's file size, modification time
-and content hash, after a first line with the settings of the run that wrote it. A current input
-whose path, size and mtime match keeps its row; one whose content hash matches a row (a renamed,
-copied or touched file) reuses that row under its new id; the rest are processed. Rows are written
-in the order a fresh run would write them, so the result is the fresh run's, row for row.
+and content hash, after a first line with the settings of the run that wrote it. The rows of one
+file (an image's row; a video's frame, pooled, segment and summary rows) form one group. A current
+input whose path, size and mtime match keeps its file's rows; one whose content hash matches (a
+renamed, copied or touched file) reuses them under its new id; the rest are processed. A file that
+failed in part (a frame that could not be embedded) is processed again, so its error is reported
+again, as a fresh run would. Rows are written in the order a fresh run would write them, so the
+result is the fresh run's, row for row.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,24 +27,38 @@ from mmcli.io.inputs import InputItem
 class UpdatePlan:
     """What to do with each current input, and which old rows are kept although their file is gone."""
 
-    reuse: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # item -> (old row, manifest entry)
+    reuse: dict[int, tuple[list[int], dict[str, Any]]] = field(default_factory=dict)  # item -> (old rows, file entry)
     embed: list[int] = field(default_factory=list)  # items to run through the model, in input order
     hashed: dict[int, dict[str, Any]] = field(default_factory=dict)  # manifest entries already computed
     kept_missing: list[int] = field(default_factory=list)  # old rows of vanished files (--keep-missing)
-    moved: int = 0  # reused by content hash: renamed, copied or touched files
-    dropped: int = 0  # old rows of vanished files left out
+    moved: int = 0  # inputs reused by content hash: renamed, copied or touched files
+    dropped: int = 0  # vanished files whose rows are left out
+
+    def carried(
+        self, index: int, item: InputItem, records: Sequence[dict[str, Any]], manifest: Sequence[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The old records and manifest entries of the rows that input ``index`` (``item``) reuses, under
+        the item's id and path where its file was renamed or copied."""
+        rows, entry = self.reuse[index]
+        old_id = manifest[rows[0]].get("path")
+        if old_id is None:  # a text: its record is the current item's (its id and extra fields may differ)
+            return [item.record(model=records[rows[0]]["model"])], [entry]
+        carried = [_renamed(records[row], old_id, item.id, item.source) for row in rows]
+        return carried, [{**entry, "id": record["id"]} for record in carried]
 
 
-# Settings that cannot make old and new rows disagree: --update refuses videos, so how they are sampled is moot.
-NOT_COMPARED = frozenset({"video"})
+# Settings that cannot make old and new rows disagree where no video is involved: how videos are sampled.
+VIDEO_SETTINGS = frozenset({"video"})
 
 
-def check_same_settings(output: Path, settings: dict[str, Any]) -> None:
-    """Refuse to update ``output`` with settings that would make its old and new parts disagree."""
+def check_same_settings(output: Path, settings: dict[str, Any], *, videos: bool = True) -> None:
+    """Refuse to update ``output`` with settings that would make its old and new parts disagree.
+    ``videos``: whether the output or the inputs hold videos (else their sampling is moot)."""
     stored = read_run_settings(output)
     if stored is None:  # written before runs recorded their settings
         return
-    compared = [key for key in settings if key not in NOT_COMPARED and key in stored]
+    ignored = frozenset() if videos else VIDEO_SETTINGS
+    compared = [key for key in settings if key not in ignored and key in stored]
     differing = [key for key in compared if stored[key] != settings[key]]
     if differing:
         was = ", ".join(f"{key}={stored[key]!r}" for key in differing)
@@ -52,27 +69,41 @@ def check_same_settings(output: Path, settings: dict[str, Any]) -> None:
         )
 
 
+def input_id(outcome: Any) -> str:
+    """The id of the input an outcome belongs to: a video's frames and segments name it in ``extra``."""
+    item = outcome.item
+    return item.extra.get("video", item.id) if item.modality in ("frame", "segment") else item.id
+
+
 def outcomes_of(
     items: Sequence[InputItem], indices: Sequence[int], run: Callable[[list[InputItem]], Iterable[list[Any]]], bar: Any
-) -> dict[int, Any]:
+) -> dict[int, list[Any]]:
     """Run only ``items[i]`` for ``i`` in ``indices`` through ``run`` (a batch pipeline such as
-    ``embed_items``), returning each one's outcome by its index; ``bar`` counts them."""
-    outcomes: dict[int, Any] = {}
-    pending = iter(indices)
+    ``embed_items``, videos expanded), returning each input's outcomes (its rows or records, and its
+    errors) by its index; ``bar`` counts the inputs."""
+    position = {items[i].id: i for i in indices}
+    outcomes: dict[int, list[Any]] = {}
     for batch in run([items[i] for i in indices]):
         for outcome in batch:
-            outcomes[next(pending)] = outcome
-        bar.update(len(batch))
+            index = position[input_id(outcome)]
+            if index not in outcomes:
+                outcomes[index] = []
+                bar.update(1)
+            outcomes[index].append(outcome)
     return outcomes
 
 
-def refuse_videos(output: Path, items: Sequence[InputItem], holds_videos: bool) -> None:
-    """``--update`` compares files row by row; a video makes many rows (or segment records) from one
-    file, which it does not handle yet: refused, rather than left out of a result meant to equal a fresh run."""
-    video = next((item.source for item in items if item.modality == "video"), None)
-    if holds_videos or video is not None:
-        what = f"the inputs include videos ({video})" if video is not None else f"{output} holds video results"
-        raise UsageError(f"{what}, which --update does not handle yet; rebuild {output} with --overwrite")
+def file_groups(manifest: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Old rows grouped by the file they came from: consecutive rows with one path (a video's) share a
+    group; every other row (a text) is a group of its own."""
+    groups: list[list[int]] = []
+    for row, entry in enumerate(manifest):
+        path = entry.get("path")
+        if groups and path is not None and manifest[groups[-1][0]].get("path") == path:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 def plan_update(
@@ -82,54 +113,72 @@ def plan_update(
     *,
     name: str,
     keep_missing: bool = False,
+    failed: Collection[str] = (),
 ) -> UpdatePlan:
     """Match current inputs to old output ``records`` (one manifest entry each, in order) by
-    path + size + mtime, then by content hash. ``name`` names the output in errors."""
-    if len(manifest) != len(records):
+    path + size + mtime, then by content hash. ``failed``: paths of files with an error in the old
+    output, which are processed again. ``name`` names the output in errors."""
+    if len(manifest) != len(records) or any(e["id"] != r["id"] for e, r in zip(manifest, records, strict=False)):
         raise UsageError(
-            f"{name}'s file manifest has {len(manifest)} entries for {len(records)} records; "
-            "rerun without --update to rebuild it"
+            f"{name}'s file manifest does not describe its {len(records)} records; rerun without --update to rebuild it"
         )
-    by_path: dict[str, int] = {}
-    by_digest: dict[str, int] = {}
-    by_text: dict[str, int] = {}
-    for row, (entry, record) in enumerate(zip(manifest, records, strict=True)):
+    groups = file_groups(manifest)
+    by_path: dict[str, list[int]] = {}
+    by_digest: dict[str, list[int]] = {}
+    by_text: dict[str, list[int]] = {}
+    for rows in groups:
+        entry, record = manifest[rows[0]], records[rows[0]]
         if "path" in entry:
-            by_path.setdefault(entry["path"], row)
-            by_digest.setdefault(entry["blake2b"], row)
+            if entry["path"] not in failed:
+                by_path.setdefault(entry["path"], rows)
+                by_digest.setdefault(entry["blake2b"], rows)
         elif record.get("modality") == "text":
-            by_text.setdefault(record["source"], row)
+            by_text.setdefault(record["source"], rows)
     plan = UpdatePlan()
     used: set[int] = set()
     for index, item in enumerate(items):
-        row, entry, moved = _match(item, manifest, by_path, by_digest, by_text)
-        if row is None:
+        rows, entry, moved = _match(item, manifest, by_path, by_digest, by_text)
+        if rows is None:
             plan.embed.append(index)
             if entry is not None:
                 plan.hashed[index] = entry
             continue
         assert entry is not None
-        plan.reuse[index] = (row, entry)
+        plan.reuse[index] = (rows, entry)
         plan.moved += moved
-        used.add(row)
-    for row, entry in enumerate(manifest):
-        if row in used or "path" not in entry or os.path.exists(entry["path"]):
+        used.add(rows[0])
+    for rows in groups:
+        path = manifest[rows[0]].get("path")
+        if rows[0] in used or path is None or os.path.exists(path):
             continue
         if keep_missing:
-            plan.kept_missing.append(row)
+            plan.kept_missing.extend(rows)
         else:
             plan.dropped += 1
     return plan
 
 
+def _renamed(record: dict[str, Any], old_id: str, new_id: str, source: str) -> dict[str, Any]:
+    """``record`` (of the input ``old_id``, or of one of its frames or segments: ``OLD#t=...``) for the
+    input ``new_id``, key order kept."""
+    renamed = dict(record)
+    if record["id"] == old_id or record["id"].startswith(old_id + "#"):
+        renamed["id"] = new_id + record["id"][len(old_id) :]
+    if record.get("video") == old_id:
+        renamed["video"] = new_id
+    if "source" in record:
+        renamed["source"] = source
+    return renamed
+
+
 def _match(
     item: InputItem,
     manifest: Sequence[dict[str, Any]],
-    by_path: dict[str, int],
-    by_digest: dict[str, int],
-    by_text: dict[str, int],
-) -> tuple[int | None, dict[str, Any] | None, bool]:
-    """``(old row or None, the item's manifest entry if known, matched by content)``."""
+    by_path: dict[str, list[int]],
+    by_digest: dict[str, list[int]],
+    by_text: dict[str, list[int]],
+) -> tuple[list[int] | None, dict[str, Any] | None, bool]:
+    """``(old rows or None, the item's manifest entry if known, matched by content)``."""
     if item.error:
         return None, None, False  # run it through the pipeline, which reports it as the fresh run would
     if item.modality == "text":
@@ -139,14 +188,14 @@ def _match(
         status = os.stat(item.path)
     except OSError:
         return None, None, False
-    row = by_path.get(item.path)
-    if row is not None:
-        entry = manifest[row]
+    rows = by_path.get(item.path)
+    if rows is not None:
+        entry = manifest[rows[0]]
         if entry["size"] == status.st_size and entry["mtime_ns"] == status.st_mtime_ns:
-            return row, {**entry, "id": item.id}, False
+            return rows, {**entry, "id": item.id}, False
     try:
         current = file_entry(item.id, item.path)
     except OSError:
         return None, None, False
-    row = by_digest.get(current["blake2b"])
-    return row, current, row is not None
+    rows = by_digest.get(current["blake2b"])
+    return rows, current, rows is not None

@@ -105,7 +105,7 @@ def test_caption_update_equals_a_fresh_run_and_captions_only_what_changed(run_mm
 
     updated = caption(run_mmcli, library, out, model, "--update")
     assert updated.returncode == 1, updated.stderr  # the broken file, as a fresh run reports it
-    assert "38 captions kept (1 recognised by content)" in updated.stderr
+    assert "38 inputs kept (1 recognised by content)" in updated.stderr
     assert "2 captioned, 1 dropped; 1 failed" in updated.stderr
 
     fresh = tmp_path / "fresh.jsonl"

@@ -174,22 +174,36 @@ def test_cli_video_errors_and_refusals(run_mmcli, tiny_models, videos, photos, t
     both = caption_cli(run_mmcli, tiny_models, videos / "scenes.mp4", "--fps", "1", "--keyframes")
     assert both.returncode == 2 and "--fps or --keyframes" in both.stderr
 
-    out = tmp_path / "video.jsonl"
-    assert caption_cli(run_mmcli, tiny_models, videos / "scenes.mp4", "-o", out).returncode == 0
-    update = caption_cli(run_mmcli, tiny_models, videos / "scenes.mp4", "-o", out, "--update")
-    assert update.returncode == 2 and "--update does not handle yet" in update.stderr
 
-    # An images-only output whose folder gains a video: refused too, never silently left out.
+def test_caption_update_with_videos_equals_a_fresh_run(run_mmcli, tiny_models, videos, photos, tmp_path):
     folder = tmp_path / "library"
     folder.mkdir()
-    shutil.copy(next(iter(sorted(photos.glob("*.jpg")))), folder / "photo.jpg")
-    images_only = tmp_path / "images.jsonl"
-    assert caption_cli(run_mmcli, tiny_models, folder, "-o", images_only).returncode == 0
-    before = images_only.read_bytes()
-    shutil.copy(videos / "scenes.mp4", folder / "new.mp4")
-    update = caption_cli(run_mmcli, tiny_models, folder, "-o", images_only, "--update")
-    assert update.returncode == 2 and f"the inputs include videos ({folder / 'new.mp4'})" in update.stderr
-    assert images_only.read_bytes() == before
+    shutil.copy(sorted(photos.glob("*.jpg"))[0], folder / "photo.jpg")
+    shutil.copy(videos / "scenes.mp4", folder / "scenes.mp4")
+    write_video(folder / "short.avi", scenes, fps=10, duration=2.0)
+    out = tmp_path / "captions.jsonl"
+    assert caption_cli(run_mmcli, tiny_models, folder, "-o", out, "-q").returncode == 0
+    assert sum("summary" in json.loads(line) for line in out.read_text().splitlines()) == 2
+
+    (folder / "scenes.mp4").rename(folder / "renamed.mp4")  # its segments and summary reused, renamed
+    (folder / "short.avi").unlink()  # its records dropped
+    shutil.copy(sorted(photos.glob("*.jpg"))[1], folder / "second.jpg")  # new: captioned
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))  # an error, as in a fresh run
+
+    updated = caption_cli(run_mmcli, tiny_models, folder, "-o", out, "--update")
+    assert updated.returncode == 1, updated.stderr
+    assert "2 inputs kept (1 recognised by content), 1 captioned, 1 dropped; 1 failed" in updated.stderr
+
+    fresh = tmp_path / "fresh.jsonl"
+    assert caption_cli(run_mmcli, tiny_models, folder, "-o", fresh, "-q").returncode == 1
+    assert out.read_text() == fresh.read_text()  # segments, summaries, images and the error record, in order
+    assert (tmp_path / "captions.files.jsonl").read_text() == (tmp_path / "fresh.files.jsonl").read_text()
+    renamed = [json.loads(line) for line in out.read_text().splitlines() if "renamed.mp4" in line]
+    assert renamed[0]["id"].startswith(f"{folder / 'renamed.mp4'}#t=0.000,") and "summary" in renamed[-1]
+
+    other = caption_cli(run_mmcli, tiny_models, folder, "-o", out, "--update", "--fps", "1")
+    assert other.returncode == 2 and "--update must use the same settings" in other.stderr
+    assert out.read_text() == fresh.read_text()
 
 
 @pytest.fixture(scope="module")

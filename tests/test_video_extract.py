@@ -94,18 +94,56 @@ def test_a_truncated_video_is_used_and_marked(run_mmcli, tiny_models, media, tmp
     assert record["truncated"] is True and 1 <= record["frames"] < 8
 
 
-def test_update_refuses_videos_rather_than_leaving_them_out(run_mmcli, tiny_models, media, photos, tmp_path):
+def test_update_with_videos_equals_a_fresh_run_and_embeds_only_what_changed(run_mmcli, tiny_models, photos, tmp_path):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    for index, photo in enumerate(sorted(photos.glob("*.jpg"))[:2]):
+        shutil.copy(photo, folder / f"p{index}.jpg")
+    write_video(folder / "a.mp4", scenes, fps=10, duration=3.0)
+    write_video(folder / "b.avi", scenes, fps=10, duration=2.0)
+    out, flags = tmp_path / "set.npy", ("--pool", "both", "-b", "4")  # frame rows and a pooled row per video
+    assert extract(run_mmcli, tiny_models, [folder], out, *flags).returncode == 0
+
+    (folder / "a.mp4").rename(folder / "renamed.mp4")  # all its rows reused under the new id
+    (folder / "b.avi").unlink()  # its frame rows and pooled row dropped
+    write_video(folder / "c.mp4", lambda t: scenes(t + 1), fps=10, duration=2.0)  # new: embedded
+    shutil.copy(sorted(photos.glob("*.jpg"))[3], folder / "p1.jpg")  # modified: embedded again
+    (folder / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))  # fails as in a fresh run
+
+    updated = extract(run_mmcli, tiny_models, [folder], out, *flags, "--update")
+    assert updated.returncode == 1, updated.stderr
+    assert "2 inputs kept (1 recognised by content), 2 embedded, 1 dropped; 1 failed" in updated.stderr
+
+    fresh = tmp_path / "fresh.npy"
+    assert extract(run_mmcli, tiny_models, [folder], fresh, *flags).returncode == 1
+    got, want = read_feature_set(out), read_feature_set(fresh)
+    assert got.records == want.records  # frame rows (t, video) and pooled rows, order included
+    assert [r["id"] for r in got.records if r.get("video") == str(folder / "renamed.mp4")] == [
+        f"{folder / 'renamed.mp4'}#t={t:.3f}" for t in (0, 1, 2)
+    ]
+    np.testing.assert_allclose(got.vectors, want.vectors, rtol=0, atol=1e-6)
+    for suffix in (".files.jsonl", ".errors.jsonl"):
+        assert out.with_suffix(suffix).read_text() == fresh.with_suffix(suffix).read_text()
+
+    other = extract(run_mmcli, tiny_models, [folder], out, "--pool", "both", "--fps", "2", "--update")
+    assert other.returncode == 2 and "--update must use the same settings" in other.stderr
+    assert "'fps': 2.0" in other.stderr
+
+
+def test_update_keeps_a_vanished_videos_rows_together_with_keep_missing(run_mmcli, tiny_models, photos, tmp_path):
     folder = tmp_path / "library"
     folder.mkdir()
     shutil.copy(sorted(photos.glob("*.jpg"))[0], folder / "photo.jpg")
+    write_video(folder / "clip.mp4", scenes, fps=10, duration=2.0)
     out = tmp_path / "set.npy"
-    assert extract(run_mmcli, tiny_models, [folder], out).returncode == 0
-    before = out.read_bytes()
-    shutil.copy(media / "clip.mp4", folder / "new.mp4")
-    update = extract(run_mmcli, tiny_models, [folder], out, "--update")
-    assert update.returncode == 2 and f"the inputs include videos ({folder / 'new.mp4'})" in update.stderr
-    assert out.read_bytes() == before
-    (folder / "new.mp4").unlink()
-    assert extract(run_mmcli, tiny_models, [media / "clip.mp4"], tmp_path / "v.npy").returncode == 0
-    update = extract(run_mmcli, tiny_models, [folder], tmp_path / "v.npy", "--update")
-    assert update.returncode == 2 and "holds video results" in update.stderr
+    assert extract(run_mmcli, tiny_models, [folder], out, "--pool", "both").returncode == 0
+    before = read_feature_set(out)
+    video_rows = [row for row, r in enumerate(before.records) if r["source"] == str(folder / "clip.mp4")]
+    (folder / "clip.mp4").unlink()
+    kept = extract(run_mmcli, tiny_models, [folder], out, "--pool", "both", "--update", "--keep-missing")
+    assert kept.returncode == 0, kept.stderr
+    assert f"{len(video_rows)} rows of vanished files kept" in kept.stderr
+    after = read_feature_set(out)
+    photo_row = next(row for row in range(len(before)) if row not in video_rows)  # clip.mp4 sorts first
+    assert after.records == [before.records[photo_row], *(before.records[row] for row in video_rows)]
+    np.testing.assert_array_equal(after.vectors[1:], before.vectors[video_rows])

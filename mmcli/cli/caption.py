@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
@@ -194,14 +194,25 @@ def caption(
         "max_pixels": max_pixels,
         "exact_decode": exact_decode,
     }
+
+    def records_of(todo: Any, videos: VideoCaptions) -> Any:
+        """Records to write, a batch at a time, with the batch they come from (videos expanded)."""
+        if captioner.video_frames:
+            todo = expand_clips(todo, captioner.video_frames, sampling, max_pixels=max_pixels)
+        else:
+            todo = expand_videos(todo, sampling, max_pixels=max_pixels)
+        for batch in caption_items(todo, captioner, **engine_options):
+            yield videos.records(batch), batch
+
     if previous is not None:
         assert output is not None
-        _update(output, previous, items, captioner, run_settings, engine_options, keep_missing, on_error.value, quiet)
+
+        def just_records(todo: Any) -> Any:
+            for records, _ in records_of(todo, VideoCaptions(model, summary=summary)):
+                yield records
+
+        _update(output, previous, items, just_records, run_settings, keep_missing, on_error.value, quiet)
         return
-    if captioner.video_frames:
-        items = expand_clips(items, captioner.video_frames, sampling, max_pixels=max_pixels)
-    else:
-        items = expand_videos(items, sampling, max_pixels=max_pixels)
     # Records on a terminal are progress enough; a bar would tangle with them.
     show_bar = not quiet and not (output is None and sys.stdout.isatty())
     journal, consumed = None, 0
@@ -211,10 +222,10 @@ def caption(
         journal, items, consumed = resumable(output, settings, items, restart=restart, quiet=quiet, unit="images")
     earlier = journal.counters if journal else {}
     failed = earlier.get("failed", 0)
-    files = FileEntries()
+    # A manifest for a later --update: file inputs written to -o only (a stream cannot be compared).
+    files = FileEntries() if journal is not None else None
     videos = VideoCaptions(model, summary=summary, images=earlier.get("captioned", 0), videos=earlier.get("videos", 0))
     with (
-        # A manifest for a later --update: file inputs written to -o only (a stream cannot be compared).
         RecordWriter(
             output,
             fmt=output_format.value,
@@ -225,14 +236,8 @@ def caption(
         progress(total, quiet=not show_bar, unit="input", desc="captioning") as bar,
     ):
         bar.update(consumed)
-        for batch in caption_items(items, captioner, **engine_options):
-            for outcome in videos.records(batch):
-                if outcome.error is None:
-                    writer.write(outcome.value, file=files.entry(outcome.item) if journal is not None else None)
-                    continue
-                failed += 1
-                writer.flush()
-                report_failure(outcome, keep=writer.write, on_error=on_error.value, bar=bar)
+        for records, batch in records_of(items, videos):
+            failed += _write_records(writer, records, files, on_error.value, bar)
             writer.flush()
             bar.update(sum(outcome.item.modality != "frame" for outcome in batch))
             consumed += len(batch)
@@ -248,9 +253,32 @@ def caption(
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
-def _previous_captions(output: Path, items: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _write_records(writer: Any, records: list, files: Any, on_error: str, bar: Any) -> int:
+    """Write the records (outcomes) of captioned inputs, each with its manifest entry where ``files``
+    keeps a manifest, and report the failed ones; returns how many failed."""
+    failed = 0
+    for outcome in records:
+        if outcome.error is None:
+            writer.write(outcome.value, file=files.entry(outcome.item) if files is not None else None)
+            continue
+        failed += 1
+        writer.flush()
+        report_failure(outcome, keep=writer.write, on_error=on_error, bar=bar)
+    return failed
+
+
+class _Previous(NamedTuple):
+    """The captions ``--update`` starts from: the records (errors aside), their file manifest, the paths
+    that failed in them, and whether videos are involved."""
+
+    records: list[dict[str, Any]]
+    manifest: list[dict[str, Any]]
+    failed: set[str]
+    videos: bool
+
+
+def _previous_captions(output: Path, items: list[Any]) -> _Previous:
     """The records and manifest ``--update`` starts from, refused early where they cannot be updated."""
-    from mmcli.incremental import refuse_videos
     from mmcli.io.features import read_manifest
     from mmcli.io.jsonl import read_jsonl
 
@@ -258,55 +286,52 @@ def _previous_captions(output: Path, items: list[Any]) -> tuple[list[dict[str, A
     if manifest is None:
         raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
     records = [record for _, record in read_jsonl(output)]
-    refuse_videos(output, items, any("summary" in record or "t" in record for record in records))
-    return records, manifest
+    captions = [record for record in records if "error" not in record]
+    failed = {record.get("source") for record in records if "error" in record}
+    videos = any("summary" in record or "t" in record for record in captions)
+    return _Previous(captions, manifest, failed, videos or any(item.modality == "video" for item in items))
 
 
 def _update(
     output: Path,
-    previous: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+    previous: _Previous,
     items: list[Any],
-    captioner: Any,
+    run: Any,
     run_settings: dict[str, Any],
-    engine_options: dict[str, Any],
     keep_missing: bool,
     on_error: str,
     quiet: bool,
 ) -> None:
-    """Rewrite ``output`` as a fresh run would, captioning only images it does not already describe."""
-    from mmcli.caption import caption_items, caption_record
+    """Rewrite ``output`` as a fresh run would, captioning only inputs it does not already describe
+    (``run`` captions a list of items, as the fresh run does, and yields the records to write)."""
     from mmcli.incremental import check_same_settings, outcomes_of, plan_update
-    from mmcli.io.features import file_entry
+    from mmcli.io.features import FileEntries
     from mmcli.io.records import RecordWriter
 
-    records, manifest = previous
-    check_same_settings(output, run_settings)
-    by_id = {entry["id"]: entry for entry in manifest}
-    captioned = [record for record in records if "caption" in record and record.get("id") in by_id]
-    entries = [by_id[record["id"]] for record in captioned]
-    plan = plan_update(items, captioned, entries, name=str(output), keep_missing=keep_missing)
-    with progress(len(plan.embed), quiet=quiet, unit="img", desc="captioning new") as bar:
-        outcomes = outcomes_of(items, plan.embed, lambda todo: caption_items(todo, captioner, **engine_options), bar)
-    model, failed = run_settings["model"], 0
+    records, manifest = previous.records, previous.manifest
+    check_same_settings(output, run_settings, videos=previous.videos)
+    plan = plan_update(items, records, manifest, name=str(output), keep_missing=keep_missing, failed=previous.failed)
+    with progress(len(plan.embed), quiet=quiet, unit="input", desc="captioning new") as bar:
+        outcomes = outcomes_of(items, plan.embed, run, bar)
+    failed = failed_inputs = 0
+    files = FileEntries()
     with RecordWriter(output, fmt="jsonl", settings=run_settings) as writer:
         for index, item in enumerate(items):
             if index in plan.reuse:
-                row, entry = plan.reuse[index]
-                writer.write(caption_record(item, captioned[row]["caption"], model), file=entry)
-            elif outcomes[index].error is None:
-                entry = plan.hashed.get(index) or file_entry(item.id, item.path)
-                writer.write(caption_record(item, outcomes[index].value, model), file=entry)
-            else:
-                failed += 1
-                report_failure(outcomes[index], keep=writer.write, on_error=on_error)
+                for record, entry in zip(*plan.carried(index, item, records, manifest), strict=True):
+                    writer.write(record, file=entry)
+                continue
+            files.remember(plan.hashed.get(index, {}))
+            errors = _write_records(writer, outcomes.get(index, []), files, on_error, None)
+            failed, failed_inputs = failed + errors, failed_inputs + bool(errors)
         for row in plan.kept_missing:
-            writer.write(captioned[row], file=entries[row])
+            writer.write(records[row], file=manifest[row])
     summary = (
-        f"updated {output}: {len(plan.reuse)} captions kept ({plan.moved} recognised by content), "
-        f"{len(plan.embed) - failed} captioned, {plan.dropped} dropped"
+        f"updated {output}: {len(plan.reuse)} inputs kept ({plan.moved} recognised by content), "
+        f"{len(plan.embed) - failed_inputs} captioned, {plan.dropped} dropped"
     )
     if plan.kept_missing:
-        summary += f", {len(plan.kept_missing)} of vanished images kept"
+        summary += f", {len(plan.kept_missing)} records of vanished files kept"
     note(summary + (f"; {failed} failed" if failed else ""), quiet=quiet)
     if failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from itertools import chain
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
@@ -176,16 +176,27 @@ def extract_features(
             )
         sampling = opt.clip_sampling(what, encoder.clip_frames, fps, frames, keyframes, start, end)
         run_settings["video"] = {"clip_frames": encoder.clip_frames, **vars(sampling)}
-    if previous is not None:
-        _update(output, previous, items, encoder, run_settings, keep_missing, embed_options, on_error.value, quiet)
-        return
     from mmcli.extract import VideoPooler, expand_clips, expand_videos
 
-    if encoder.clip_frames:
-        items = expand_clips(items, encoder.clip_frames, sampling, max_pixels=max_pixels)
-    else:
-        items = expand_videos(items, sampling, max_pixels=max_pixels)
-    pooler = VideoPooler(pool.value, normalize=normalize)
+    def rows_of(todo: Any) -> Any:
+        """Rows to write (videos expanded and pooled), a batch at a time, with the input batch they come
+        from and whether a video is still open at its end."""
+        if encoder.clip_frames:
+            todo = expand_clips(todo, encoder.clip_frames, sampling, max_pixels=max_pixels)
+        else:
+            todo = expand_videos(todo, sampling, max_pixels=max_pixels)
+        pooler = VideoPooler(pool.value, normalize=normalize)
+        for batch in embed_items(todo, encoder, **embed_options):
+            yield pooler.rows(batch), batch, pooler.pending
+
+    if previous is not None:
+
+        def just_rows(todo: Any) -> Any:
+            for rows, _, _ in rows_of(todo):
+                yield rows
+
+        _update(output, previous, items, just_rows, run_settings, keep_missing, on_error.value, quiet)
+        return
     files = FileEntries()
     journal, consumed = None, 0
     if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
@@ -198,30 +209,12 @@ def extract_features(
     ):
         bar.update(consumed)
         failed = len(writer.errors)  # an interrupted run's failures count in this summary too
-        for batch in embed_items(items, encoder, **embed_options):
-            rows = pooler.rows(batch)
-            good = [outcome for outcome in rows if outcome.error is None]
-            if good:
-                writer.add(
-                    [o.value for o in good],
-                    [o.item.record(model=model) for o in good],
-                    files=[files.entry(o.item) for o in good],
-                )
-            for outcome in rows:
-                if outcome.error is None:
-                    continue
-                failed += 1
-                report_failure(
-                    outcome,
-                    keep=writer.add_error,
-                    on_error=on_error.value,
-                    bar=bar,
-                    when_stopping="; nothing was written",
-                )
+        for rows, batch, pending in rows_of(items):
+            failed += _write_rows(writer, rows, files, model, on_error.value, bar, "; nothing was written")
             bar.update(sum(outcome.item.modality != "frame" for outcome in batch))
             consumed += len(batch)
             # Whole input batches only, so a resumed run batches alike; never inside a video being pooled.
-            if consumed % batch_size == 0 and not pooler.pending:
+            if consumed % batch_size == 0 and not pending:
                 writer.checkpoint(consumed)
 
     if writer.count == 0:
@@ -234,10 +227,37 @@ def extract_features(
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
-def _previous_set(output: Path, items: list, model: str) -> tuple[Any, list[dict[str, Any]]]:
+def _write_rows(writer: Any, rows: list, files: Any, model: str, on_error: str, bar: Any, when_stopping: str) -> int:
+    """Add the embedded ``rows`` (outcomes) to ``writer`` and report the failed ones; returns how many failed."""
+    good = [outcome for outcome in rows if outcome.error is None]
+    if good:
+        writer.add(
+            [o.value for o in good],
+            [o.item.record(model=model) for o in good],
+            files=[files.entry(o.item) for o in good],
+        )
+    failed = 0
+    for outcome in rows:
+        if outcome.error is not None:
+            failed += 1
+            report_failure(outcome, keep=writer.add_error, on_error=on_error, bar=bar, when_stopping=when_stopping)
+    return failed
+
+
+class _Previous(NamedTuple):
+    """The feature set ``--update`` starts from: its rows, their file manifest, the paths that failed in
+    it, and whether videos are involved (in it or in the inputs)."""
+
+    features: Any
+    manifest: list[dict[str, Any]]
+    failed: set[str]
+    videos: bool
+
+
+def _previous_set(output: Path, items: list, model: str) -> _Previous:
     """The feature set and manifest ``--update`` starts from, refused early where it cannot be updated."""
-    from mmcli.incremental import refuse_videos
-    from mmcli.io.features import read_feature_set, read_manifest
+    from mmcli.io.features import errors_path, read_feature_set, read_manifest
+    from mmcli.io.jsonl import read_jsonl
 
     old = read_feature_set(output)
     manifest = read_manifest(output)
@@ -245,59 +265,49 @@ def _previous_set(output: Path, items: list, model: str) -> tuple[Any, list[dict
         raise UsageError(f"{output} has no file manifest to compare against; rebuild it once with --overwrite")
     if old.models != {model}:
         raise UsageError(f"{output} was made with {', '.join(sorted(old.models))}; --update must use the same --model")
-    refuse_videos(output, items, any(record.get("modality") in ("video", "frame") for record in old.records))
-    return old, manifest
+    errors = errors_path(output)
+    failed = {record.get("source") for _, record in read_jsonl(errors)} if errors.exists() else set()
+    videos = any(record.get("modality") in ("video", "frame") for record in old.records)
+    return _Previous(old, manifest, failed, videos or any(item.modality == "video" for item in items))
 
 
 def _update(
     output: Path,
-    previous: tuple[Any, list[dict[str, Any]]],
+    previous: _Previous,
     items: list,
-    encoder: Any,
+    run: Any,
     run_settings: dict[str, Any],
     keep_missing: bool,
-    embed_options: dict[str, Any],
     on_error: str,
     quiet: bool,
 ) -> None:
-    """Rewrite ``output`` as a fresh run would, embedding only inputs it does not already hold."""
+    """Rewrite ``output`` as a fresh run would, embedding only inputs it does not already hold
+    (``run`` embeds a list of items, as the fresh run does, and yields the rows to write)."""
     import numpy as np
 
-    from mmcli.extract import embed_items
     from mmcli.incremental import check_same_settings, outcomes_of, plan_update
-    from mmcli.io.features import FeatureSetWriter, errors_path, file_entry
+    from mmcli.io.features import FeatureSetWriter, FileEntries, errors_path
 
     model = run_settings["model"]
-    old, manifest = previous
-    check_same_settings(output, run_settings)
-    plan = plan_update(items, old.records, manifest, name=str(output), keep_missing=keep_missing)
+    old, manifest = previous.features, previous.manifest
+    check_same_settings(output, run_settings, videos=previous.videos)
+    plan = plan_update(
+        items, old.records, manifest, name=str(output), keep_missing=keep_missing, failed=previous.failed
+    )
     with progress(len(plan.embed), quiet=quiet, unit="item", desc="embedding new") as bar:
-        outcomes = outcomes_of(items, plan.embed, lambda todo: embed_items(todo, encoder, **embed_options), bar)
-    failed = 0
+        outcomes = outcomes_of(items, plan.embed, run, bar)
+    failed = failed_inputs = 0
+    files = FileEntries()
     with FeatureSetWriter(output, dtype=run_settings["output_dtype"], settings=run_settings) as writer:
-        for start in range(0, len(items), 1024):
-            vectors, records, entries = [], [], []
-            for index in range(start, min(start + 1024, len(items))):
-                item = items[index]
-                if index in plan.reuse:
-                    row, entry = plan.reuse[index]
-                    vectors.append(np.asarray(old.vectors[row], np.float32))
-                    entries.append(entry)
-                elif outcomes[index].error is None:
-                    vectors.append(outcomes[index].value)
-                    entries.append(plan.hashed.get(index) or file_entry(item.id, item.path))
-                else:
-                    failed += 1
-                    report_failure(
-                        outcomes[index],
-                        keep=writer.add_error,
-                        on_error=on_error,
-                        when_stopping="; the set was left as it was",
-                    )
-                    continue
-                records.append(item.record(model=model))
-            if records:
-                writer.add(np.stack(vectors), records, files=entries)
+        for index, item in enumerate(items):
+            if index in plan.reuse:
+                records, entries = plan.carried(index, item, old.records, manifest)
+                writer.add(np.asarray(old.vectors[plan.reuse[index][0]], np.float32), records, files=entries)
+                continue
+            files.remember(plan.hashed.get(index, {}))
+            stop = "; the set was left as it was"
+            errors = _write_rows(writer, outcomes.get(index, []), files, model, on_error, None, stop)
+            failed, failed_inputs = failed + errors, failed_inputs + bool(errors)
         if plan.kept_missing:
             rows = plan.kept_missing
             writer.add(
@@ -306,11 +316,11 @@ def _update(
                 files=[manifest[r] for r in rows],
             )
     summary = (
-        f"updated {output}: {len(plan.reuse)} rows kept ({plan.moved} recognised by content), "
-        f"{len(plan.embed) - failed} embedded, {plan.dropped} dropped"
+        f"updated {output}: {len(plan.reuse)} inputs kept ({plan.moved} recognised by content), "
+        f"{len(plan.embed) - failed_inputs} embedded, {plan.dropped} dropped"
     )
     if plan.kept_missing:
-        summary += f", {len(plan.kept_missing)} of vanished files kept"
+        summary += f", {len(plan.kept_missing)} rows of vanished files kept"
     if failed:
         summary += f"; {failed} failed, listed in {errors_path(output)}"
     note(summary, quiet=quiet)

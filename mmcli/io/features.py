@@ -67,6 +67,11 @@ class FileEntries:
             self._last = (item.path, file_entry(item.id, item.path))
         return {**self._last[1], "id": item.id}
 
+    def remember(self, entry: dict[str, Any]) -> None:
+        """Use ``entry`` (a :func:`file_entry` computed already) for the rows of its file that follow."""
+        if "path" in entry:
+            self._last = (entry["path"], entry)
+
 
 def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
     """The file entries of the manifest beside an output, or None when there is none."""
