@@ -59,14 +59,26 @@ def check_same_settings(output: Path, settings: dict[str, Any], *, videos: bool 
         return
     ignored = frozenset() if videos else VIDEO_SETTINGS
     compared = [key for key in settings if key not in ignored and key in stored]
-    differing = [key for key in compared if stored[key] != settings[key]]
+    stored, settings = _flat({key: stored[key] for key in compared}), _flat({key: settings[key] for key in compared})
+    differing = [key for key in {**stored, **settings} if stored.get(key) != settings.get(key)]
     if differing:
-        was = ", ".join(f"{key}={stored[key]!r}" for key in differing)
-        now = ", ".join(f"{key}={settings[key]!r}" for key in differing)
+        was = ", ".join(f"{key}={stored.get(key)!r}" for key in differing)
+        now = ", ".join(f"{key}={settings.get(key)!r}" for key in differing)
         raise UsageError(
             f"{output} was made with {was}, this run has {now}; --update must use the same settings "
             "(give the same flags again, or rebuild it with --overwrite)"
         )
+
+
+def _flat(settings: dict[str, Any]) -> dict[str, Any]:
+    """Nested settings as ``video.pool``-style keys, so a refusal names just the one that differs."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update((f"{key}.{inner}", item) for inner, item in _flat(value).items())
+        else:
+            flat[key] = value
+    return flat
 
 
 def input_id(outcome: Any) -> str:

@@ -127,7 +127,7 @@ def test_update_with_videos_equals_a_fresh_run_and_embeds_only_what_changed(run_
 
     other = extract(run_mmcli, tiny_models, [folder], out, "--pool", "both", "--fps", "2", "--update")
     assert other.returncode == 2 and "--update must use the same settings" in other.stderr
-    assert "'fps': 2.0" in other.stderr
+    assert "video.fps=1.0, this run has video.fps=2.0" in other.stderr
 
 
 def test_update_keeps_a_vanished_videos_rows_together_with_keep_missing(run_mmcli, tiny_models, photos, tmp_path):
