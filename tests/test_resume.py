@@ -95,3 +95,23 @@ def test_caption_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmc
     assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
     assert (tmp_path / "resumed.files.jsonl").read_bytes() == (tmp_path / "whole.files.jsonl").read_bytes()
     assert not (tmp_path / "resumed.partial").exists()
+
+
+def test_ctrl_c_says_the_progress_is_kept_and_a_rerun_finishes(mmcli_exe, run_mmcli, tiny_models, album, tmp_path):
+    model = tiny_models["clip"]
+    out = tmp_path / "out.npy"
+    command = extract(mmcli_exe, album, out, model)[:-1]  # not quiet: the message is what is tested
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while committed(tmp_path / "out.partial" / "state.json") < 16 and time.monotonic() < deadline:
+        assert process.poll() is None, "the run finished before it could be interrupted"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"progress so far is kept in {tmp_path / 'out.partial'}: run the same command to resume" in stderr
+    assert "Traceback" not in stderr and not out.exists()
+    rerun = run_mmcli(*command[1:])
+    assert rerun.returncode == 1 and "resuming: " in rerun.stderr, rerun.stderr
+    assert np.load(out).shape[0] == 300

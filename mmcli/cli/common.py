@@ -20,6 +20,8 @@ EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
 
+_JOURNALS: list[Any] = []  # journal folders of this run's resumable outputs, named if it is interrupted
+
 
 def error_line(message: str) -> None:
     print(f"mmcli: error: {message}", file=sys.stderr, flush=True)
@@ -41,7 +43,11 @@ def reports_errors(command: F) -> F:
             error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            error_line("interrupted; no output was written")
+            kept = [folder for folder in _JOURNALS if (folder / "state.json").exists()]
+            if kept:
+                error_line(f"interrupted; the progress so far is kept in {kept[0]}: run the same command to resume")
+            else:
+                error_line("interrupted; no output was written")
             raise typer.Exit(130) from None
         except BrokenPipeError:
             # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
@@ -139,6 +145,7 @@ def resumable(
     from mmcli.io.journal import Journal, journal_path
 
     journal = Journal(journal_path(output), settings, restart=restart)
+    _JOURNALS.append(journal.folder)
     if journal.consumed:
         note(f"resuming: {journal.consumed} {unit} were done by an earlier run ({journal.folder})", quiet=quiet)
         items = islice(items, journal.consumed, None)
