@@ -40,10 +40,11 @@ class UpdatePlan:
         """The old records and manifest entries of the rows that input ``index`` (``item``) reuses, under
         the item's id and path where its file was renamed or copied."""
         rows, entry = self.reuse[index]
-        old_id = manifest[rows[0]].get("path")
-        if old_id is None:  # a text: its record is the current item's (its id and extra fields may differ)
+        if "path" not in manifest[rows[0]]:  # a text: its record is the current item's (id and extra fields may differ)
             return [item.record(model=records[rows[0]]["model"])], [entry]
-        carried = [_renamed(records[row], old_id, item.id, item.source) for row in rows]
+        old = [records[row] for row in rows]
+        old_id = _input_id(old)
+        carried = [_renamed(record, old_id, item.id, item.source) for record in old]
         return carried, [{**entry, "id": record["id"]} for record in carried]
 
 
@@ -168,6 +169,15 @@ def plan_update(
         else:
             plan.dropped += 1
     return plan
+
+
+def _input_id(records: Sequence[dict[str, Any]]) -> str:
+    """The id of the input that made ``records`` (one file's rows): frame rows name it as ``video``; an
+    image's row, a pooled video row and a summary carry it as their id; segments as ``ID#t=START,END``."""
+    if "video" in records[0]:
+        return records[0]["video"]
+    whole = next((record["id"] for record in records if "#t=" not in record["id"]), None)
+    return whole if whole is not None else records[0]["id"].rpartition("#t=")[0]
 
 
 def _renamed(record: dict[str, Any], old_id: str, new_id: str, source: str) -> dict[str, Any]:

@@ -118,3 +118,33 @@ def test_caption_update_equals_a_fresh_run_and_captions_only_what_changed(run_mm
     assert out.read_text() == fresh.read_text()
     text = caption(run_mmcli, library, tmp_path / "c.txt", model, "--update", "--format", "text")
     assert text.returncode == 2 and "existing -o JSONL" in text.stderr
+
+
+def test_reused_rows_take_the_ids_a_fresh_run_gives_the_current_inputs(tmp_path):
+    """Rows made under other ids (a run fed JSONL from stdin with its own ids, say) are carried under the
+    ids a fresh run over these files gives: an image's row, and a video's segments with no summary."""
+    from mmcli.incremental import plan_update
+    from mmcli.io.features import file_entry
+    from mmcli.io.inputs import discover_images
+
+    (tmp_path / "a.jpg").write_bytes(b"image bytes")
+    (tmp_path / "v.mp4").write_bytes(b"video bytes")
+    photo, video = str(tmp_path / "a.jpg"), str(tmp_path / "v.mp4")
+    records = [
+        {"id": "holiday-1", "source": photo, "caption": "a beach", "model": "m"},
+        {"id": "clip-7#t=0.000,1.000", "source": video, "t": 0.0, "end": 1.0, "caption": "a dog", "model": "m"},
+        {"id": "clip-7#t=1.000,2.000", "source": video, "t": 1.0, "end": 2.0, "caption": "a cat", "model": "m"},
+    ]
+    manifest = [file_entry(records[0]["id"], photo), *(file_entry(r["id"], video) for r in records[1:])]
+    items = list(discover_images([str(tmp_path)], videos=True))
+    plan = plan_update(items, records, manifest, name="captions.jsonl")
+    assert sorted(plan.reuse) == [0, 1] and not plan.embed
+
+    image_records, image_entries = plan.carried(0, items[0], records, manifest)
+    assert image_records == [{"id": photo, "source": photo, "caption": "a beach", "model": "m"}]
+    assert image_entries == [{**manifest[0], "id": photo}]
+    segments, entries = plan.carried(1, items[1], records, manifest)
+    assert [s["id"] for s in segments] == [f"{video}#t=0.000,1.000", f"{video}#t=1.000,2.000"]
+    assert [s["caption"] for s in segments] == ["a dog", "a cat"] and [e["id"] for e in entries] == [
+        s["id"] for s in segments
+    ]
