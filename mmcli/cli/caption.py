@@ -98,7 +98,7 @@ def caption(
     update: Annotated[
         bool,
         typer.Option(
-            help="Bring an existing -o JSONL up to date: caption only new or changed images, drop vanished ones."
+            help="Bring an existing -o JSONL up to date: caption only new or changed files, drop vanished ones."
         ),
     ] = False,
     keep_missing: opt.KeepMissing = False,
@@ -134,7 +134,7 @@ def caption(
     if update:
         if output is None or output_format is not OutputFormat.jsonl or STDIN in inputs or not output.exists():
             raise UsageError(
-                "--update brings an existing -o JSONL file up to date from image files"
+                "--update brings an existing -o JSONL file up to date from image and video files"
                 + ("" if output is None or output.exists() else f": {output} does not exist yet")
             )
     elif keep_missing:
