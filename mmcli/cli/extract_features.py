@@ -298,6 +298,7 @@ def _update(
         outcomes = outcomes_of(items, plan.embed, run, bar)
     failed = failed_inputs = 0
     files = FileEntries()
+    stopping = "; the set was left as it was"
     with FeatureSetWriter(output, dtype=run_settings["output_dtype"], settings=run_settings) as writer:
         for index, item in enumerate(items):
             if index in plan.reuse:
@@ -305,8 +306,7 @@ def _update(
                 writer.add(np.asarray(old.vectors[plan.reuse[index][0]], np.float32), records, files=entries)
                 continue
             files.remember(plan.hashed.get(index, {}))
-            stop = "; the set was left as it was"
-            errors = _write_rows(writer, outcomes.get(index, []), files, model, on_error, None, stop)
+            errors = _write_rows(writer, outcomes.get(index, []), files, model, on_error, None, stopping)
             failed, failed_inputs = failed + errors, failed_inputs + bool(errors)
         if plan.kept_missing:
             rows = plan.kept_missing
