@@ -4,7 +4,7 @@ Images get one caption each. A video is captioned scene by scene: its sampled fr
 default) enter the stream as frame items followed by an end marker (see
 :func:`mmcli.extract.expand_videos`), and :class:`VideoCaptions` turns their captions into segment
 records, merging neighbours that say the same thing, and a summary record. A video-native
-captioner (``captioner.video_frames`` set: GIT VATEX, Qwen2-VL) gets each video whole instead, as one
+captioner (``captioner.clip_frames`` set: GIT VATEX, Qwen2-VL) gets each video whole instead, as one
 :class:`~mmcli.extract.ClipItem` of that many frames, and writes one caption for it.
 """
 
@@ -62,7 +62,7 @@ def caption_items(
             from mmcli.encoders.base import fill_clip
 
             frames, item.frames = item.frames, []  # held once, by the batch
-            return fill_clip(frames, captioner.video_frames or len(frames))
+            return fill_clip(frames, captioner.clip_frames or len(frames))
         return load_image(item.path, max_pixels=max_pixels, min_side=min_side)
 
     def generate(group: str, images: list[Any]) -> list[str | None]:

@@ -103,7 +103,7 @@ def _reference_git_video(path: Path, clips: list[list[Image.Image]], prompt: str
 
 def test_git_video_checkpoint_takes_clips_of_its_temporal_embeddings(git_video):
     assert git_video.family == "git"
-    assert git_video.video_frames == GIT_FRAMES == git_video.model.config.num_image_with_embedding
+    assert git_video.clip_frames == GIT_FRAMES == git_video.model.config.num_image_with_embedding
     assert git_video.video_prompt_for(None) is None
 
 
@@ -185,8 +185,8 @@ def _reference_qwen_video(path: Path, clips: list[list[Image.Image]], prompt: st
 
 def test_qwen2_vl_takes_clips_of_whole_temporal_patches(qwen):
     assert qwen.family == "chat"
-    assert qwen.video_frames == DEFAULT_CHAT_VIDEO_FRAMES
-    assert qwen.video_frames % qwen.processor.video_processor.temporal_patch_size == 0
+    assert qwen.clip_frames == DEFAULT_CHAT_VIDEO_FRAMES
+    assert qwen.clip_frames % qwen.processor.video_processor.temporal_patch_size == 0
     assert qwen.video_prompt_for(None) == "Describe this video in one sentence."
     assert qwen.video_prompt_for(None, "detailed") == "Describe this video in detail."
     assert qwen.video_prompt_for(CHAT_PROMPT, "more") == CHAT_PROMPT
@@ -195,26 +195,26 @@ def test_qwen2_vl_takes_clips_of_whole_temporal_patches(qwen):
 
 @pytest.mark.parametrize("prompt", [None, CHAT_PROMPT])
 def test_qwen2_vl_video_matches_reference_usage(qwen, qwen_path, images, prompt):
-    clips = _clips(images, qwen.video_frames)
+    clips = _clips(images, qwen.clip_frames)
     captions = qwen.generate_videos(clips, prompt, OPTIONS)
     assert captions == _reference_qwen_video(qwen_path, clips, prompt or ChatCaptioner.default_video_prompt)
     assert all(captions) and len(set(captions)) == len(clips), "captions should depend on the clip"
 
 
 def test_qwen2_vl_video_batches_match_one_clip_at_a_time(qwen, images):
-    clips = _clips(images, qwen.video_frames)
+    clips = _clips(images, qwen.clip_frames)
     inputs = qwen.prepare_videos(clips, CHAT_PROMPT)
     mask = inputs["attention_mask"]
     # Clips of different frame sizes have different numbers of video tokens: padded on the left.
     assert not bool(mask.all()) and bool(mask[:, -1].all()) and not bool(mask[:, 0].all())
-    assert "pixel_values" not in inputs and inputs["video_grid_thw"][:, 0].tolist() == [qwen.video_frames // 2] * 3
+    assert "pixel_values" not in inputs and inputs["video_grid_thw"][:, 0].tolist() == [qwen.clip_frames // 2] * 3
     batched = qwen.generate_videos(clips, CHAT_PROMPT, OPTIONS)
     assert batched == [qwen.generate_videos([clip], CHAT_PROMPT, OPTIONS)[0] for clip in clips]
 
 
 def test_qwen2_vl_video_inputs_match_the_processors_own_chat_tokenization(qwen, images):
     """One rendered text per clip with the video placeholder expanded, every frame kept as given."""
-    clips = _clips(images, qwen.video_frames)[:2]
+    clips = _clips(images, qwen.clip_frames)[:2]
     expected = qwen.processor.apply_chat_template(
         [_video_messages(CHAT_PROMPT, clip) for clip in clips],
         add_generation_prompt=True,
@@ -247,7 +247,7 @@ def test_chat_model_whose_template_has_no_video_branch_captions_frame_by_frame(q
         (folder / "processor_config.json").write_text(json.dumps(config))
     captioner = load_captioner(str(folder), device="cpu")
     assert "<|video_pad|>" not in captioner.chat_text(None, "video")
-    assert captioner.video_frames is None
+    assert captioner.clip_frames is None
     with pytest.raises(UsageError, match="does not take video input"):
         captioner.generate_videos([_clips(images, 8)[0]])
     assert captioner.generate(images[:1], None, OPTIONS)[0]
@@ -259,7 +259,7 @@ def test_chat_model_whose_template_has_no_video_branch_captions_frame_by_frame(q
 @pytest.mark.parametrize("builder", [build_blip, build_git], ids=["blip", "git-image"])
 def test_image_captioners_refuse_clips_with_a_clear_error(builder, tmp_path, images):
     captioner = load_captioner(str(builder(tmp_path / "tiny")), device="cpu")
-    assert captioner.video_frames is None
+    assert captioner.clip_frames is None
     with pytest.raises(UsageError, match=r"does not take video input; caption its videos frame by frame"):
         captioner.generate_videos([_clips(images, 4)[0]], None, OPTIONS)
     with pytest.raises(UsageError, match="does not take video input"):

@@ -31,7 +31,7 @@ class ColourNamer:
 
     decode_min_side = None
     default_batch_size = 3
-    video_frames = None
+    clip_frames = None
 
     def __init__(self) -> None:
         self.calls: list[int] = []

@@ -67,7 +67,7 @@ class Captioner:
         default_prompt: the prompt used when none is given (``None``: unconditional captioning).
         detail_prompts: prompts for ``--detail`` levels, for families that have them.
         echoes_prompt: whether output may repeat the prompt, to be cut by :func:`clean_caption`.
-        video_frames: frames per clip for models that caption a whole clip natively (``None``: an
+        clip_frames: frames per clip for models that caption a whole clip natively (``None``: an
             image captioner, whose videos are captioned frame by frame).
     """
 
@@ -87,7 +87,7 @@ class Captioner:
     quantized: str | None = None
     #: Frames per video for models that caption a whole clip natively; None: an image captioner
     #: (videos are captioned frame by frame). Set per instance from the checkpoint.
-    video_frames: int | None = None
+    clip_frames: int | None = None
 
     def __init__(self, name: str, model: Any, processor: Any, *, device: str, dtype: torch.dtype) -> None:
         self.name = name
@@ -151,7 +151,7 @@ class Captioner:
         return self.processor(images=list(images), return_tensors="pt")
 
     def prepare_videos(self, clips: Sequence[Sequence[Any]], prompt: str | None) -> dict[str, Any]:
-        """Model inputs for a batch of clips (each ``video_frames`` frames, in time order), as the
+        """Model inputs for a batch of clips (each ``clip_frames`` frames, in time order), as the
         family's reference usage for video builds them; only video-native families implement it."""
         raise UsageError(self._no_video_message())
 
@@ -188,21 +188,21 @@ class Captioner:
         prompt: str | None = None,
         options: GenerationOptions | None = None,
     ) -> list[str]:
-        """One cleaned caption per clip (each clip is exactly ``video_frames`` frames, in time order).
+        """One cleaned caption per clip (each clip is exactly ``clip_frames`` frames, in time order).
 
-        Raises :class:`UsageError` for an image captioner (``video_frames is None``), and for a clip
+        Raises :class:`UsageError` for an image captioner (``clip_frames is None``), and for a clip
         of another length: the model was trained on clips of that many frames (GIT has one temporal
         embedding per frame), so sampling them is the caller's job, not something to guess here.
         """
-        if self.video_frames is None:
+        if self.clip_frames is None:
             raise UsageError(self._no_video_message())
         clips = [list(clip) for clip in clips]
         if not clips:
             return []
-        wrong = sorted({len(clip) for clip in clips} - {self.video_frames})
+        wrong = sorted({len(clip) for clip in clips} - {self.clip_frames})
         if wrong:
             raise UsageError(
-                f"model {self.name!r} captions clips of exactly {self.video_frames} frames, "
+                f"model {self.name!r} captions clips of exactly {self.clip_frames} frames, "
                 f"not {', '.join(map(str, wrong))}"
             )
         prompt = self.video_prompt_for(None) if prompt is None else prompt

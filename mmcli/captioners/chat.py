@@ -82,7 +82,7 @@ VIDEO_CHAT_MODEL_TYPES = frozenset({"qwen2_vl"})
 DEFAULT_CHAT_VIDEO_FRAMES = 8
 
 
-def chat_video_frames(processor: Any) -> int:
+def chat_clip_frames(processor: Any) -> int:
     """Frames per clip for a chat model's video processor: its configured ``num_frames`` or
     :data:`DEFAULT_CHAT_VIDEO_FRAMES`, rounded up to whole temporal patches (``temporal_patch_size``
     frames each, 2 for Qwen2-VL), which the processor would otherwise fill by repeating the last frame."""
@@ -143,7 +143,7 @@ class ChatCaptioner(Captioner):
             tokenizer.pad_token = tokenizer.eos_token
         self._nested_images = True
         if self._takes_video():
-            self.video_frames = chat_video_frames(processor)
+            self.clip_frames = chat_clip_frames(processor)
 
     def _takes_video(self) -> bool:
         """Whether clips go to the model whole: a listed architecture whose processor has a video
@@ -183,7 +183,7 @@ class ChatCaptioner(Captioner):
         """One rendered text per clip with a video placeholder, and the clips as lists of frames.
         ``do_sample_frames=False``: the frames are already the ones to show (some checkpoints' video
         processors sample by default, and from a list of frames they would refuse or resample)."""
-        if self.video_frames is None:
+        if self.clip_frames is None:
             return super().prepare_videos(clips, prompt)
         text = self.chat_text(prompt, "video")
         videos = [list(clip) for clip in clips]

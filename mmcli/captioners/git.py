@@ -23,7 +23,7 @@ from mmcli.captioners.base import Captioner
 from mmcli.captioners.registry import register_captioner
 
 
-def git_video_frames(config: Any) -> int | None:
+def git_clip_frames(config: Any) -> int | None:
     """Frames per clip of a GIT video checkpoint (its temporal embeddings); ``None`` for image ones."""
     frames = getattr(config, "num_image_with_embedding", None)
     return frames if isinstance(frames, int) and frames > 1 else None
@@ -34,7 +34,7 @@ class GitCaptioner(Captioner):
 
     def __init__(self, name: str, model: Any, processor: Any, *, device: str, dtype: torch.dtype) -> None:
         super().__init__(name, model, processor, device=device, dtype=dtype)
-        self.video_frames = git_video_frames(model.config)
+        self.clip_frames = git_clip_frames(model.config)
 
     def _pixel_values(self, images: list[Any]) -> torch.Tensor:
         """One ``(C, H, W)`` row per image, whichever processor the checkpoint has: the video
@@ -58,7 +58,7 @@ class GitCaptioner(Captioner):
     def prepare_videos(self, clips: Sequence[Sequence[Any]], prompt: str | None) -> dict[str, Any]:
         """``pixel_values`` of shape ``(clips, frames, C, H, W)``, the model's video input: every frame
         preprocessed as the documented usage does, then grouped back into its clip, in time order."""
-        if self.video_frames is None:  # an image checkpoint: no temporal embeddings to place frames with
+        if self.clip_frames is None:  # an image checkpoint: no temporal embeddings to place frames with
             return super().prepare_videos(clips, prompt)
         pixel_values = self._pixel_values([frame for clip in clips for frame in clip])
         pixel_values = pixel_values.reshape(len(clips), -1, *pixel_values.shape[1:])

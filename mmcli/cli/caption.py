@@ -160,9 +160,9 @@ def caption(
     batch_size = batch_size or captioner.default_batch_size
     run_prompt = captioner.prompt_for(prompt, detail.value)
     video_prompt = None
-    if captioner.video_frames:
+    if captioner.clip_frames:
         what = f"model {model!r} ({captioner.family}) captions each video whole"
-        sampling = opt.clip_sampling(what, captioner.video_frames, fps, frames, keyframes, start, end)
+        sampling = opt.clip_sampling(what, captioner.clip_frames, fps, frames, keyframes, start, end)
         video_prompt = captioner.video_prompt_for(prompt, detail.value)
     options = GenerationOptions(
         max_new_tokens=max_new_tokens,
@@ -183,7 +183,7 @@ def caption(
         "dtype": str(captioner.dtype),
         "quantize": captioner.quantized,
         "video": {**vars(sampling), "summary": summary},
-        **({"video_prompt": video_prompt, "clip_frames": captioner.video_frames} if captioner.video_frames else {}),
+        **({"video_prompt": video_prompt, "clip_frames": captioner.clip_frames} if captioner.clip_frames else {}),
     }
     engine_options = {
         "prompt": run_prompt,
@@ -197,8 +197,8 @@ def caption(
 
     def records_of(todo: Any, videos: VideoCaptions) -> Any:
         """Records to write, a batch at a time, with the batch they come from (videos expanded)."""
-        if captioner.video_frames:
-            todo = expand_clips(todo, captioner.video_frames, sampling, max_pixels=max_pixels)
+        if captioner.clip_frames:
+            todo = expand_clips(todo, captioner.clip_frames, sampling, max_pixels=max_pixels)
         else:
             todo = expand_videos(todo, sampling, max_pixels=max_pixels)
         for batch in caption_items(todo, captioner, **engine_options):
