@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mmcli.errors import InputError, UsageError
+from mmcli.errors import InputError, UsageError, option
 from mmcli.io.atomic import publish, settle, temporary_sibling
 from mmcli.retrieval import SearchResult
 
@@ -123,7 +123,12 @@ def ann_search(
     ef: int | None = None,
     threshold: float | None = None,
 ) -> SearchResult:
-    """Top-``k`` by approximate inner product; ``nprobe`` (IVF) and ``ef`` (HNSW) trade speed for recall."""
+    """Top-``k`` by approximate inner product; ``nprobe`` (IVF) and ``ef`` (HNSW) trade speed for recall,
+    and each is refused for the other kind of index rather than ignored."""
+    kind = "HNSW" if hasattr(index, "hnsw") else "IVF" if hasattr(index, "nprobe") else type(index).__name__
+    for name, value, applies in (("nprobe", nprobe, "IVF"), ("ef", ef, "HNSW")):
+        if value is not None and kind != applies:
+            raise UsageError(f"{option(name)} tunes {applies} indexes, and this one is {kind}")
     if hasattr(index, "nprobe"):
         index.nprobe = nprobe or default_nprobe(index.nlist)
     if hasattr(index, "hnsw"):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 
 class MmcliError(Exception):
     """Base class: a problem the user can act on, reported as one line without a traceback."""
@@ -33,3 +37,26 @@ class UnsupportedModel(MmcliError):
 
 class OutputExists(MmcliError):
     """Refuses to replace an existing output without --overwrite."""
+
+
+_OPTION_STYLE: ContextVar[str] = ContextVar("mmcli_option_style", default="parameter")
+
+
+def option(name: str, value: object = None) -> str:
+    """How a message names the setting ``name`` (a library parameter such as ``save_index``), with its
+    ``value`` if given: as the parameter (``ann='faiss'``) for Python callers, as its flag
+    (``--ann faiss``) while the command line runs, so each reader is told what they can change."""
+    if _OPTION_STYLE.get() == "flag":
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None else f"{flag} {value}"
+    return name if value is None else f"{name}={value!r}"
+
+
+@contextmanager
+def options_as_flags() -> Iterator[None]:
+    """Name settings as command-line flags in the messages raised inside this block."""
+    token = _OPTION_STYLE.set("flag")
+    try:
+        yield
+    finally:
+        _OPTION_STYLE.reset(token)

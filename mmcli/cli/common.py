@@ -12,13 +12,12 @@ from typing import Any, TypeVar
 
 import typer
 
-from mmcli.errors import MmcliError, UsageError
+from mmcli.errors import MmcliError, UsageError, options_as_flags
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1
-EXIT_USAGE = 2
 
 _JOURNALS: list[Any] = []  # journal folders of this run's resumable outputs, named if it is interrupted
 
@@ -38,7 +37,8 @@ def reports_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with options_as_flags():
+                return command(*args, **kwargs)
         except MmcliError as exc:
             error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
