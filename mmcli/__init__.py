@@ -35,6 +35,10 @@ _LAZY = {
     "evaluate_captions": "mmcli.metrics.captions",
     "evaluate_rankings": "mmcli.metrics.retrieval",
     "evaluate_classification": "mmcli.metrics.classification",
+    "evaluate_caption_files": "mmcli.metrics.files",
+    "evaluate_retrieval_files": "mmcli.metrics.files",
+    "evaluate_cross_modal_files": "mmcli.metrics.files",
+    "evaluate_classification_files": "mmcli.metrics.files",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -39,6 +39,14 @@ class OutputExists(MmcliError):
     """Refuses to replace an existing output without --overwrite."""
 
 
+class IdMismatch(InputError):
+    """Ids of one file with no partner in the other, refused because strict matching was asked for."""
+
+
+class MissingScores(UsageError):
+    """Top-k accuracy was asked of predictions that carry no per-label scores."""
+
+
 _OPTION_STYLE: ContextVar[str] = ContextVar("mmcli_option_style", default="parameter")
 
 

@@ -20,6 +20,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from mmcli.metrics import captions
 from mmcli.metrics.captions import evaluate_captions, find_java, ptb_tokenize, tokenize_corpus
+from mmcli.metrics.java import meteor_scorer
 
 REPO = Path(__file__).resolve().parent.parent
 FLICKR8K = Path(os.environ.get("MMCLI_FLICKR8K", REPO.parent / "shared" / "data" / "flickr8k"))
@@ -282,7 +283,7 @@ def test_meteor_matches_pycocoevalcap(java_on_path, flickr8k):
 
     # The reference: pycocoevalcap's Meteor on pycocoevalcap's (Java) tokenisation. It shares the
     # METEOR JVM that evaluate_captions started (starting one takes ~10 s), which is that same class.
-    meteor = captions._meteor(java_on_path)
+    meteor = meteor_scorer(java_on_path)
     assert isinstance(meteor, Meteor)
     gts = java_tokenize(references)
     res = java_tokenize({k: [v] for k, v in predictions.items()})
@@ -303,7 +304,7 @@ def test_meteor_and_spice_without_java_are_none_with_a_note(monkeypatch):
 
 
 def test_spice_problems_are_notes_not_crashes(monkeypatch, java_on_path):
-    monkeypatch.setattr(captions, "_spice_models_present", lambda: False)
+    monkeypatch.setattr(captions, "spice_models_present", lambda: False)
     scores = evaluate_captions({"a": "a dog"}, {"a": ["a dog runs"]}, ["spice"])
     assert scores.corpus == {"SPICE": None}
     assert "Stanford CoreNLP" in scores.notes[0]
@@ -311,8 +312,8 @@ def test_spice_problems_are_notes_not_crashes(monkeypatch, java_on_path):
     def broken(*args: object) -> None:
         raise OSError("java.lang.OutOfMemoryError")
 
-    monkeypatch.setattr(captions, "_spice_models_present", lambda: True)
-    monkeypatch.setattr(captions, "_run_spice", broken)
+    monkeypatch.setattr(captions, "spice_models_present", lambda: True)
+    monkeypatch.setattr(captions, "run_spice", broken)
     scores = evaluate_captions({"a": "a dog"}, {"a": ["a dog runs"]}, ["spice"])
     assert scores.corpus == {"SPICE": None}
     assert scores.notes == ["SPICE could not be computed: java.lang.OutOfMemoryError"]

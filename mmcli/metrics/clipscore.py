@@ -47,7 +47,6 @@ def clip_scores(
     model: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
-    quiet: bool = False,
 ) -> ClipScores:
     """CLIPScore and RefCLIPScore for each prediction whose image is found in ``images``.
 
