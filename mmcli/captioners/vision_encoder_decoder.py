@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import register_captioner
+from mmcli.captioners.registry import CAPTIONERS
 from mmcli.errors import UsageError
 from mmcli.loading import from_pretrained, load_processor
 
@@ -64,7 +64,7 @@ def _load_processors(name: str, path: str, trust_remote_code: bool) -> Any:
     return ImageTextProcessors(image_processor=image_processor, tokenizer=tokenizer)
 
 
-@register_captioner(
+@CAPTIONERS.register(
     "vision-encoder-decoder",
     description="Vision encoder-decoder captioning, e.g. ViT + GPT-2 (no prompt)",
     model_types=("vision-encoder-decoder",),

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, require_methods, text_max_length
-from mmcli.encoders.registry import register_family
+from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained, load_processor
 from mmcli.media.images import decode_min_side
 
@@ -54,7 +54,7 @@ def _has_two_towers(config: Any) -> bool:
     return getattr(config, "text_config", None) is not None and getattr(config, "vision_config", None) is not None
 
 
-@register_family(
+@ENCODERS.register(
     "dual-tower",
     description="image-text models with get_image_features / get_text_features",
     model_types=("clip", "siglip", "siglip2", "metaclip_2", "altclip", "chinese_clip", "align", "blip"),

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder, accepted_kwargs, text_max_length
-from mmcli.encoders.registry import register_family
+from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "lasttoken")  # sentence-transformers concat order
@@ -102,7 +102,7 @@ def _is_text_only(config: Any) -> bool:
     )
 
 
-@register_family(
+@ENCODERS.register(
     "text",
     description="sentence encoders (BERT-like) with sentence-transformers pooling",
     model_types=(

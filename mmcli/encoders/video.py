@@ -23,7 +23,7 @@ from mmcli.encoders.base import (
     require_methods,
     text_max_length,
 )
-from mmcli.encoders.registry import register_family
+from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained, load_processor
 from mmcli.media.images import decode_min_side
 
@@ -145,7 +145,7 @@ def _is_tubelet_video(config: Any) -> bool:
     )
 
 
-@register_family(
+@ENCODERS.register(
     "video-text",
     description="video-text models (X-CLIP): whole clips and texts in one space",
     model_types=("xclip",),
@@ -160,7 +160,7 @@ def load_xclip(
     return XClipEncoder(name, model, processor, config, device=device, dtype=dtype)
 
 
-@register_family(
+@ENCODERS.register(
     "video",
     description="video backbones (VideoMAE): clips pooled over their tokens",
     model_types=("videomae",),

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder
-from mmcli.encoders.registry import register_family
+from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained
 from mmcli.media.images import decode_min_side
 
@@ -68,7 +68,7 @@ def _is_vision_only(config: Any) -> bool:
     )
 
 
-@register_family(
+@ENCODERS.register(
     "vision",
     description="image-only backbones (pooled output or CLS token)",
     model_types=(
