@@ -208,8 +208,8 @@ def test_checkpoint_for_another_task_is_refused_not_randomly_completed(tiny_mode
 
 
 def test_a_model_without_its_familys_embedding_call_is_refused_by_name():
-    from mmcli.encoders.base import require_methods
     from mmcli.errors import UnsupportedModel
+    from mmcli.models import require_methods
 
     class TextOnly:
         def get_text_features(self):

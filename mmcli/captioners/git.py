@@ -74,7 +74,6 @@ class GitCaptioner(Captioner):
 def load_git(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> GitCaptioner:
-    captioner = GitCaptioner.from_checkpoint(
+    return GitCaptioner.from_checkpoint(
         name, path, "GitForCausalLM", device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
-    return captioner
