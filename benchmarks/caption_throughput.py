@@ -90,12 +90,12 @@ def engine(
 
 
 def main() -> None:
-    from mmcli.captioners.base import CPU_CAPTION_BATCH_SIZE
+    from mmcli.captioners import Captioner
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=CPU_CAPTION_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=Captioner.cpu_batch_size)
     parser.add_argument("--dtype", default="auto", help="mmcli's --dtype (auto: bfloat16 on CPUs with native support)")
     parser.add_argument("--quantize", choices=["int8"], help="mmcli's --quantize")
     args = parser.parse_args()

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mmcli.encoders import list_encoder_families, load_encoder
-from mmcli.encoders.registry import family_for
+from mmcli.encoders.registry import ENCODERS
 from mmcli.errors import ModelNotFound, UnsupportedModel
 
 TEXTS = ["a photo of a cat", "two people ride bicycles in the city", "an astronaut", "coffee"]
@@ -171,11 +171,11 @@ def test_unknown_architecture_shape_falls_back_to_config_shape():
     two_towers = SimpleNamespace(model_type="brand_new_clip", text_config=object(), vision_config=object())
     vision = SimpleNamespace(model_type="brand_new_vit", num_channels=3)
     text = SimpleNamespace(model_type="brand_new_bert", vocab_size=100)
-    assert family_for(two_towers).name == "dual-tower"
-    assert family_for(vision).name == "vision"
-    assert family_for(text).name == "text"
+    assert ENCODERS.family_for(two_towers).name == "dual-tower"
+    assert ENCODERS.family_for(vision).name == "vision"
+    assert ENCODERS.family_for(text).name == "text"
     with pytest.raises(UnsupportedModel, match="no encoder family handles"):
-        family_for(SimpleNamespace(model_type="mystery"), "x/y")
+        ENCODERS.family_for(SimpleNamespace(model_type="mystery"), "x/y")
 
 
 def test_registry_lists_families():
@@ -208,8 +208,8 @@ def test_checkpoint_for_another_task_is_refused_not_randomly_completed(tiny_mode
 
 
 def test_a_model_without_its_familys_embedding_call_is_refused_by_name():
-    from mmcli.encoders.base import require_methods
     from mmcli.errors import UnsupportedModel
+    from mmcli.models import require_methods
 
     class TextOnly:
         def get_text_features(self):

@@ -170,15 +170,15 @@ def test_registry_claims_video_model_types():
     from types import SimpleNamespace
 
     from mmcli.encoders import list_encoder_families
-    from mmcli.encoders.registry import family_for
+    from mmcli.encoders.registry import ENCODERS
 
     families = {entry["family"]: entry["model_types"] for entry in list_encoder_families()}
     assert families["video-text"] == ["xclip"] and families["video"] == ["videomae"]
-    assert family_for(SimpleNamespace(model_type="xclip")).name == "video-text"
-    assert family_for(SimpleNamespace(model_type="videomae")).name == "video"
+    assert ENCODERS.family_for(SimpleNamespace(model_type="xclip")).name == "video-text"
+    assert ENCODERS.family_for(SimpleNamespace(model_type="videomae")).name == "video"
     # An unknown model type cut into tubelets of frames is judged a video backbone, not an image one.
     tubelets = SimpleNamespace(model_type="brand_new_videomae", num_channels=3, num_frames=16, tubelet_size=2)
-    assert family_for(tubelets).name == "video"
+    assert ENCODERS.family_for(tubelets).name == "video"
 
 
 def test_short_clips_repeat_their_last_frame(tiny_models, clips):

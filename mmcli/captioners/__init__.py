@@ -7,17 +7,12 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
+# Families register on import, in this order (the order shape-based guesses are tried in).
+from mmcli.captioners import blip, blip2, chat, florence2, git, vision_encoder_decoder  # noqa: F401
 from mmcli.captioners.base import Captioner, GenerationOptions, clean_caption
 from mmcli.captioners.registry import CAPTIONERS
-
-# Every other module in this package is a family that registers itself on import.
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "registry"):
-        importlib.import_module(f"{__name__}.{_module.name}")
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 
@@ -47,4 +42,5 @@ def load_captioner(
 
 
 def list_captioner_families() -> list[dict[str, Any]]:
+    """The registered families with the model types each claims."""
     return CAPTIONERS.describe()

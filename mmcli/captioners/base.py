@@ -2,8 +2,9 @@
 ``generate_videos(clips, prompt)`` for those whose models take a whole clip at once.
 
 Families say how to build model inputs from images (or clips) and a prompt (their processor's
-reference usage) and, where needed, how to decode; device, dtype, generation settings,
-``inference_mode`` and caption cleaning live here once, shared by images and videos.
+reference usage) and, where needed, how to decode; generation settings, ``inference_mode`` and
+caption cleaning live here once, shared by images and videos (device, dtype and loading in
+:class:`~mmcli.models.LoadedModel`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from mmcli.errors import UsageError
-from mmcli.loading import from_pretrained, load_processor, move_to
-from mmcli.media.images import decode_min_side
+from mmcli.models import LoadedModel
 
 if TYPE_CHECKING:
     from PIL import Image
-
-DETAIL_LEVELS = ("brief", "detailed", "more")
-# Past about 8 images, batched generation on two CPU cores gains little and delays the first results.
-CPU_CAPTION_BATCH_SIZE = 8
-GPU_CAPTION_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -58,61 +53,30 @@ class GenerationOptions:
         return kwargs
 
 
-class Captioner:
+class Captioner(LoadedModel):
     """Writes captions for batches of PIL images (and, for video-native models, of clips).
 
-    Attributes:
-        name: the model name or folder as given (recorded in each record's ``model``).
-        family: the registered family that handles the checkpoint.
+    Attributes (beyond :class:`~mmcli.models.LoadedModel`'s):
         default_prompt: the prompt used when none is given (``None``: unconditional captioning).
         detail_prompts: prompts for ``--detail`` levels, for families that have them.
         echoes_prompt: whether output may repeat the prompt, to be cut by :func:`clean_caption`.
         clip_frames: frames per clip for models that caption a whole clip natively (``None``: an
-            image captioner, whose videos are captioned frame by frame).
+            image captioner, whose videos are captioned frame by frame); set per instance from the
+            checkpoint.
     """
 
-    family: ClassVar[str] = ""
+    # Past about 8 images, batched generation on two CPU cores gains little and delays the first results.
+    cpu_batch_size = 8
+    gpu_batch_size = 32
     default_prompt: ClassVar[str | None] = None
     detail_prompts: ClassVar[dict[str, str] | None] = None
     #: Whether the decoded output may repeat the prompt (a text prefix), which cleaning then removes;
     #: an instruction (chat models) is never echoed, and an answer may well start with its words.
     echoes_prompt: ClassVar[bool] = True
-    #: Whether the processor resizes every image to one fixed size, so JPEGs may be decoded at
-    #: reduced scale (see ``decode_min_side``); tiling and dynamic-resolution processors do not.
-    fixed_input_size: ClassVar[bool] = True
     #: Prompts for clips, where a family words them differently from its image prompts (``None``:
     #: the image ones); see :meth:`video_prompt_for`.
     default_video_prompt: ClassVar[str | None] = None
     video_detail_prompts: ClassVar[dict[str, str] | None] = None
-    quantized: str | None = None
-    #: Frames per video for models that caption a whole clip natively; None: an image captioner
-    #: (videos are captioned frame by frame). Set per instance from the checkpoint.
-    clip_frames: int | None = None
-
-    def __init__(self, name: str, model: Any, processor: Any, *, device: str, dtype: torch.dtype) -> None:
-        self.name = name
-        self.model = model.to(device).eval()
-        self.processor = processor
-        self.device = device
-        self.dtype = dtype
-        image_processor = getattr(processor, "image_processor", None)
-        self.decode_min_side = decode_min_side(image_processor) if self.fixed_input_size else None
-
-    @property
-    def default_batch_size(self) -> int:
-        """Images per ``generate`` call when the user gives none: small on CPUs, larger on GPUs."""
-        return GPU_CAPTION_BATCH_SIZE if self.device.startswith("cuda") else CPU_CAPTION_BATCH_SIZE
-
-    @classmethod
-    def from_checkpoint(
-        cls, name: str, path: str, model_class: str, *, device: str, dtype: torch.dtype, trust_remote_code: bool
-    ) -> Captioner:
-        """The usual layout: ``model_class`` weights (none may be missing) and an ``AutoProcessor``."""
-        model = from_pretrained(
-            model_class, name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
-        )
-        processor = load_processor(name, path, trust_remote_code=trust_remote_code)
-        return cls(name, model, processor, device=device, dtype=dtype)
 
     @property
     def tokenizer(self) -> Any:
@@ -211,7 +175,7 @@ class Captioner:
     def _run(self, inputs: dict[str, Any], prompt: str | None, options: GenerationOptions | None) -> list[str]:
         """Generate from prepared inputs and return the cleaned captions: the part images and clips share."""
         options = options or GenerationOptions()
-        inputs = move_to(inputs, self.device, self.dtype)
+        inputs = self.to_device(inputs)
         with torch.inference_mode():
             generated = self.model.generate(**inputs, **options.generate_kwargs())
         sequences = generated.sequences if hasattr(generated, "sequences") else generated
@@ -223,9 +187,6 @@ class Captioner:
             f"model {self.name!r} ({self.family} family) does not take video input; "
             "caption its videos frame by frame instead"
         )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"
 
 
 _SPACES = re.compile(r"\s+")

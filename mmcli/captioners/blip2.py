@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import register_captioner
+from mmcli.captioners.registry import CAPTIONERS
 
 
 class Blip2Captioner(Captioner):
@@ -37,7 +37,7 @@ def _complete_legacy_layout(model: Any, processor: Any) -> None:
             config.image_token_index = token_id
 
 
-@register_captioner(
+@CAPTIONERS.register(
     "blip2", description="BLIP-2 image captioning and visual questions (optional prompt)", model_types=("blip-2",)
 )
 def load_blip2(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import CAPTIONERS, register_captioner
+from mmcli.captioners.registry import CAPTIONERS
 from mmcli.errors import UnsupportedModel
 from mmcli.loading import from_pretrained, load_processor
 
@@ -223,7 +223,7 @@ def _ensure_chat_template(name: str, processor: Any) -> None:
     )
 
 
-@register_captioner(
+@CAPTIONERS.register(
     "chat",
     description="Chat vision-language models (SmolVLM, Idefics, Qwen-VL, LLaVA, Gemma 3, ...) prompted "
     "through their chat template (--prompt is the instruction)",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import register_captioner
+from mmcli.captioners.registry import CAPTIONERS
 from mmcli.errors import UnsupportedModel, UsageError
 
 CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
@@ -60,7 +60,7 @@ class Florence2Captioner(Captioner):
         return self.processor(text=[prompt] * len(images), images=list(images), return_tensors="pt")
 
 
-@register_captioner(
+@CAPTIONERS.register(
     "florence2",
     description="Florence-2 captions: <CAPTION>, <DETAILED_CAPTION>, <MORE_DETAILED_CAPTION> (task prompts)",
     model_types=("florence2",),

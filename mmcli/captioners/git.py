@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import register_captioner
+from mmcli.captioners.registry import CAPTIONERS
 
 
 def git_clip_frames(config: Any) -> int | None:
@@ -65,7 +65,7 @@ class GitCaptioner(Captioner):
         return {"pixel_values": pixel_values, **self._prompt_ids(prompt, len(clips))}
 
 
-@register_captioner(
+@CAPTIONERS.register(
     "git",
     description="GIT image captioning and visual questions (optional prompt); the VATEX / MSR-VTT checkpoints "
     "caption whole clips",
@@ -74,7 +74,6 @@ class GitCaptioner(Captioner):
 def load_git(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> GitCaptioner:
-    captioner = GitCaptioner.from_checkpoint(
+    return GitCaptioner.from_checkpoint(
         name, path, "GitForCausalLM", device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
-    return captioner

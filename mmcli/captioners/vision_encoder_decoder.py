@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import register_captioner
+from mmcli.captioners.registry import CAPTIONERS
 from mmcli.errors import UsageError
 from mmcli.loading import from_pretrained, load_processor
 
@@ -29,6 +29,23 @@ class ImageTextProcessors:
 
 class VisionEncoderDecoderCaptioner(Captioner):
     family = "vision-encoder-decoder"
+
+    @classmethod
+    def load_processor(cls, name: str, path: str, *, trust_remote_code: bool) -> Any:
+        """The checkpoint's processor when it has one with both parts (TrOCR), else image processor + tokenizer."""
+        try:
+            processor = load_processor(name, path, trust_remote_code=trust_remote_code)
+        except Exception:  # no usable processor config: the parts below load on their own or say what is missing
+            processor = None
+        if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
+            return processor
+        image_processor = from_pretrained(
+            "AutoImageProcessor", name, path, what="image processor of model", trust_remote_code=trust_remote_code
+        )
+        tokenizer = from_pretrained(
+            "AutoTokenizer", name, path, what="tokenizer of model", trust_remote_code=trust_remote_code
+        )
+        return ImageTextProcessors(image_processor=image_processor, tokenizer=tokenizer)
 
     def prompt_for(self, prompt: str | None = None, detail: str | None = None) -> str | None:
         """No prompt: refused up front, so a run stops before reading any image."""
@@ -47,24 +64,7 @@ class VisionEncoderDecoderCaptioner(Captioner):
         return {"pixel_values": self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]}
 
 
-def _load_processors(name: str, path: str, trust_remote_code: bool) -> Any:
-    """The checkpoint's processor when it has one with both parts (TrOCR), else image processor + tokenizer."""
-    try:
-        processor = load_processor(name, path, trust_remote_code=trust_remote_code)
-    except Exception:  # no usable processor config: the parts below load on their own or say what is missing
-        processor = None
-    if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
-        return processor
-    image_processor = from_pretrained(
-        "AutoImageProcessor", name, path, what="image processor of model", trust_remote_code=trust_remote_code
-    )
-    tokenizer = from_pretrained(
-        "AutoTokenizer", name, path, what="tokenizer of model", trust_remote_code=trust_remote_code
-    )
-    return ImageTextProcessors(image_processor=image_processor, tokenizer=tokenizer)
-
-
-@register_captioner(
+@CAPTIONERS.register(
     "vision-encoder-decoder",
     description="Vision encoder-decoder captioning, e.g. ViT + GPT-2 (no prompt)",
     model_types=("vision-encoder-decoder",),
@@ -72,8 +72,6 @@ def _load_processors(name: str, path: str, trust_remote_code: bool) -> Any:
 def load_vision_encoder_decoder(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> VisionEncoderDecoderCaptioner:
-    model = from_pretrained(
-        "VisionEncoderDecoderModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=()
+    return VisionEncoderDecoderCaptioner.from_checkpoint(
+        name, path, "VisionEncoderDecoderModel", device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
-    processor = _load_processors(name, path, trust_remote_code)
-    return VisionEncoderDecoderCaptioner(name, model, processor, device=device, dtype=dtype)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmcli.encoders import dual_tower, text, video, vision  # noqa: F401  (families register on import)
+# Families register on import, in this order (the order shape-based guesses are tried in).
+from mmcli.encoders import dual_tower, text, video, vision  # noqa: F401
 from mmcli.encoders.base import Encoder, batched
 from mmcli.encoders.registry import ENCODERS
 

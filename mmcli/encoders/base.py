@@ -1,7 +1,8 @@
 """The Encoder interface: families implement per-batch forward passes, the base does the rest.
 
-Batching over any iterable, device placement, dtype casts, ``inference_mode`` and normalisation
-live here once, so a new family is a processor plus one or two ``_*_features`` methods.
+Batching over any iterable, ``inference_mode`` and normalisation live here once (device, dtype and
+loading in :class:`~mmcli.models.LoadedModel`), so a new family is a processor plus one or two
+``_*_features`` methods.
 """
 
 from __future__ import annotations
@@ -14,41 +15,26 @@ import torch
 import torch.nn.functional as F
 
 from mmcli.errors import UnsupportedModel
-from mmcli.loading import move_to
+from mmcli.models import LoadedModel
 from mmcli.pipeline import batched
 
 T = TypeVar("T")
-DEFAULT_BATCH_SIZE = 16
-# Two CPU cores run eager ViTs no faster beyond about 16 images a call; a GPU needs larger batches to fill.
-GPU_BATCH_SIZE = 64
 
 
-class Encoder:
+class Encoder(LoadedModel):
     """Embeds images and/or texts into one vector space.
 
-    Attributes:
-        name: the model name or folder as the user gave it (recorded in each row's ``model``).
-        family: the registered family that handles the checkpoint.
+    Attributes (beyond :class:`~mmcli.models.LoadedModel`'s):
         modalities: what this model can embed, e.g. ``frozenset({"image", "text"})``.
-        decode_min_side: the shortest side images need before preprocessing (``None``: full size);
-            JPEGs are decoded at reduced scale down to it.
         clip_frames: frames per clip of a native video model (X-CLIP, VideoMAE), which embeds a whole
             clip at once; ``None`` for image models, which see videos as sampled frames to pool.
-        quantized: ``"int8"`` when the Linear layers were quantized, else ``None``.
     """
 
-    family: ClassVar[str] = ""
     modalities: ClassVar[frozenset[str]] = frozenset()
-    decode_min_side: int | None = None
-    clip_frames: int | None = None
-    quantized: str | None = None
-
-    def __init__(self, name: str, model: Any, *, device: str, dtype: torch.dtype) -> None:
-        self.name = name
-        self.model = model.to(device).eval()
-        self.device = device
-        self.dtype = dtype
-        self._dim: int | None = None
+    # Two CPU cores run eager ViTs no faster beyond about 16 images a call; a GPU needs larger batches to fill.
+    cpu_batch_size = 16
+    gpu_batch_size = 64
+    _dim: int | None = None
 
     # -- what families implement -------------------------------------------------------------
     def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
@@ -88,11 +74,6 @@ class Encoder:
                 self._dim = self.embed_preprocessed([self.preprocess_image(probe)]).shape[1]
         return self._dim
 
-    @property
-    def default_batch_size(self) -> int:
-        """Items per model call when the user gives none: small on CPUs, larger on GPUs."""
-        return GPU_BATCH_SIZE if self.device.startswith("cuda") else DEFAULT_BATCH_SIZE
-
     def supports(self, modality: str) -> bool:
         return modality in self.modalities
 
@@ -121,7 +102,7 @@ class Encoder:
             return self._finish(self._video_features(batch), normalize)
 
     def encode_images(
-        self, images: Iterable[Any], *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = True
+        self, images: Iterable[Any], *, batch_size: int = cpu_batch_size, normalize: bool = True
     ) -> np.ndarray:
         """Embed any iterable of PIL images, in batches; returns an (N, dim) float32 matrix."""
         self.require("image")
@@ -132,7 +113,7 @@ class Encoder:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def encode_texts(
-        self, texts: Iterable[str], *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = True
+        self, texts: Iterable[str], *, batch_size: int = cpu_batch_size, normalize: bool = True
     ) -> np.ndarray:
         """Embed any iterable of strings, in batches; returns an (N, dim) float32 matrix."""
         self.require("text")
@@ -140,7 +121,7 @@ class Encoder:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def encode_videos(
-        self, videos: Iterable[Sequence[Any]], *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = True
+        self, videos: Iterable[Sequence[Any]], *, batch_size: int = cpu_batch_size, normalize: bool = True
     ) -> np.ndarray:
         """Embed any iterable of clips (each a list of PIL frames), in batches; an (N, dim) float32 matrix."""
         self.require("video")
@@ -149,9 +130,6 @@ class Encoder:
             for batch in batched(videos, batch_size)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
-
-    def to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        return move_to(inputs, self.device, self.dtype)
 
     def _finish(self, features: torch.Tensor, normalize: bool) -> np.ndarray:
         features = features.float()
@@ -164,9 +142,6 @@ class Encoder:
             f"model {self.name!r} ({self.family}) cannot embed {modality}s; "
             f"it embeds: {', '.join(sorted(self.modalities))}"
         )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"
 
 
 def text_max_length(config: Any, tokenizer: Any) -> int:
@@ -216,10 +191,3 @@ def accepted_kwargs(function: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         # **kwargs in transformers 5 forwards only attention options; keep the named inputs.
         return {k: v for k, v in inputs.items() if k in named}
     return {k: v for k, v in inputs.items() if k in parameters}
-
-
-def require_methods(model: Any, name: str, methods: Sequence[str], kind: str) -> None:
-    """Refuse a loaded model that lacks one of its family's embedding calls, naming what it is not."""
-    for method in methods:
-        if not hasattr(model, method):
-            raise UnsupportedModel(f"model {name!r} ({type(model).__name__}) has no {method}(); it is not {kind}")

@@ -6,10 +6,8 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, require_methods, text_max_length
-from mmcli.encoders.registry import register_family
-from mmcli.loading import from_pretrained, load_processor
-from mmcli.media.images import decode_min_side
+from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
+from mmcli.encoders.registry import ENCODERS
 
 # SigLIP towers were trained on texts padded to a fixed length; their reference usage pads so.
 PAD_TO_MAX_LENGTH = frozenset({"siglip", "siglip2"})
@@ -18,11 +16,11 @@ PAD_TO_MAX_LENGTH = frozenset({"siglip", "siglip2"})
 class DualTowerEncoder(Encoder):
     family = "dual-tower"
     modalities = frozenset({"image", "text"})
+    required_methods = ("get_image_features", "get_text_features")
+    model_kind = "a dual-tower image-text model"
 
     def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
-        super().__init__(name, model, **kwargs)
-        self.processor = processor
-        self.decode_min_side = decode_min_side(getattr(processor, "image_processor", None))
+        super().__init__(name, model, processor, **kwargs)
         self.config = config
         text_config = getattr(config, "text_config", config)
         self.max_length = text_max_length(text_config, processor.tokenizer)
@@ -54,7 +52,7 @@ def _has_two_towers(config: Any) -> bool:
     return getattr(config, "text_config", None) is not None and getattr(config, "vision_config", None) is not None
 
 
-@register_family(
+@ENCODERS.register(
     "dual-tower",
     description="image-text models with get_image_features / get_text_features",
     model_types=("clip", "siglip", "siglip2", "metaclip_2", "altclip", "chinese_clip", "align", "blip"),
@@ -63,9 +61,13 @@ def _has_two_towers(config: Any) -> bool:
 def load_dual_tower(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> DualTowerEncoder:
-    model = from_pretrained(
-        "AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=("pooler",)
+    return DualTowerEncoder.from_checkpoint(
+        name,
+        path,
+        "AutoModel",
+        config=config,
+        allow_missing=("pooler",),
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
     )
-    require_methods(model, name, ("get_image_features", "get_text_features"), "a dual-tower image-text model")
-    processor = load_processor(name, path, trust_remote_code=trust_remote_code)
-    return DualTowerEncoder(name, model, processor, config, device=device, dtype=dtype)

@@ -1,12 +1,7 @@
-"""The encoder families' registry (see :mod:`mmcli.registry`)."""
+"""The encoder families' registry (see :mod:`mmcli.registry`); families register with ``@ENCODERS.register``."""
 
 from __future__ import annotations
 
-from mmcli.registry import Family, Registry
+from mmcli.registry import Registry
 
 ENCODERS = Registry("encoder")
-register_family = ENCODERS.register
-family_for = ENCODERS.family_for
-families = ENCODERS.families
-
-__all__ = ["ENCODERS", "Family", "families", "family_for", "register_family"]

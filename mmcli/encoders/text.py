@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder, accepted_kwargs, text_max_length
-from mmcli.encoders.registry import register_family
+from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "lasttoken")  # sentence-transformers concat order
@@ -36,6 +36,13 @@ class TextEncoder(Encoder):
         self.config = config
         self.pooling = pooling
         self.max_length = max_length or text_max_length(config, tokenizer)
+
+    @classmethod
+    def load_processor(cls, name: str, path: str, *, trust_remote_code: bool) -> Any:
+        """Sentence encoders ship a tokenizer, not a processor."""
+        return from_pretrained(
+            "AutoTokenizer", name, path, what="tokenizer of model", trust_remote_code=trust_remote_code
+        )
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
@@ -102,7 +109,7 @@ def _is_text_only(config: Any) -> bool:
     )
 
 
-@register_family(
+@ENCODERS.register(
     "text",
     description="sentence encoders (BERT-like) with sentence-transformers pooling",
     model_types=(
@@ -126,13 +133,16 @@ def _is_text_only(config: Any) -> bool:
 def load_text(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> TextEncoder:
-    model = from_pretrained(
-        "AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=("pooler",)
-    )
-    tokenizer = from_pretrained(
-        "AutoTokenizer", name, path, what="tokenizer of model", trust_remote_code=trust_remote_code
-    )
     pooling, max_length = read_sentence_transformers_config(path)
-    return TextEncoder(
-        name, model, tokenizer, config, pooling=pooling, max_length=max_length, device=device, dtype=dtype
+    return TextEncoder.from_checkpoint(
+        name,
+        path,
+        "AutoModel",
+        config=config,
+        pooling=pooling,
+        max_length=max_length,
+        allow_missing=("pooler",),
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
     )

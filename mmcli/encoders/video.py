@@ -15,17 +15,9 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders.base import (
-    Encoder,
-    accepted_kwargs,
-    features_tensor,
-    fill_clip,
-    require_methods,
-    text_max_length,
-)
-from mmcli.encoders.registry import register_family
-from mmcli.loading import from_pretrained, load_processor
-from mmcli.media.images import decode_min_side
+from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, fill_clip, text_max_length
+from mmcli.encoders.registry import ENCODERS
+from mmcli.loading import from_pretrained
 
 
 def _as_clips(pixel_values: torch.Tensor) -> torch.Tensor:
@@ -37,11 +29,9 @@ class _ClipEncoder(Encoder):
     """Shared by both families: clips through the checkpoint's processor, images as still clips."""
 
     def __init__(self, name: str, model: Any, processor: Any, config: Any, clip_frames: int, **kwargs: Any) -> None:
-        super().__init__(name, model, **kwargs)
-        self.processor = processor
+        super().__init__(name, model, processor, **kwargs)
         self.config = config
         self.clip_frames = clip_frames
-        self.decode_min_side = decode_min_side(getattr(processor, "image_processor", processor))
 
     @property
     def default_batch_size(self) -> int:
@@ -79,6 +69,8 @@ class XClipEncoder(_ClipEncoder):
 
     family = "video-text"
     modalities = frozenset({"video", "text", "image"})
+    required_methods = ("get_video_features", "get_text_features")
+    model_kind = "a video-text model"
 
     def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
         super().__init__(name, model, processor, config, int(config.vision_config.num_frames), **kwargs)
@@ -145,7 +137,7 @@ def _is_tubelet_video(config: Any) -> bool:
     )
 
 
-@register_family(
+@ENCODERS.register(
     "video-text",
     description="video-text models (X-CLIP): whole clips and texts in one space",
     model_types=("xclip",),
@@ -154,13 +146,12 @@ def _is_tubelet_video(config: Any) -> bool:
 def load_xclip(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> XClipEncoder:
-    model = from_pretrained("AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=())
-    require_methods(model, name, ("get_video_features", "get_text_features"), "a video-text model")
-    processor = load_processor(name, path, trust_remote_code=trust_remote_code)
-    return XClipEncoder(name, model, processor, config, device=device, dtype=dtype)
+    return XClipEncoder.from_checkpoint(
+        name, path, "AutoModel", config=config, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+    )
 
 
-@register_family(
+@ENCODERS.register(
     "video",
     description="video backbones (VideoMAE): clips pooled over their tokens",
     model_types=("videomae",),
@@ -180,5 +171,5 @@ def load_videomae(
     loaded = from_pretrained(auto, name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=())
     model = getattr(loaded, "videomae", loaded) if fine_tuned else loaded
     fc_norm = getattr(loaded, "fc_norm", None) if fine_tuned else None
-    processor = load_processor(name, path, trust_remote_code=trust_remote_code)
+    processor = VideoMAEEncoder.load_processor(name, path, trust_remote_code=trust_remote_code)
     return VideoMAEEncoder(name, model, processor, config, fc_norm=fc_norm, device=device, dtype=dtype)

@@ -7,9 +7,8 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder
-from mmcli.encoders.registry import register_family
+from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained
-from mmcli.media.images import decode_min_side
 
 POOLING = ("auto", "cls", "mean", "pooler")
 
@@ -28,11 +27,9 @@ class VisionEncoder(Encoder):
     def __init__(
         self, name: str, model: Any, image_processor: Any, config: Any, *, pooling: str = "auto", **kwargs: Any
     ) -> None:
-        super().__init__(name, model, **kwargs)
         if pooling not in POOLING:
             raise ValueError(f"pooling must be one of {POOLING}")
-        self.image_processor = image_processor
-        self.decode_min_side = decode_min_side(image_processor)
+        super().__init__(name, model, image_processor, **kwargs)
         self.config = config
         if pooling == "auto":
             pooler = getattr(model, "pooler", None)
@@ -40,8 +37,15 @@ class VisionEncoder(Encoder):
             pooling = "cls" if dense else "pooler"
         self.pooling = pooling
 
+    @classmethod
+    def load_processor(cls, name: str, path: str, *, trust_remote_code: bool) -> Any:
+        """Backbone checkpoints ship an image processor, not a full ``AutoProcessor``."""
+        return from_pretrained(
+            "AutoImageProcessor", name, path, what="image processor of model", trust_remote_code=trust_remote_code
+        )
+
     def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
-        return dict(self.image_processor(images=[image], return_tensors="pt"))
+        return dict(self.processor(images=[image], return_tensors="pt"))
 
     def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         output = self.model(pixel_values=inputs["pixel_values"])
@@ -68,7 +72,7 @@ def _is_vision_only(config: Any) -> bool:
     )
 
 
-@register_family(
+@ENCODERS.register(
     "vision",
     description="image-only backbones (pooled output or CLS token)",
     model_types=(
@@ -111,10 +115,14 @@ def load_vision(
     trust_remote_code: bool = False,
     pooling: str = "auto",
 ) -> VisionEncoder:
-    model = from_pretrained(
-        "AutoModel", name, path, dtype=dtype, trust_remote_code=trust_remote_code, allow_missing=("pooler",)
+    return VisionEncoder.from_checkpoint(
+        name,
+        path,
+        "AutoModel",
+        config=config,
+        pooling=pooling,
+        allow_missing=("pooler",),
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
     )
-    image_processor = from_pretrained(
-        "AutoImageProcessor", name, path, what="image processor of model", trust_remote_code=trust_remote_code
-    )
-    return VisionEncoder(name, model, image_processor, config, pooling=pooling, device=device, dtype=dtype)
