@@ -1,26 +1,35 @@
-"""Captioning a stream of input items: the engine behind ``mmcli caption``.
+"""Captioning: :func:`caption_files` (the run behind ``mmcli caption``) and the batch pipeline under
+it, :func:`caption_items`.
 
 Images get one caption each. A video is captioned scene by scene: its sampled frames (keyframes by
 default) enter the stream as frame items followed by an end marker (see
-:func:`mmcli.extract.expand_videos`), and :class:`VideoCaptions` turns their captions into segment
+:func:`mmcli.media.clips.expand_videos`), and :class:`VideoCaptions` turns their captions into segment
 records, merging neighbours that say the same thing, and a summary record. A video-native
 captioner (``captioner.clip_frames`` set: GIT VATEX, Qwen2-VL) gets each video whole instead, as one
-:class:`~mmcli.extract.ClipItem` of that many frames, and writes one caption for it.
+:class:`~mmcli.media.clips.ClipItem` of that many frames, and writes one caption for it.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
+from mmcli.captioners import DEFAULT_CAPTIONER
 from mmcli.captioners.base import Captioner, GenerationOptions
-from mmcli.errors import ItemError, UsageError
-from mmcli.extract import VIDEO_END, ClipItem, FrameItem
+from mmcli.errors import ItemError, UsageError, option
 from mmcli.io.inputs import InputItem
+from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, fill_clip
 from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, default_workers, map_batches
+
+if TYPE_CHECKING:
+    from mmcli.engine import Reporter, RunStats
 
 
 def caption_items(
@@ -59,8 +68,6 @@ def caption_items(
         if isinstance(item, FrameItem):
             return item.image
         if isinstance(item, ClipItem):
-            from mmcli.encoders.base import fill_clip
-
             frames, item.frames = item.frames, []  # held once, by the batch
             return fill_clip(frames, captioner.clip_frames or len(frames))
         return load_image(item.path, max_pixels=max_pixels, min_side=min_side)
@@ -188,3 +195,197 @@ class VideoCaptions:
                 record["truncated"] = True
             result.append(Outcome(video, record))
         return result
+
+
+@dataclass
+class CaptionResult:
+    """What :func:`caption_files` wrote: to ``output`` (``None``: the ``stream``), how many ``images``
+    and ``videos`` it captioned, and the run's :class:`~mmcli.engine.RunStats`; with neither an output
+    nor a stream, the ``records`` themselves."""
+
+    output: Path | None
+    images: int
+    videos: int
+    stats: RunStats
+    records: list[dict[str, Any]] | None = None
+
+
+class _CaptionJob:
+    """Captioning as a :class:`~mmcli.engine.Job`: videos expanded to frames (assembled into segment
+    and summary records) or to clips for a video-native captioner."""
+
+    unit = "input"
+
+    def __init__(self, captioner: Captioner, sampling: Any, summary: bool, options: dict[str, Any]) -> None:
+        self.captioner, self.sampling, self.summary, self.options = captioner, sampling, summary, options
+        self.videos = VideoCaptions(captioner.name, summary=summary)
+
+    def batches(self, items: Iterable[InputItem], counters: dict[str, int] | None = None) -> Iterator[Any]:
+        from mmcli.media.clips import expand_clips, expand_videos
+
+        counters = counters or {}
+        max_pixels = self.options["max_pixels"]
+        if self.captioner.clip_frames:
+            items = expand_clips(items, self.captioner.clip_frames, self.sampling, max_pixels=max_pixels)
+        else:
+            items = expand_videos(items, self.sampling, max_pixels=max_pixels)
+        self.videos = VideoCaptions(
+            self.captioner.name,
+            summary=self.summary,
+            images=counters.get("captioned", 0),
+            videos=counters.get("videos", 0),
+        )
+        for batch in caption_items(items, self.captioner, **self.options):
+            yield self.videos.records(batch), batch
+
+    @property
+    def pending(self) -> bool:
+        return self.videos.pending
+
+    def counters(self) -> dict[str, int]:
+        return {"captioned": self.videos.images, "videos": self.videos.videos}
+
+
+def caption_files(
+    inputs: Sequence[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    stream: IO[str] | None = None,
+    output_format: str = "jsonl",
+    model: str = DEFAULT_CAPTIONER,
+    prompt: str | None = None,
+    detail: str = "brief",
+    options: GenerationOptions | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantize: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    exact_decode: bool = False,
+    on_error: str = "skip",
+    overwrite: bool = False,
+    restart: bool = False,
+    update: bool = False,
+    keep_missing: bool = False,
+    fps: float | None = None,
+    frames: int | None = None,
+    keyframes: bool = False,
+    scene_threshold: float = 0.3,
+    start: float = 0.0,
+    end: float | None = None,
+    summary: bool = True,
+    trust_remote_code: bool = False,
+    reporter: Reporter | None = None,
+) -> CaptionResult:
+    """Caption images and videos (files and folders; ``-`` reads paths or JSONL records from stdin)
+    into ``output`` (JSONL, TSV or plain text, per ``output_format``), or into ``stream``; with
+    neither, the records come back in the result.
+
+    A video is captioned scene by scene (keyframes, unless ``fps`` or ``frames`` is given), one
+    record per segment and a ``summary`` record; a video-native captioner captions each whole. With
+    ``output``, progress is journalled beside it: a killed run resumes where it stopped (``restart``
+    discards it), and ``update`` rewrites an existing JSONL captioning only new or changed files.
+    """
+    from mmcli.captioners import load_captioner
+    from mmcli.engine import (
+        RecordSink,
+        Reporter,
+        Resume,
+        open_journal,
+        require_inputs,
+        run_fresh,
+        run_update,
+        with_total,
+    )
+    from mmcli.incremental import previous_records
+    from mmcli.io.atomic import check_writable
+    from mmcli.io.inputs import STDIN, discover_images
+    from mmcli.io.records import RecordWriter
+    from mmcli.media.clips import clip_sampling
+    from mmcli.media.video import video_sampling
+
+    reporter = reporter or Reporter()
+    output = Path(output) if output is not None else None
+    inputs = [str(i) for i in inputs]
+    require_inputs(inputs, hint="give image or video files or folders, or - to read paths from stdin")
+    if update:
+        if output is None or output_format != "jsonl" or STDIN in inputs or not output.exists():
+            raise UsageError(
+                f"{option('update')} brings an existing -o JSONL file up to date from image and video files"
+                + ("" if output is None or output.exists() else f": {output} does not exist yet")
+            )
+    elif keep_missing:
+        raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
+    if output is not None:
+        check_writable(output, overwrite=overwrite or update)
+    sampling = video_sampling(fps, frames, keyframes, scene_threshold, start, end, default="keyframes")
+    items, total = with_total(discover_images(inputs, videos=True), inputs, what="images or videos")
+    previous, listed = None, []
+    if update:  # what cannot be updated is refused before the model loads
+        assert output is not None
+        listed = list(items)
+        previous = previous_records(output, listed)
+
+    reporter.loading(model)
+    captioner = load_captioner(
+        model, device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code
+    )
+    batch_size = batch_size or captioner.default_batch_size
+    run_prompt = captioner.prompt_for(prompt, detail)
+    video_prompt = None
+    if captioner.clip_frames:
+        what = f"model {model!r} ({captioner.family}) captions each video whole"
+        sampling = clip_sampling(
+            captioner.clip_frames, fps=fps, frames=frames, keyframes=keyframes, start=start, end=end, what=what
+        )
+        video_prompt = captioner.video_prompt_for(prompt, detail)
+    options = options or GenerationOptions()
+    # What decides the captions; recorded in the manifest so an update can insist on the same.
+    settings = {
+        "model": model,
+        "prompt": run_prompt,
+        "options": vars(options),
+        "max_pixels": max_pixels,
+        "exact_decode": exact_decode,
+        "dtype": str(captioner.dtype),
+        "quantize": captioner.quantized,
+        "video": {**vars(sampling), "summary": summary},
+        **({"video_prompt": video_prompt, "clip_frames": captioner.clip_frames} if captioner.clip_frames else {}),
+    }
+    engine_options = {"prompt": run_prompt, "video_prompt": video_prompt, "options": options,
+                      "batch_size": batch_size, "workers": workers, "max_pixels": max_pixels,
+                      "exact_decode": exact_decode}  # fmt: skip
+    job = _CaptionJob(captioner, sampling, summary, engine_options)
+    collected = io.StringIO() if output is None and stream is None else None
+    if previous is not None:
+        writer = RecordWriter(output, fmt="jsonl", settings=settings)
+        stats = run_update(
+            job, listed, previous, RecordSink(writer, manifest=True), settings=settings,
+            keep_missing=keep_missing, on_error=on_error, reporter=reporter, desc="captioning new",
+        )  # fmt: skip
+    else:
+        resume = Resume()
+        if output is not None and STDIN not in inputs:  # stdout and streams cannot be resumed
+            journalled = {"command": "caption", "inputs": inputs, "format": output_format}
+            journalled.update(settings, batch_size=batch_size, device=str(captioner.device))
+            resume, items = open_journal(output, journalled, items, restart=restart, reporter=reporter, unit="images")
+        writer = RecordWriter(
+            output,
+            stream=collected or stream,
+            fmt=output_format,
+            text_fields=("caption", "summary"),
+            journal=resume.journal,
+            settings=settings if resume.journal else None,
+        )
+        # A manifest for a later update: file inputs written to an output only (a stream cannot be compared).
+        sink = RecordSink(writer, manifest=resume.journal is not None)
+        stats = run_fresh(
+            job, items, sink, resume=resume, batch_size=batch_size, total=total, on_error=on_error,
+            reporter=reporter, desc="captioning",
+        )  # fmt: skip
+    counters = stats.counters
+    records = None
+    if collected is not None:
+        records = [json.loads(line) for line in collected.getvalue().splitlines()] if output_format == "jsonl" else None
+    return CaptionResult(output, counters["captioned"], counters["videos"], stats, records)

@@ -1,141 +1,36 @@
-"""Embedding a stream of input items: the engine behind ``mmcli extract-features``.
+"""Embedding: :func:`extract_features` (the run behind ``mmcli extract-features``) and the batch
+pipeline under it, :func:`embed_items`.
 
-Videos enter the stream as their sampled frames (decoded on the feeder thread, a few at a time)
-followed by an end marker, so a long video never sits in memory; :class:`VideoPooler` turns the
-frames' embeddings into frame rows and/or one pooled row per video. For a native video encoder
-(``encoder.clip_frames`` set: X-CLIP, VideoMAE) each video enters instead as one :class:`ClipItem`
-of that many frames, embedded whole into one video row (:func:`expand_clips`).
+Videos enter the stream as their sampled frames (see :mod:`mmcli.media.clips`) and
+:class:`VideoPooler` turns the frames' embeddings into frame rows and/or one pooled row per video.
+For a native video encoder (``encoder.clip_frames`` set: X-CLIP, VideoMAE) each video enters instead
+as one :class:`~mmcli.media.clips.ClipItem` of that many frames, embedded whole into one video row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmcli.encoders import DEFAULT_MODEL
 from mmcli.encoders.base import Encoder
-from mmcli.errors import ItemError, UnsupportedModel, UsageError
+from mmcli.errors import ItemError, UnsupportedModel, UsageError, option
 from mmcli.io.inputs import InputItem
+from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, expand_clips, expand_videos
 from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, default_workers, map_batches
 
+if TYPE_CHECKING:
+    from mmcli.engine import Reporter, RunStats
+
+
 POOLING = ("mean", "max", "none", "both")
-VIDEO_END = "video-end"  # the modality of the marker item that follows a video's last frame
-
-
-@dataclass
-class FrameItem(InputItem):
-    """One sampled video frame; ``extra`` carries its ``t`` and parent ``video`` into the row's record."""
-
-    image: Any = None
-
-
-@dataclass
-class VideoEnd(InputItem):
-    """The marker after a video's last sampled frame. ``span_end`` is where the sampled range ended
-    (seconds: ``--end``, or the end of the video where that comes first), for caption segments."""
-
-    span_end: float | None = None
-
-
-def expand_videos(
-    items: Iterable[InputItem], sampling: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Iterator[InputItem]:
-    """Replace each video item by its sampled frames and an end marker (or by an error item).
-
-    The marker (a :class:`VideoEnd`) says in ``extra`` how many frames were used and whether the
-    file was cut short.
-    ``sampling`` is a :class:`~mmcli.media.video.SamplingOptions` (default: one frame a second).
-    """
-    from mmcli.media.video import VideoReader
-
-    for item in items:
-        if item.modality != "video" or item.error:
-            yield item
-            continue
-        count, truncated = 0, False
-        try:
-            with VideoReader(item.path, sampling, max_pixels=max_pixels) as reader:
-                for frame in reader.frames():
-                    count += 1
-                    extra = {**item.extra, "t": round(frame.t, 6), "video": item.id}
-                    frame_id = f"{item.id}#t={frame.t:.3f}"  # a W3C media fragment
-                    yield FrameItem(frame_id, "frame", item.source, path=item.path, extra=extra, image=frame.image)
-                truncated, span_end = reader.truncated, reader.span_end
-        except ItemError as exc:
-            yield replace(item, error=str(exc))
-            continue
-        if count == 0:
-            yield replace(item, error="no decodable frame in the sampled range")
-            continue
-        facts = {"frames": count, **({"truncated": True} if truncated else {})}
-        extra = {**item.extra, **facts}
-        yield VideoEnd(item.id, VIDEO_END, item.source, path=item.path, text=item.text, extra=extra, span_end=span_end)
-
-
-@dataclass
-class ClipItem(InputItem):
-    """A whole video as one clip for a native video encoder: its sampled ``frames`` (PIL images),
-    decoded on the feeder thread. ``extra`` says how many were decoded (``frames``), and ``padded`` /
-    ``truncated`` where that applies. The frames are released once preprocessed, so clips waiting
-    for the model hold tensors at the model's input size, not full-size pictures. The clip covers
-    ``start`` to ``span_end`` seconds (as :attr:`VideoEnd.span_end`)."""
-
-    frames: list[Any] = field(default_factory=list, repr=False)
-    start: float = 0.0
-    span_end: float | None = None
-
-
-def clip_sampling(clip_frames: int, sampling: Any = None) -> Any:
-    """The sampling a native video encoder's clips use: ``clip_frames`` evenly spaced frames over
-    ``sampling``'s ``[start, end)`` (its own mode must be unset or the same ``frames=clip_frames``)."""
-    from mmcli.media.video import SamplingOptions
-
-    if sampling is not None and (sampling.keyframes or sampling.frames not in (None, clip_frames)):
-        raise UsageError(f"a native video encoder samples {clip_frames} evenly spaced frames per clip, no other way")
-    start, end = (sampling.start, sampling.end) if sampling is not None else (0.0, None)
-    return SamplingOptions(fps=None, frames=clip_frames, start=start, end=end)
-
-
-def expand_clips(
-    items: Iterable[InputItem], clip_frames: int, sampling: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Iterator[InputItem]:
-    """Replace each video item by one :class:`ClipItem` (``modality: video``), or by an error item.
-
-    The clip is ``clip_frames`` evenly spaced frames over ``[start, end)`` (see :func:`clip_sampling`).
-    A video that gives fewer (shorter than the clip, or cut short) keeps them all and is filled by
-    repeating its last frame when preprocessed (:func:`~mmcli.encoders.base.fill_clip`); the record's
-    ``frames`` counts the decoded ones and ``padded`` the repeats. No decodable frame is an error.
-    """
-    from mmcli.media.video import VideoReader
-
-    options = clip_sampling(clip_frames, sampling)
-    for item in items:
-        if item.modality != "video" or item.error:
-            yield item
-            continue
-        try:
-            with VideoReader(item.path, options, max_pixels=max_pixels) as reader:
-                frames = [frame.image for frame in reader.frames()]
-                truncated, span_end = reader.truncated, reader.span_end
-        except ItemError as exc:
-            yield replace(item, error=str(exc))
-            continue
-        if not frames:
-            yield replace(item, error="no decodable frame in the sampled range")
-            continue
-        facts: dict[str, Any] = {"frames": len(frames)}
-        if len(frames) < clip_frames:
-            facts["padded"] = clip_frames - len(frames)
-        if truncated:
-            facts["truncated"] = True
-        extra = {**item.extra, **facts}
-        yield ClipItem(
-            item.id, "video", item.source, path=item.path, text=item.text, extra=extra, frames=frames,
-            start=options.start, span_end=span_end,
-        )  # fmt: skip
 
 
 class VideoPooler:
@@ -258,3 +153,197 @@ def embed_items(
             if outcome.error is None and outcome.value is not None and not np.all(np.isfinite(outcome.value)):
                 outcome.value, outcome.error = None, "model produced a non-finite embedding (NaN or inf)"
         yield outcomes
+
+
+@dataclass
+class ExtractResult:
+    """What :func:`extract_features` wrote: ``rows`` of width ``dim`` to ``output`` (its sidecar and
+    manifest beside it), and the run's :class:`~mmcli.engine.RunStats` (``failed`` items are listed in
+    ``errors``, ``OUT.errors.jsonl``)."""
+
+    output: Path
+    rows: int
+    dim: int | None
+    stats: RunStats
+    errors: Path
+
+
+class _EmbedJob:
+    """Embedding as a :class:`~mmcli.engine.Job`: videos expanded to frames (pooled into video rows) or
+    to clips for a native video model."""
+
+    unit = "item"
+
+    def __init__(self, encoder: Encoder, sampling: Any, pool: str, options: dict[str, Any]) -> None:
+        self.encoder, self.sampling, self.pool, self.options = encoder, sampling, pool, options
+        self._pooler = VideoPooler(pool, normalize=options["normalize"])
+
+    def batches(self, items: Iterable[InputItem], counters: dict[str, int] | None = None) -> Iterator[Any]:
+        max_pixels = self.options["max_pixels"]
+        if self.encoder.clip_frames:
+            items = expand_clips(items, self.encoder.clip_frames, self.sampling, max_pixels=max_pixels)
+        else:
+            items = expand_videos(items, self.sampling, max_pixels=max_pixels)
+        self._pooler = VideoPooler(self.pool, normalize=self.options["normalize"])
+        for batch in embed_items(items, self.encoder, **self.options):
+            yield self._pooler.rows(batch), batch
+
+    @property
+    def pending(self) -> bool:
+        return self._pooler.pending
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+
+def extract_features(
+    inputs: Sequence[str] = (),
+    output: str | os.PathLike[str] = "features.npy",
+    *,
+    texts: Sequence[str] = (),
+    modality: str = "image",
+    field: str = "text",
+    model: str = DEFAULT_MODEL,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantize: str | None = None,
+    normalize: bool = True,
+    output_dtype: str = "float32",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    exact_decode: bool = False,
+    on_error: str = "skip",
+    overwrite: bool = False,
+    restart: bool = False,
+    update: bool = False,
+    keep_missing: bool = False,
+    pool: str = "mean",
+    fps: float | None = None,
+    frames: int | None = None,
+    keyframes: bool = False,
+    scene_threshold: float = 0.3,
+    start: float = 0.0,
+    end: float | None = None,
+    trust_remote_code: bool = False,
+    reporter: Reporter | None = None,
+) -> ExtractResult:
+    """Embed images, videos (files and folders; ``-`` reads paths or JSONL records from stdin) and
+    ``texts`` into the feature set ``output`` (``NAME.npy`` + ``NAME.jsonl``).
+
+    ``modality="text"`` reads ``inputs`` as texts instead (``.txt`` lines, JSONL ``field``). Progress is
+    journalled beside ``output``: a killed run resumes where it stopped (``restart`` discards it);
+    ``update`` rewrites an existing set embedding only new or changed files. Videos are sampled by
+    ``fps`` (default one frame a second), ``frames`` or ``keyframes`` over ``start``..``end`` and
+    pooled by ``pool``; a native video model embeds each whole. Failed items are listed in
+    ``OUT.errors.jsonl``; ``on_error="fail"`` stops at the first instead.
+    """
+    from mmcli.encoders import load_encoder
+    from mmcli.engine import (
+        FeatureSink,
+        Reporter,
+        Resume,
+        open_journal,
+        require_inputs,
+        run_fresh,
+        run_update,
+        with_total,
+    )
+    from mmcli.incremental import previous_feature_set
+    from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path
+    from mmcli.io.inputs import STDIN, discover_images, discover_texts
+    from mmcli.media.clips import clip_sampling
+    from mmcli.media.video import video_sampling
+
+    reporter = reporter or Reporter()
+    output = Path(output)
+    inputs, texts = [str(i) for i in inputs], list(texts)
+    if modality not in ("image", "text"):
+        raise UsageError(f"unknown input modality {modality!r}; choose image or text")
+    if pool not in POOLING:
+        raise UsageError(f"unknown pooling {pool!r}; choose from {', '.join(POOLING)}")
+    require_inputs(inputs, extra=bool(texts), hint=f"give image files or folders, {option('text')}, or - to read stdin")
+    if update and (STDIN in inputs or not output.exists()):
+        raise UsageError(
+            f"{option('update')} brings an existing feature set up to date from files: "
+            + ("inputs from stdin cannot be compared" if STDIN in inputs else f"{output} does not exist yet")
+        )
+    if keep_missing and not update:
+        raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
+    check_output_path(output, overwrite=overwrite or update)
+
+    sampling = video_sampling(fps, frames, keyframes, scene_threshold, start, end)
+    if modality == "text":
+        discovered = discover_texts(inputs, texts, field_name=field)
+    else:
+        discovered = chain(discover_images(inputs, videos=True), discover_texts([], texts))
+    items, total = with_total(discovered, inputs, what=f"{modality}s")
+    previous, listed = None, []
+    if update:  # what cannot be updated is refused before the model loads
+        listed = list(items)
+        previous = previous_feature_set(output, listed, model)
+
+    reporter.loading(model)
+    encoder = load_encoder(model, device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code)
+    batch_size = batch_size or encoder.default_batch_size
+    for needed, modality_name in (
+        (modality == "image" and bool(inputs), "image"),
+        (bool(texts) or modality == "text", "text"),
+    ):
+        if needed and not encoder.supports(modality_name):
+            raise UsageError(
+                f"model {model!r} embeds {', '.join(sorted(encoder.modalities))} only, not {modality_name}s; "
+                f"choose a model for that modality with {option('model')}"
+            )
+    # What decides the rows' values; recorded in the manifest so an update can insist on the same.
+    settings: dict[str, Any] = {
+        "model": model,
+        "modality": modality,
+        "field": field,
+        "normalize": normalize,
+        "output_dtype": output_dtype,
+        "max_pixels": max_pixels,
+        "exact_decode": exact_decode,
+        "dtype": str(encoder.dtype),
+        "quantize": encoder.quantized,
+        "video": {"pool": pool, **vars(sampling)},
+    }
+    if encoder.clip_frames:
+        kind = getattr(getattr(encoder, "config", None), "model_type", None) or encoder.family
+        what = f"model {model!r} ({kind}) embeds each video whole"
+        if pool != "mean":
+            raise UsageError(
+                f"{what}, into one row per video; {option('pool', pool)} does not apply "
+                "(it pools image models' frame rows)"
+            )
+        sampling = clip_sampling(
+            encoder.clip_frames, fps=fps, frames=frames, keyframes=keyframes, start=start, end=end, what=what
+        )
+        settings["video"] = {"clip_frames": encoder.clip_frames, **vars(sampling)}
+    options = {"batch_size": batch_size, "workers": workers, "normalize": normalize, "max_pixels": max_pixels,
+               "exact_decode": exact_decode}  # fmt: skip
+    job = _EmbedJob(encoder, sampling, pool, options)
+    writer_options = {"dtype": output_dtype, "settings": settings}
+    if previous is not None:
+        writer = FeatureSetWriter(output, **writer_options)
+        stats = run_update(
+            job, listed, previous, FeatureSink(writer, model),
+            settings=settings, keep_missing=keep_missing, on_error=on_error, reporter=reporter,
+            desc="embedding new", kept="; the set was left as it was",
+        )  # fmt: skip
+    else:
+        resume = Resume()
+        if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
+            journalled = {"command": "extract-features", "inputs": inputs, "texts": texts}
+            journalled.update(settings, batch_size=batch_size, device=str(encoder.device))
+            resume, items = open_journal(output, journalled, items, restart=restart, reporter=reporter, unit="items")
+        writer = FeatureSetWriter(output, journal=resume.journal, **writer_options)
+        stats = run_fresh(
+            job, items, FeatureSink(writer, model), resume=resume, batch_size=batch_size, total=total,
+            on_error=on_error, reporter=reporter, desc="embedding", kept="; nothing was written",
+        )  # fmt: skip
+        if writer.count == 0:
+            raise ItemError(
+                f"every input failed ({stats.failed}); nothing was written to {output} (see {errors_path(output)})"
+            )
+    return ExtractResult(output, writer.count, writer.dim, stats, errors_path(output))

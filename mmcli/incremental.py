@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmcli.errors import UsageError
-from mmcli.io.features import file_entry, read_run_settings
+from mmcli.errors import UsageError, option
 from mmcli.io.inputs import InputItem
+from mmcli.io.manifest import file_entry, read_manifest, read_run_settings
 
 
 @dataclass
@@ -48,6 +48,63 @@ class UpdatePlan:
         return carried, [{**entry, "id": record["id"]} for record in carried]
 
 
+@dataclass
+class Previous:
+    """The output ``--update`` starts from: its records (error records aside) and, for a feature set,
+    its ``vectors``; their file ``manifest``; the paths of files that ``failed`` in it; and whether
+    ``videos`` are involved (in it or in the current inputs), whose sampling must then match."""
+
+    output: Path
+    records: list[dict[str, Any]]
+    manifest: list[dict[str, Any]]
+    failed: set[str]
+    videos: bool
+    vectors: Any = None
+
+
+def _manifest_of(output: Path) -> list[dict[str, Any]]:
+    manifest = read_manifest(output)
+    if manifest is None:
+        raise UsageError(
+            f"{output} has no file manifest to compare against; rebuild it once with {option('overwrite')}"
+        )
+    return manifest
+
+
+def _has_videos(items: Sequence[InputItem]) -> bool:
+    return any(item.modality == "video" for item in items)
+
+
+def previous_feature_set(output: Path, items: Sequence[InputItem], model: str) -> Previous:
+    """The feature set and manifest ``--update`` starts from, refused early where it cannot be updated."""
+    from mmcli.io.features import errors_path, read_feature_set
+    from mmcli.io.jsonl import read_jsonl
+
+    old = read_feature_set(output)
+    manifest = _manifest_of(output)
+    if old.models != {model}:
+        raise UsageError(
+            f"{output} was made with {', '.join(sorted(old.models))}; "
+            f"{option('update')} must use the same {option('model')}"
+        )
+    errors = errors_path(output)
+    failed = {record.get("source") for _, record in read_jsonl(errors)} if errors.exists() else set()
+    videos = any(record.get("modality") in ("video", "frame") for record in old.records)
+    return Previous(output, old.records, manifest, failed, videos or _has_videos(items), old.vectors)
+
+
+def previous_records(output: Path, items: Sequence[InputItem]) -> Previous:
+    """The records (captions) and manifest ``--update`` starts from, refused early where they cannot be updated."""
+    from mmcli.io.jsonl import read_jsonl
+
+    manifest = _manifest_of(output)
+    records = [record for _, record in read_jsonl(output)]
+    kept = [record for record in records if "error" not in record]
+    failed = {record.get("source") for record in records if "error" in record}
+    videos = any("summary" in record or "t" in record for record in kept)
+    return Previous(output, kept, manifest, failed, videos or _has_videos(items))
+
+
 # Settings that cannot make old and new rows disagree where no video is involved: how videos are sampled.
 VIDEO_SETTINGS = frozenset({"video"})
 
@@ -66,8 +123,8 @@ def check_same_settings(output: Path, settings: dict[str, Any], *, videos: bool 
         was = ", ".join(f"{key}={stored.get(key)!r}" for key in differing)
         now = ", ".join(f"{key}={settings.get(key)!r}" for key in differing)
         raise UsageError(
-            f"{output} was made with {was}, this run has {now}; --update must use the same settings "
-            "(give the same flags again, or rebuild it with --overwrite)"
+            f"{output} was made with {was}, this run has {now}; {option('update')} must use the same settings "
+            f"(give the same flags again, or rebuild it with {option('overwrite')})"
         )
 
 
@@ -133,7 +190,8 @@ def plan_update(
     output, which are processed again. ``name`` names the output in errors."""
     if len(manifest) != len(records) or any(e["id"] != r["id"] for e, r in zip(manifest, records, strict=False)):
         raise UsageError(
-            f"{name}'s file manifest does not describe its {len(records)} records; rerun without --update to rebuild it"
+            f"{name}'s file manifest does not describe its {len(records)} records; "
+            f"rerun without {option('update')} to rebuild it"
         )
     groups = file_groups(manifest)
     by_path: dict[str, list[int]] = {}

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from mmcli.io.atomic import publish, publishing_path, settle
-from mmcli.io.features import FeatureSetWriter, errors_path, read_feature_set, read_manifest
+from mmcli.io.features import FeatureSetWriter, errors_path, read_feature_set
 from mmcli.io.journal import Journal, journal_path
+from mmcli.io.manifest import read_manifest
 
 
 def records(count: int, tag: str) -> list[dict]:

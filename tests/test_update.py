@@ -124,8 +124,8 @@ def test_reused_rows_take_the_ids_a_fresh_run_gives_the_current_inputs(tmp_path)
     """Rows made under other ids (a run fed JSONL from stdin with its own ids, say) are carried under the
     ids a fresh run over these files gives: an image's row, and a video's segments with no summary."""
     from mmcli.incremental import plan_update
-    from mmcli.io.features import file_entry
     from mmcli.io.inputs import discover_images
+    from mmcli.io.manifest import file_entry
 
     (tmp_path / "a.jpg").write_bytes(b"image bytes")
     (tmp_path / "v.mp4").write_bytes(b"video bytes")

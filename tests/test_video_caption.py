@@ -12,8 +12,8 @@ from PIL import Image
 from test_video_media import solid, write_video
 
 from mmcli.caption import VideoCaptions, caption_items, join_captions, same_meaning_key
-from mmcli.extract import expand_videos
 from mmcli.io.inputs import discover_images
+from mmcli.media.clips import expand_videos
 from mmcli.media.video import SamplingOptions, sample_frames
 
 # Scenes of one second each. Two shades of green follow each other: a cut for scene detection, but

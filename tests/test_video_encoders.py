@@ -17,11 +17,11 @@ from test_video_media import solid, write_video
 from tiny_models import CLIP_FRAMES
 
 from mmcli.encoders import load_encoder
-from mmcli.encoders.base import fill_clip
 from mmcli.errors import UsageError
-from mmcli.extract import ClipItem, clip_sampling, expand_clips
-from mmcli.io.features import read_feature_set, read_run_settings
+from mmcli.io.features import read_feature_set
 from mmcli.io.inputs import InputItem
+from mmcli.io.manifest import read_run_settings
+from mmcli.media.clips import ClipItem, clip_sampling, expand_clips, fill_clip
 from mmcli.media.images import load_image
 from mmcli.media.video import SamplingOptions, sample_frames
 
@@ -218,7 +218,7 @@ def test_expand_clips_gives_one_item_per_video(media, tmp_path):
     assert cut.extra["truncated"] is True and 1 <= cut.extra["frames"] < 4
     assert cut.extra["padded"] == 4 - cut.extra["frames"]
     with pytest.raises(UsageError, match="4 evenly spaced frames"):
-        clip_sampling(CLIP_FRAMES, SamplingOptions(keyframes=True))
+        clip_sampling(CLIP_FRAMES, keyframes=True)
 
 
 # --- extract-features and retrieve through the CLI ---------------------------------------------------------------

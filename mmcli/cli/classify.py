@@ -8,15 +8,7 @@ from typing import Annotated
 import typer
 
 from mmcli.cli import options as opt
-from mmcli.cli.common import (
-    EXIT_ITEMS_FAILED,
-    note,
-    quiet_libraries,
-    report_failure,
-    reports_errors,
-    require_inputs,
-    with_total,
-)
+from mmcli.cli.common import EXIT_ITEMS_FAILED, CommandReporter, note, quiet_libraries, reports_errors
 from mmcli.errors import InputError, UsageError
 
 EXAMPLES = """\
@@ -73,6 +65,7 @@ def classify(
 ) -> None:
     """Zero-shot classify images: one {"id", "source", "label", "score", "scores"} record per image."""
     from mmcli.io.atomic import check_writable
+    from mmcli.engine import report_failures, require_inputs, with_total
     from mmcli.io.inputs import discover_images
 
     inputs = inputs or []
@@ -139,7 +132,7 @@ def classify(
                     else:
                         failed += 1
                         writer.flush()
-                        report_failure(outcome, keep=writer.write, on_error=on_error.value)
+                        report_failures([outcome], writer.write, on_error.value, CommandReporter(quiet=False), "")
                 writer.flush()
     note(f"classified into {len(classes.labels)} labels" + (f"; {failed} failed" if failed else ""), quiet=quiet)
     if failed:

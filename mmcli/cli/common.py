@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import chain
 from typing import Any, TypeVar
 
 import typer
 
-from mmcli.errors import MmcliError, UsageError, options_as_flags
+from mmcli.errors import MmcliError, options_as_flags
+from mmcli.reporting import Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,54 +58,6 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def require_inputs(inputs: list[str], *, extra: bool = False, hint: str) -> None:
-    """Refuse a run with nothing to read, or stdin named twice, before any model is loaded."""
-    from mmcli.io.inputs import STDIN
-
-    if not inputs and not extra:
-        raise UsageError(f"no inputs: {hint}")
-    if inputs.count(STDIN) > 1:
-        raise UsageError("- (stdin) can be given only once")
-
-
-def with_total(items: Iterable[Any], inputs: list[str], *, what: str) -> tuple[Iterator[Any], int | None]:
-    """Items and their count for the progress bar; an empty set is a usage error.
-
-    Files and folders are listed up front (paths only, cheap); stdin stays a stream, so a pipeline
-    feeding mmcli gets results as it goes, and only its first item is awaited here.
-    """
-    from mmcli.io.inputs import STDIN
-
-    if STDIN not in inputs:
-        listed = list(items)
-        if not listed:
-            raise UsageError(f"no {what} found in {', '.join(inputs) or 'the arguments'}")
-        return iter(listed), len(listed)
-    stream = iter(items)
-    first = next(stream, None)
-    if first is None:
-        raise UsageError("no inputs: stdin was empty")
-    return chain([first], stream), None
-
-
-def report_failure(
-    outcome: Any, *, keep: Callable[[dict[str, Any]], None], on_error: str, bar: Any = None, when_stopping: str = ""
-) -> None:
-    """A failed item: one line on stderr, its error record handed to ``keep``, and a stop under
-    ``--on-error fail``."""
-    item = outcome.item
-    message = f"mmcli: skipping {item.source}: {outcome.error}"
-    if bar is not None:
-        bar.write(message, file=sys.stderr)
-    else:
-        print(message, file=sys.stderr, flush=True)
-    keep(item.error_record(outcome.error))
-    if on_error == "fail":
-        from mmcli.errors import ItemError
-
-        raise ItemError(f"stopped at {item.source} (--on-error fail){when_stopping}")
-
-
 def quiet_libraries() -> None:
     """Hide transformers' own weight-loading bars and config chatter; mmcli reports progress itself."""
     import transformers
@@ -135,18 +87,36 @@ class _NoProgress:
         print(message, file=sys.stderr, flush=True)
 
 
-def resumable(
-    output: Any, settings: dict[str, Any], items: Iterator[Any], *, restart: bool, quiet: bool, unit: str = "items"
-) -> tuple[Any, Iterator[Any], int]:
-    """The journal for ``output`` and the items still to do: an interrupted run with the same
-    ``settings`` resumes after the items it committed (``--restart`` starts over)."""
-    from itertools import islice
+class CommandReporter(Reporter):
+    """The command line's :class:`~mmcli.reporting.Reporter`: a bar on stderr (unless ``bars`` is off),
+    notes unless ``quiet``, and every skipped item as one line, written through the bar when one shows."""
 
-    from mmcli.io.journal import Journal, journal_path
+    def __init__(self, *, quiet: bool, bars: bool | None = None) -> None:
+        self.quiet = quiet
+        self.bars = not quiet if bars is None else bars
+        self._bar: Any = None
 
-    journal = Journal(journal_path(output), settings, restart=restart)
-    _JOURNALS.append(journal.folder)
-    if journal.consumed:
-        note(f"resuming: {journal.consumed} {unit} were done by an earlier run ({journal.folder})", quiet=quiet)
-        items = islice(items, journal.consumed, None)
-    return journal, items, journal.consumed
+    def note(self, message: str) -> None:
+        note(message, quiet=self.quiet)
+
+    def skipped(self, item: Any, error: str) -> None:
+        message = f"mmcli: skipping {item.source}: {error}"
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def loading(self, model: str) -> None:
+        quiet_libraries()
+
+    def journal(self, folder: Any) -> None:
+        _JOURNALS.append(folder)
+
+    @contextmanager
+    def progress(self, total: int | None, *, unit: str, desc: str) -> Iterator[Any]:
+        with progress(total, quiet=not self.bars, unit=unit, desc=desc) as bar:
+            self._bar = bar
+            try:
+                yield bar
+            finally:
+                self._bar = None

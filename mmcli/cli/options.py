@@ -193,58 +193,12 @@ KeepMissing = Annotated[
 ]
 
 
-def video_sampling(
-    fps: float | None,
-    frames: int | None,
-    keyframes: bool,
-    scene_threshold: float,
-    start: float,
-    end: float | None,
-    *,
-    default: str = "fps",
-) -> Any:
-    """The :class:`~mmcli.media.video.SamplingOptions` for the video flags; with none of --fps,
-    --frames, --keyframes given, ``default`` (``fps``: one frame a second, or ``keyframes``) applies."""
-    from mmcli.errors import UsageError
-    from mmcli.media.video import SamplingOptions
-
-    chosen = [
-        flag
-        for flag, given in (("--fps", fps is not None), ("--frames", frames is not None), ("--keyframes", keyframes))
-        if given
-    ]
-    if len(chosen) > 1:
-        raise UsageError(f"choose one way to sample videos: {' or '.join(chosen)}, not both")
-    if not chosen and default == "keyframes":
-        keyframes = True
-    return SamplingOptions(
-        fps=1.0 if fps is None else fps,
-        frames=frames,
-        keyframes=keyframes,
-        scene_threshold=scene_threshold,
-        start=start,
-        end=end,
-    )
-
-
-def clip_sampling(
-    what: str, length: int, fps: float | None, frames: int | None, keyframes: bool, start: float, end: float | None
-) -> Any:
-    """The sampling for a model that takes each video whole, as one clip of ``length`` evenly spaced
-    frames over --start..--end (``what`` names it: "model 'x' (xclip) embeds each video whole"):
-    the flags that ask for other frames are refused."""
-    from mmcli.errors import UsageError
-    from mmcli.media.video import SamplingOptions
-
-    what = f"{what}, as one clip of {length} frames"
-    if fps is not None or keyframes:
-        flag = "--fps" if fps is not None else "--keyframes"
-        raise UsageError(
-            f"{what} evenly spaced over --start..--end; {flag} does not apply (it samples frames for image models)"
-        )
-    if frames is not None and frames != length:
-        raise UsageError(f"{what}; --frames {frames} does not fit it (leave --frames out, or give --frames {length})")
-    return SamplingOptions(fps=None, frames=length, start=start, end=end)
+def video_flags(
+    fps: float | None, frames: int | None, keyframes: bool, scene_threshold: float, start: float, end: float | None
+) -> dict[str, Any]:
+    """The video sampling keyword arguments of ``extract_features`` / ``caption_files`` from the flags."""
+    return {"fps": fps, "frames": frames, "keyframes": keyframes, "scene_threshold": scene_threshold,
+            "start": start, "end": end}  # fmt: skip
 
 
 def model_loading(

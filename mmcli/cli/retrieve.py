@@ -75,9 +75,7 @@ def retrieve(
     ] = AnnMode.auto,
     save_index: Annotated[
         bool,
-        typer.Option(
-            help="With --ann faiss, build FEATS.faiss if missing and keep it.", rich_help_panel=ANN_PANEL
-        ),
+        typer.Option(help="With --ann faiss, build FEATS.faiss if missing and keep it.", rich_help_panel=ANN_PANEL),
     ] = False,
     nprobe: NProbe = None,
     ef: Ef = None,

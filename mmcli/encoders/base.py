@@ -151,17 +151,6 @@ def text_max_length(config: Any, tokenizer: Any) -> int:
     return min(usable) if usable else 512
 
 
-def fill_clip(frames: Sequence[T], length: int) -> list[T]:
-    """``frames`` as a clip of exactly ``length``: a short video (or one cut short) repeats its last
-    frame, as a clip model's temporal position embeddings take no other length."""
-    frames = list(frames)
-    if not frames:
-        raise ValueError("a clip needs at least one frame")
-    if len(frames) > length:
-        raise ValueError(f"got {len(frames)} frames for a model that takes {length} per clip; sample {length}")
-    return frames + [frames[-1]] * (length - len(frames))
-
-
 def collate(inputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack per-item processor outputs (each with batch dimension 1) into one batch."""
     keys = inputs[0].keys()

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, fill_clip, text_max_length
+from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
 from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained
+from mmcli.media.clips import fill_clip
 
 
 def _as_clips(pixel_values: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ class _ClipEncoder(Encoder):
 
     def preprocess_video(self, frames: Sequence[Any]) -> dict[str, torch.Tensor]:
         """One clip -> ``{"pixel_values": (1, clip_frames, C, H, W)}``; fewer frames than ``clip_frames``
-        are filled by repeating the last (:func:`~mmcli.encoders.base.fill_clip`)."""
+        are filled by repeating the last (:func:`~mmcli.media.clips.fill_clip`)."""
         return {"pixel_values": self._pixels(fill_clip(frames, self.clip_frames))}
 
     def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:

@@ -19,90 +19,15 @@ from mmcli.errors import InputError, UsageError
 from mmcli.io.atomic import check_writable, publish, publishing_path, settle, temporary_sibling
 from mmcli.io.journal import Journal
 from mmcli.io.jsonl import dumps, read_jsonl
+from mmcli.io.manifest import count_entries, manifest_header, manifest_path
 
 REQUIRED_KEYS = ("id", "modality", "model", "source")
-MODALITIES = ("image", "text", "video", "frame", "audio", "fused")
 STORAGE_DTYPES = ("float32", "float16")
 
 
 def sidecar_path(npy: Path) -> Path:
     """``feats.npy`` -> ``feats.jsonl``."""
     return npy.with_suffix(".jsonl")
-
-
-MANIFEST_SETTINGS = "settings"
-
-
-def manifest_path(npy: Path) -> Path:
-    """``feats.npy`` -> ``feats.files.jsonl``: per row, the file it came from (size, mtime, content hash),
-    so ``--update`` can tell unchanged, renamed and new files apart."""
-    return npy.with_suffix(".files.jsonl")
-
-
-def file_entry(item_id: str, path: str | None) -> dict[str, Any]:
-    """A manifest line: the file's size, modification time and BLAKE2b digest (texts have no file)."""
-    import hashlib
-
-    if path is None:
-        return {"id": item_id}
-    status = os.stat(path)
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"id": item_id, "path": path, "size": status.st_size, "mtime_ns": status.st_mtime_ns,
-            "blake2b": digest.hexdigest()}  # fmt: skip
-
-
-class FileEntries:
-    """Manifest entries for output rows; the rows of one video (frames, segments) share one hash of
-    the file, computed once."""
-
-    def __init__(self) -> None:
-        self._last: tuple[str | None, dict[str, Any]] = (None, {})
-
-    def entry(self, item: Any) -> dict[str, Any]:
-        """The entry for a row made from ``item`` (an :class:`~mmcli.io.inputs.InputItem`)."""
-        if item.path is None or item.path != self._last[0]:
-            self._last = (item.path, file_entry(item.id, item.path))
-        return {**self._last[1], "id": item.id}
-
-    def remember(self, entry: dict[str, Any]) -> None:
-        """Use ``entry`` (a :func:`file_entry` computed already) for the rows of its file that follow."""
-        if "path" in entry:
-            self._last = (entry["path"], entry)
-
-
-def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
-    """The file entries of the manifest beside an output, or None when there is none."""
-    settle(npy)
-    path = manifest_path(npy)
-    if not path.exists():
-        return None
-    return [record for _, record in read_jsonl(path) if MANIFEST_SETTINGS not in record]
-
-
-def read_run_settings(npy: Path) -> dict[str, Any] | None:
-    """The settings of the run that wrote an output (the manifest's first line), if it recorded them."""
-    settle(npy)
-    path = manifest_path(npy)
-    if not path.exists():
-        return None
-    for _, record in read_jsonl(path):
-        return record.get(MANIFEST_SETTINGS)
-    return None
-
-
-def manifest_header(settings: dict[str, Any]) -> bytes:
-    """The manifest's first line: the settings that decide the output, which ``--update`` must share."""
-    return (dumps({MANIFEST_SETTINGS: settings}) + "\n").encode("utf-8")
-
-
-def count_entries(manifest: Path) -> int:
-    """File entries in a (partial) manifest: its lines, less the settings line."""
-    with open(manifest, "rb") as handle:
-        data = handle.read()
-    return data.count(b"\n") - int(data.startswith(b'{"' + MANIFEST_SETTINGS.encode()))
 
 
 def errors_path(npy: Path) -> Path:

@@ -19,7 +19,6 @@ from mmcli.media.images import is_image_path
 from mmcli.media.video import is_video_path
 
 STDIN = "-"
-TEXT_LIST_SUFFIXES = (".txt", ".text")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmcli.io.atomic import publish, publishing_path, temporary_sibling
-from mmcli.io.features import manifest_header, manifest_path
 from mmcli.io.journal import Journal
 from mmcli.io.jsonl import dumps
+from mmcli.io.manifest import manifest_header, manifest_path
 
 FORMATS = ("jsonl", "tsv", "text")
 
 
 class RecordWriter:
-    """Writes records in ``fmt``; the first of ``text_fields`` a record has is what the tsv and text
+    """Writes records in ``fmt`` to ``output`` (atomically) or, without one, to ``stream`` (default:
+    stdout); the first of ``text_fields`` a record has is what the tsv and text
     formats show.
 
     With ``settings`` (JSONL written to ``-o`` only), a manifest ``NAME.files.jsonl`` records the
@@ -32,6 +33,7 @@ class RecordWriter:
         self,
         output: Path | None,
         *,
+        stream: IO[str] | None = None,
         fmt: str = "jsonl",
         text_fields: tuple[str, ...] = ("caption",),
         journal: Journal | None = None,
@@ -66,7 +68,9 @@ class RecordWriter:
             return
         self._temporary = temporary_sibling(output) if output else None
         self._handle = (
-            open(self._temporary, "w", encoding="utf-8", errors="surrogateescape") if self._temporary else sys.stdout
+            open(self._temporary, "w", encoding="utf-8", errors="surrogateescape")
+            if self._temporary
+            else stream or sys.stdout
         )
 
     def write(self, record: dict[str, Any], file: dict[str, Any] | None = None) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmcli.errors import ItemError, UsageError
+from mmcli.errors import ItemError, UsageError, option
 from mmcli.media.images import DEFAULT_MAX_PIXELS
 
 VIDEO_EXTENSIONS = frozenset(
@@ -98,6 +98,37 @@ class SamplingOptions:
             raise UsageError(f"start time must be 0 or more seconds, not {self.start}")
         if self.end is not None and not self.end > self.start:
             raise UsageError(f"end time ({self.end} s) must come after the start time ({self.start} s)")
+
+
+def video_sampling(
+    fps: float | None = None,
+    frames: int | None = None,
+    keyframes: bool = False,
+    scene_threshold: float = 0.3,
+    start: float = 0.0,
+    end: float | None = None,
+    *,
+    default: str = "fps",
+) -> SamplingOptions:
+    """The sampling asked for by at most one of ``fps``, ``frames`` and ``keyframes``; with none given,
+    ``default`` applies (``fps``: one frame a second, or ``keyframes``)."""
+    chosen = [
+        option(name)
+        for name, given in (("fps", fps is not None), ("frames", frames is not None), ("keyframes", keyframes))
+        if given
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one way to sample videos: {' or '.join(chosen)}, not both")
+    if not chosen and default == "keyframes":
+        keyframes = True
+    return SamplingOptions(
+        fps=1.0 if fps is None else fps,
+        frames=frames,
+        keyframes=keyframes,
+        scene_threshold=scene_threshold,
+        start=start,
+        end=end,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,302 @@
+"""The one run engine behind the model commands: fresh runs, resumed runs and ``--update``.
+
+A run is a :class:`Job` (the model work: input items in, outcomes to write out, a batch at a time)
+writing into a :class:`Sink` (a feature set, or a record stream: one interface). The engine walks
+the inputs, keeps the journal that lets a killed run resume (:func:`run_fresh`), or rewrites an
+existing output processing only what changed (:func:`run_update`), and tells a :class:`Reporter`
+what happens; it never prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, Protocol
+
+from mmcli.errors import ItemError, UsageError, option
+from mmcli.incremental import Previous, check_same_settings, outcomes_of, plan_update
+from mmcli.io.inputs import STDIN, InputItem
+from mmcli.io.manifest import FileEntries
+from mmcli.pipeline import Outcome
+from mmcli.reporting import Reporter
+
+
+class StoppedAtItem(ItemError):
+    """``on_error="fail"``: the run stopped at the first failed item, and what it had done was not kept."""
+
+    def __init__(self, item: InputItem, kept: str) -> None:
+        super().__init__(f"stopped at {item.source} ({option('on_error', 'fail')}){kept}")
+        self.item = item
+
+
+class Job(Protocol):
+    """The model work of a run. ``batches`` turns input items into, per batch, the outcomes to write
+    (rows or records, videos expanded and assembled) and the batch of pipeline outcomes they come from;
+    ``pending`` says whether a video is open at the end of the last batch (no checkpoint may fall there);
+    ``counters`` are tallies the run keeps across a resume."""
+
+    unit: str
+
+    def batches(
+        self, items: Iterable[InputItem], counters: dict[str, int] | None = None
+    ) -> Iterator[tuple[list[Outcome[InputItem]], list[Outcome[InputItem]]]]: ...
+
+    @property
+    def pending(self) -> bool: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
+class Sink(Protocol):
+    """Where a run's outcomes go: a feature set or a record stream, written as one (see :mod:`mmcli.io`).
+
+    ``write`` adds outcomes (good ones as rows or records, each with its manifest entry from ``files``;
+    failed ones reported and kept as error records) and returns how many failed; ``carry`` adds rows
+    or records of an earlier output unchanged; ``checkpoint`` makes everything durable for a resume."""
+
+    files: FileEntries | None
+    failed_before: int
+    counters: dict[str, int]
+
+    def write(self, outcomes: list[Outcome[InputItem]], on_error: str, reporter: Reporter, kept: str) -> int: ...
+
+    def carry(self, previous: Previous, rows: list[int], records: list[dict], entries: list[dict]) -> None: ...
+
+    def checkpoint(self, consumed: int, counters: dict[str, int]) -> None: ...
+
+    def __enter__(self) -> Sink: ...
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+
+def report_failures(
+    outcomes: Iterable[Outcome[InputItem]], keep: Any, on_error: str, reporter: Reporter, kept: str
+) -> int:
+    """Report each failed outcome and hand its error record to ``keep``; stop at the first under
+    ``on_error="fail"``. Returns how many failed."""
+    failed = 0
+    for outcome in outcomes:
+        if outcome.error is None:
+            continue
+        failed += 1
+        reporter.skipped(outcome.item, outcome.error)
+        keep(outcome.item.error_record(outcome.error))
+        if on_error == "fail":
+            raise StoppedAtItem(outcome.item, kept)
+    return failed
+
+
+class FeatureSink:
+    """A :class:`~mmcli.io.features.FeatureSetWriter` as a sink: an outcome's value is its row, and its
+    item gives the row's record (naming ``model``)."""
+
+    def __init__(self, writer: Any, model: str, *, manifest: bool = True) -> None:
+        self.writer, self.model = writer, model
+        self.files = FileEntries() if manifest else None
+        self.failed_before = len(writer.errors)  # an interrupted run's failures count in this one's summary
+        self.counters: dict[str, int] = writer.journal.counters if writer.journal is not None else {}
+
+    def write(self, outcomes: list[Outcome[InputItem]], on_error: str, reporter: Reporter, kept: str) -> int:
+        good = [outcome for outcome in outcomes if outcome.error is None]
+        if good:
+            self.writer.add(
+                [o.value for o in good],
+                [o.item.record(model=self.model) for o in good],
+                files=[self.files.entry(o.item) for o in good] if self.files is not None else None,
+            )
+        return report_failures(outcomes, self.writer.add_error, on_error, reporter, kept)
+
+    def carry(self, previous: Previous, rows: list[int], records: list[dict], entries: list[dict]) -> None:
+        import numpy as np
+
+        self.writer.add(np.asarray(previous.vectors[rows], np.float32), records, files=entries)
+
+    def checkpoint(self, consumed: int, counters: dict[str, int]) -> None:
+        self.writer.checkpoint(consumed)
+
+    def __enter__(self) -> FeatureSink:
+        self.writer.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.writer.__exit__(*exc)
+
+
+class RecordSink:
+    """A :class:`~mmcli.io.records.RecordWriter` as a sink: an outcome's value is its record; a failed
+    item's error record goes in the stream, in its place."""
+
+    def __init__(self, writer: Any, *, manifest: bool) -> None:
+        self.writer = writer
+        self.files = FileEntries() if manifest else None
+        self.counters: dict[str, int] = writer.journal.counters if writer.journal is not None else {}
+        self.failed_before = self.counters.get("failed", 0)
+
+    def write(self, outcomes: list[Outcome[InputItem]], on_error: str, reporter: Reporter, kept: str) -> int:
+        failed = 0
+        for outcome in outcomes:
+            if outcome.error is None:
+                self.writer.write(outcome.value, file=self.files.entry(outcome.item) if self.files else None)
+                continue
+            self.writer.flush()  # the records before it reach the reader before the report does
+            failed += report_failures([outcome], self.writer.write, on_error, reporter, kept)
+        self.writer.flush()
+        return failed
+
+    def carry(self, previous: Previous, rows: list[int], records: list[dict], entries: list[dict]) -> None:
+        for record, entry in zip(records, entries, strict=True):
+            self.writer.write(record, file=entry)
+
+    def checkpoint(self, consumed: int, counters: dict[str, int]) -> None:
+        self.writer.checkpoint(consumed, counters)
+
+    def __enter__(self) -> RecordSink:
+        self.writer.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.writer.__exit__(*exc)
+
+
+def require_inputs(inputs: list[str], *, extra: bool = False, hint: str) -> None:
+    """Refuse a run with nothing to read, or stdin named twice, before any model is loaded."""
+    if not inputs and not extra:
+        raise UsageError(f"no inputs: {hint}")
+    if inputs.count(STDIN) > 1:
+        raise UsageError("- (stdin) can be given only once")
+
+
+def with_total(items: Iterable[Any], inputs: list[str], *, what: str) -> tuple[Iterator[Any], int | None]:
+    """Items and their count for the progress bar; an empty set is a usage error.
+
+    Files and folders are listed up front (paths only, cheap); stdin stays a stream, so a pipeline
+    feeding mmcli gets results as it goes, and only its first item is awaited here.
+    """
+    if STDIN not in inputs:
+        listed = list(items)
+        if not listed:
+            raise UsageError(f"no {what} found in {', '.join(inputs) or 'the arguments'}")
+        return iter(listed), len(listed)
+    stream = iter(items)
+    first = next(stream, None)
+    if first is None:
+        raise UsageError("no inputs: stdin was empty")
+    return chain([first], stream), None
+
+
+@dataclass
+class Resume:
+    """The journal of a resumable run (``None``: a stream, which cannot be replayed) and how many input
+    items an interrupted run with the same settings already committed."""
+
+    journal: Any = None
+    consumed: int = 0
+
+
+def open_journal(
+    output: Path, settings: dict[str, Any], items: Iterator[Any], *, restart: bool, reporter: Reporter, unit: str
+) -> tuple[Resume, Iterator[Any]]:
+    """The journal for ``output`` and the items still to do: an interrupted run with the same
+    ``settings`` resumes after the items it committed (``restart`` starts over)."""
+    from mmcli.io.journal import Journal, journal_path
+
+    journal = Journal(journal_path(output), settings, restart=restart)
+    reporter.journal(journal.folder)
+    if journal.consumed:
+        reporter.note(f"resuming: {journal.consumed} {unit} were done by an earlier run ({journal.folder})")
+        items = islice(items, journal.consumed, None)
+    return Resume(journal, journal.consumed), items
+
+
+@dataclass
+class RunStats:
+    """What a run did: ``failed`` items (an interrupted run's included); for ``--update`` runs, the
+    inputs ``kept`` (``moved``: recognised by content), ``processed``, ``dropped``, and the rows of
+    vanished files kept (``kept_missing``)."""
+
+    failed: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    update: bool = False
+    kept: int = 0
+    moved: int = 0
+    processed: int = 0
+    dropped: int = 0
+    kept_missing: int = 0
+
+
+def run_fresh(
+    job: Job,
+    items: Iterable[InputItem],
+    sink: Sink,
+    *,
+    resume: Resume,
+    batch_size: int,
+    total: int | None,
+    on_error: str,
+    reporter: Reporter,
+    desc: str,
+    kept: str = "",
+) -> RunStats:
+    """Run every item through ``job`` into ``sink``, committing whole input batches to the journal
+    (so a resumed run batches alike), never inside a video being assembled."""
+    consumed = resume.consumed
+    with sink, reporter.progress(total, unit=job.unit, desc=desc) as bar:
+        bar.update(consumed)
+        failed = sink.failed_before
+        for outcomes, batch in job.batches(items, sink.counters):
+            failed += sink.write(outcomes, on_error, reporter, kept)
+            bar.update(sum(outcome.item.modality != "frame" for outcome in batch))
+            consumed += len(batch)
+            if consumed % batch_size == 0 and not job.pending:
+                sink.checkpoint(consumed, {**job.counters(), "failed": failed})
+    return RunStats(failed=failed, counters=job.counters())
+
+
+def run_update(
+    job: Job,
+    items: list[InputItem],
+    previous: Previous,
+    sink: Sink,
+    *,
+    settings: dict[str, Any],
+    keep_missing: bool,
+    on_error: str,
+    reporter: Reporter,
+    desc: str,
+    kept: str = "",
+) -> RunStats:
+    """Rewrite ``previous.output`` as a fresh run would, processing only the inputs it does not
+    already hold: new and changed files through ``job`` (first, in memory), the rest carried over."""
+    check_same_settings(previous.output, settings, videos=previous.videos)
+    plan = plan_update(
+        items,
+        previous.records,
+        previous.manifest,
+        name=str(previous.output),
+        keep_missing=keep_missing,
+        failed=previous.failed,
+    )
+    with reporter.progress(len(plan.embed), unit=job.unit, desc=desc) as bar:
+        outcomes = outcomes_of(items, plan.embed, lambda todo: (rows for rows, _ in job.batches(todo)), bar)
+    stats = RunStats(update=True, kept=len(plan.reuse), moved=plan.moved, dropped=plan.dropped)
+    failed_inputs = 0
+    with sink:
+        assert sink.files is not None
+        for index, item in enumerate(items):
+            if index in plan.reuse:
+                records, entries = plan.carried(index, item, previous.records, previous.manifest)
+                sink.carry(previous, plan.reuse[index][0], records, entries)
+                continue
+            sink.files.remember(plan.hashed.get(index, {}))
+            errors = sink.write(outcomes.get(index, []), on_error, reporter, kept)
+            stats.failed += errors
+            failed_inputs += bool(errors)
+        if plan.kept_missing:
+            rows = plan.kept_missing
+            sink.carry(previous, rows, [previous.records[r] for r in rows], [previous.manifest[r] for r in rows])
+    stats.processed = len(plan.embed) - failed_inputs
+    stats.kept_missing = len(plan.kept_missing)
+    stats.counters = job.counters()
+    return stats
