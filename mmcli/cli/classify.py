@@ -64,8 +64,8 @@ def classify(
     quiet: opt.Quiet = False,
 ) -> None:
     """Zero-shot classify images: one {"id", "source", "label", "score", "scores"} record per image."""
-    from mmcli.io.atomic import check_writable
     from mmcli.engine import report_failures, require_inputs, with_total
+    from mmcli.io.atomic import check_writable
     from mmcli.io.inputs import discover_images
 
     inputs = inputs or []
