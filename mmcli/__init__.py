@@ -7,11 +7,25 @@ name that needs them is first used, so ``import mmcli`` and ``mmcli --help`` sta
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "extract_features": "mmcli.extract",
+    "ExtractResult": "mmcli.extract",
+    "caption_files": "mmcli.caption",
+    "CaptionResult": "mmcli.caption",
+    "search_set": "mmcli.search",
+    "SetSearch": "mmcli.search",
+    "embed_queries": "mmcli.search",
+    "hits_for": "mmcli.retrieval",
+    "Reporter": "mmcli.reporting",
+    "RunStats": "mmcli.engine",
+    "InputItem": "mmcli.io.inputs",
+    "SamplingOptions": "mmcli.media.video",
+    "TrainingOptions": "mmcli.fusion.learned",
+    "list_captioner_families": "mmcli.captioners",
     "load_encoder": "mmcli.encoders",
     "Encoder": "mmcli.encoders",
     "list_encoder_families": "mmcli.encoders",
@@ -41,7 +55,82 @@ _LAZY = {
     "evaluate_classification_files": "mmcli.metrics.files",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "CaptionResult",
+    "Captioner",
+    "Encoder",
+    "ExtractResult",
+    "FeatureSet",
+    "FeatureSetWriter",
+    "GenerationOptions",
+    "InputItem",
+    "Reporter",
+    "RunStats",
+    "SamplingOptions",
+    "SetSearch",
+    "TrainingOptions",
+    "__version__",
+    "align",
+    "caption_files",
+    "caption_items",
+    "discover_images",
+    "discover_texts",
+    "embed_items",
+    "embed_queries",
+    "evaluate_caption_files",
+    "evaluate_captions",
+    "evaluate_classification",
+    "evaluate_classification_files",
+    "evaluate_cross_modal_files",
+    "evaluate_rankings",
+    "evaluate_retrieval_files",
+    "extract_features",
+    "fuse_results",
+    "fuse_rows",
+    "hits_for",
+    "list_captioner_families",
+    "list_encoder_families",
+    "load_captioner",
+    "load_encoder",
+    "load_head",
+    "load_image",
+    "read_feature_set",
+    "search",
+    "search_set",
+    "train_head",
+]
+
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from mmcli.caption import CaptionResult, caption_files, caption_items
+    from mmcli.captioners import Captioner, GenerationOptions, list_captioner_families, load_captioner
+    from mmcli.encoders import Encoder, list_encoder_families, load_encoder
+    from mmcli.engine import RunStats
+    from mmcli.extract import ExtractResult, embed_items, extract_features
+    from mmcli.fusion.align import align
+    from mmcli.fusion.early import fuse_rows
+    from mmcli.fusion.late import fuse_results
+    from mmcli.fusion.learned import TrainingOptions, load_head, train_head
+    from mmcli.io.features import FeatureSet, FeatureSetWriter, read_feature_set
+    from mmcli.io.inputs import InputItem, discover_images, discover_texts
+    from mmcli.media.images import load_image
+    from mmcli.media.video import SamplingOptions
+    from mmcli.metrics.captions import evaluate_captions
+    from mmcli.metrics.classification import evaluate_classification
+    from mmcli.metrics.files import (
+        evaluate_caption_files,
+        evaluate_classification_files,
+        evaluate_cross_modal_files,
+        evaluate_retrieval_files,
+    )
+    from mmcli.metrics.retrieval import evaluate_rankings
+    from mmcli.reporting import Reporter
+    from mmcli.retrieval import hits_for, search
+    from mmcli.search import SetSearch, embed_queries, search_set
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str) -> Any:
