@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -39,6 +39,11 @@ class Detail(str, Enum):
     more = "more"
 
 
+def _generation(kind: Any, help: str | None = None, **limits: Any) -> Any:
+    """A generation flag, in its help panel."""
+    return Annotated[kind, typer.Option(help=help, rich_help_panel=GENERATION, **limits)]
+
+
 @reports_errors
 def caption(
     inputs: opt.Inputs = None,
@@ -50,30 +55,17 @@ def caption(
         OutputFormat, typer.Option("--format", "-f", help="jsonl records, id<TAB>caption, or captions alone.")
     ] = OutputFormat.jsonl,
     model: opt.CaptionerModel = opt.DEFAULT_CAPTIONER,
-    prompt: Annotated[
-        str | None,
-        typer.Option(
-            help="Text prefix (BLIP, GIT), task token (Florence-2) or instruction (chat models).",
-            show_default=False,
-            rich_help_panel=GENERATION,
-        ),
-    ] = None,
-    detail: Annotated[
-        Detail, typer.Option(help="Caption length, for models with detail levels.", rich_help_panel=GENERATION)
-    ] = Detail.brief,
-    max_new_tokens: Annotated[int, typer.Option(min=1, rich_help_panel=GENERATION)] = 30,
-    min_new_tokens: Annotated[int | None, typer.Option(min=0, rich_help_panel=GENERATION)] = None,
-    num_beams: Annotated[int, typer.Option(min=1, rich_help_panel=GENERATION)] = 1,
-    repetition_penalty: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=GENERATION)] = None,
-    temperature: Annotated[
-        float, typer.Option(min=0.0, help="Sample at this temperature (0: greedy).", rich_help_panel=GENERATION)
-    ] = 0.0,
-    top_p: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Nucleus sampling cut-off.", rich_help_panel=GENERATION)
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed for reproducible sampling.", rich_help_panel=GENERATION)
-    ] = None,
+    prompt: _generation(
+        str | None, "Text prefix (BLIP, GIT), task token (Florence-2) or instruction (chat models)."
+    ) = None,
+    detail: _generation(Detail, "Caption length, for models with detail levels.") = Detail.brief,
+    max_new_tokens: _generation(int, min=1) = 30,
+    min_new_tokens: _generation(int | None, min=0) = None,
+    num_beams: _generation(int, min=1) = 1,
+    repetition_penalty: _generation(float | None, min=0.0) = None,
+    temperature: _generation(float, "Sample at this temperature (0: greedy).", min=0.0) = 0.0,
+    top_p: _generation(float | None, "Nucleus sampling cut-off.", min=0.0, max=1.0) = None,
+    seed: _generation(int | None, "Seed for reproducible sampling.") = None,
     batch_size: opt.CaptionBatchSize = None,
     workers: opt.Workers = None,
     device: opt.DeviceOption = opt.Device.auto,
