@@ -33,3 +33,16 @@ class UnsupportedModel(MmcliError):
 
 class OutputExists(MmcliError):
     """Refuses to replace an existing output without --overwrite."""
+
+
+class ArgumentError(UsageError):
+    """A library call's argument that is missing or does not go with another.
+
+    ``problem`` names which (with ``details`` for the message), so a front end can say it in its
+    own terms: the CLI names its flags where the library names the problem.
+    """
+
+    def __init__(self, message: str, *, problem: str, **details: object) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.details = details
