@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mmcli.errors import InputError, UsageError, option
+from mmcli.errors import InputError, OutputExists, UsageError, option
 from mmcli.io.atomic import publish, settle, temporary_sibling
+from mmcli.io.features import read_feature_set
 from mmcli.retrieval import SearchResult
 
 KINDS = ("ivf", "hnsw")
@@ -93,6 +94,19 @@ def save_index(index: Any, npy: Path, vectors: np.ndarray) -> Path:
         index_temporary.unlink(missing_ok=True)
         meta_temporary.unlink(missing_ok=True)
     return target
+
+
+def index_feature_set(
+    npy: Path, *, kind: str = "ivf", nlist: int | None = None, m: int = 32, overwrite: bool = False
+) -> tuple[Path, int]:
+    """Build ``FEATS.faiss`` beside a feature set, for later searches to reuse; returns its path and
+    the number of rows indexed."""
+    feature_set = read_feature_set(npy)
+    target = index_path(npy)
+    if target.exists() and not overwrite:
+        raise OutputExists(f"{target} already exists; pass --overwrite to rebuild it")
+    save_index(build_index(feature_set.vectors, kind=kind, nlist=nlist, m=m), npy, feature_set.vectors)
+    return target, len(feature_set)
 
 
 def load_index(npy: Path, vectors: np.ndarray) -> Any:

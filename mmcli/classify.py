@@ -4,17 +4,27 @@ Each label is put through prompt templates; the normalised template embeddings a
 re-normalised into one class embedding. Images are scored against classes by cosine similarity
 times the model's logit scale, then softmax (CLIP) or, for models trained with a sigmoid loss and a
 logit bias (SigLIP), an independent sigmoid per label.
+
+:func:`zero_shot` loads the model and embeds the labels; :func:`classify_items` (images) and
+:func:`classify_features` (rows of a feature set) then give one prediction record per input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mmcli.encoders.base import Encoder
-from mmcli.errors import UsageError
+from mmcli.errors import InputError, UsageError, option
+from mmcli.io.features import FeatureSet
+from mmcli.io.inputs import InputItem
+from mmcli.media.images import DEFAULT_MAX_PIXELS
+from mmcli.pipeline import Outcome
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -30,7 +40,7 @@ class Classes:
 def class_embeddings(encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> Classes:
     """One normalised embedding per label: the mean of its normalised template embeddings."""
     if not labels:
-        raise UsageError("no labels: give --labels a,b,c or --labels-file")
+        raise UsageError("no labels to classify into")
     if len(set(labels)) != len(labels):
         raise UsageError("labels must be distinct")
     for template in templates:
@@ -77,3 +87,90 @@ def prediction(probs: np.ndarray, labels: Sequence[str], top: int | None = None)
         "score": round(float(probs[order[0]]), 6),
         "scores": {labels[i]: round(float(probs[i]), 6) for i in kept},
     }
+
+
+def read_label_file(path: str | os.PathLike[str]) -> list[str]:
+    """Class labels, one per line; blank lines are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def zero_shot(
+    model: str | None,
+    labels: Sequence[str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    *,
+    feature_set: FeatureSet | None = None,
+    **loading: Any,
+) -> tuple[Encoder, Classes]:
+    """The encoder and its class embeddings, for a dual-tower model (``loading`` goes to ``load_encoder``).
+
+    For the rows of ``feature_set``, ``model=None`` means the one model that made them (if they name
+    one), and rows that are not in the model's space are refused.
+    """
+    from mmcli.encoders import DEFAULT_MODEL, load_encoder
+
+    if feature_set is not None and feature_set.fused:
+        raise UsageError(
+            f"{feature_set.path} holds fused rows, which live in no single model's space: labels cannot be embedded "
+            "into it; train a head on them instead (mmcli fuse --labels ... --predict)"
+        )
+    if model is None:
+        models = feature_set.models if feature_set is not None else set()
+        model = models.pop() if len(models) == 1 else DEFAULT_MODEL
+    encoder = load_encoder(model, **loading)
+    for needed in ("image", "text"):
+        if not encoder.supports(needed):
+            raise UsageError(
+                f"model {model!r} does not embed {needed}s; zero-shot classification needs a "
+                "dual-tower image-text model (CLIP, SigLIP, ...)"
+            )
+    classes = class_embeddings(encoder, labels, templates)
+    if feature_set is not None and feature_set.vectors.shape[1] != classes.embeddings.shape[1]:
+        width, dim = feature_set.vectors.shape[1], classes.embeddings.shape[1]
+        raise InputError(
+            f"{feature_set.path} rows have {width} dimensions but {model!r} embeds {dim}; "
+            f"pass the model that made them with {option('model')}"
+        )
+    return encoder, classes
+
+
+def classify_features(feature_set: FeatureSet, classes: Classes, top: int | None = None) -> Iterator[dict]:
+    """``{"id", "source", "label", "score", "scores"}`` for each row of an image feature set."""
+    for record, row in zip(feature_set.records, probabilities(feature_set.vectors, classes), strict=True):
+        yield {"id": record["id"], "source": record.get("source"), **prediction(row, classes.labels, top)}
+
+
+def classify_items(
+    items: Iterable[InputItem],
+    encoder: Encoder,
+    classes: Classes,
+    *,
+    top: int | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    exact_decode: bool = False,
+) -> Iterator[list[Outcome[InputItem]]]:
+    """Classify images in input order, one list of outcomes per batch: each ``value`` is the item's
+    prediction record, or its ``error`` says why there is none (see :func:`~mmcli.extract.embed_items`)."""
+    from mmcli.extract import embed_items
+
+    for batch in embed_items(
+        items, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, exact_decode=exact_decode
+    ):
+        good = [outcome for outcome in batch if outcome.error is None]
+        rows = iter(probabilities([outcome.value for outcome in good], classes)) if good else iter(())
+        yield [
+            outcome
+            if outcome.error is not None
+            else Outcome(outcome.item, _record(outcome.item, prediction(next(rows), classes.labels, top)))
+            for outcome in batch
+        ]
+
+
+def _record(item: InputItem, scores: dict) -> dict[str, Any]:
+    return item.record(modality=False, source=item.source, **scores)

@@ -194,3 +194,32 @@ def test_cli_row_count_mismatch_between_npy_and_jsonl(tmp_path, run_mmcli, pair)
     (tmp_path / "short.jsonl").write_text(json.dumps({"id": "x", "modality": "image", "model": "m", "source": "s"}))
     done = run_mmcli("fuse", pair[0], tmp_path / "short.npy", "-o", tmp_path / "out.npy")
     assert done.returncode == 2 and "has 2 rows but" in done.stderr
+
+
+def test_fuse_sets_is_the_whole_run_in_one_call(tmp_path, pair):
+    from mmcli.errors import UsageError
+    from mmcli.fusion.run import fuse_sets
+
+    notes, bars = [], []
+
+    class Bar:
+        def __init__(self, total, desc):
+            bars.append([desc, total, 0])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, rows):
+            bars[-1][2] += rows
+
+    done = fuse_sets(pair, tmp_path / "out.npy", method="mean", on_note=notes.append, progress=Bar)
+    assert (done.rows, done.width, done.method) == (2, 2, "mean")
+    np.testing.assert_allclose(read_feature_set(done.output).vectors, fused(pair, "mean")[1], atol=1e-6)
+    assert notes == [f"1 of 3 rows of {path} have no partner in every input; left out" for path in pair]
+    assert bars == [["fusing", 2, 2]]
+    with pytest.raises(UsageError) as refused:
+        fuse_sets(pair, tmp_path / "again.npy", method="weighted")
+    assert "method='weighted' needs weights" in str(refused.value) and "--" not in str(refused.value)

@@ -9,7 +9,7 @@ import typer
 
 from mmcli.cli import options as opt
 from mmcli.cli.common import EXIT_ITEMS_FAILED, CommandReporter, note, quiet_libraries, reports_errors
-from mmcli.errors import InputError, UsageError
+from mmcli.errors import UsageError
 
 EXAMPLES = """\
 Examples:
@@ -64,7 +64,7 @@ def classify(
     quiet: opt.Quiet = False,
 ) -> None:
     """Zero-shot classify images: one {"id", "source", "label", "score", "scores"} record per image."""
-    from mmcli.engine import report_failures, require_inputs, with_total
+    from mmcli.engine import RecordSink, require_inputs, with_total
     from mmcli.io.atomic import check_writable
     from mmcli.io.inputs import discover_images
 
@@ -81,71 +81,40 @@ def classify(
         items, _ = with_total(discover_images(inputs), inputs, what="images")
 
     quiet_libraries()
-    from mmcli.classify import DEFAULT_TEMPLATES, class_embeddings, prediction, probabilities
-    from mmcli.encoders import load_encoder
-    from mmcli.extract import embed_items
+    from mmcli.classify import DEFAULT_TEMPLATES, classify_features, classify_items, zero_shot
     from mmcli.io.features import read_feature_set
     from mmcli.io.records import RecordWriter
 
     feature_set = read_feature_set(features) if features is not None else None
-    if feature_set is not None and feature_set.fused:
-        raise UsageError(
-            f"{features} holds fused rows, which live in no single model's space: labels cannot be embedded "
-            "into it; train a head on them instead (mmcli fuse --labels ... --predict)"
-        )
-    if feature_set is not None and model == opt.DEFAULT_ENCODER:
-        models = feature_set.models
-        model = models.pop() if len(models) == 1 else model
-    encoder = load_encoder(model, **opt.model_loading(device, dtype, quantize, trust_remote_code))
-    batch_size = batch_size or encoder.default_batch_size
-    for needed in ("image", "text"):
-        if not encoder.supports(needed):
-            raise UsageError(
-                f"model {model!r} does not embed {needed}s; zero-shot classification needs a "
-                "dual-tower image-text model (CLIP, SigLIP, ...)"
-            )
-    classes = class_embeddings(encoder, label_list, template or DEFAULT_TEMPLATES)
-
+    encoder, classes = zero_shot(
+        None if model == opt.DEFAULT_ENCODER else model,
+        label_list,
+        template or DEFAULT_TEMPLATES,
+        feature_set=feature_set,
+        **opt.model_loading(device, dtype, quantize, trust_remote_code),
+    )
     failed = 0
-    with RecordWriter(output, fmt="jsonl") as writer:
+    with RecordSink(RecordWriter(output, fmt="jsonl"), manifest=False) as sink:
         if feature_set is not None:
-            if feature_set.vectors.shape[1] != classes.embeddings.shape[1]:
-                raise InputError(
-                    f"{features} rows have {feature_set.vectors.shape[1]} dimensions but {model!r} "
-                    f"embeds {classes.embeddings.shape[1]}; pass the model that made them with --model"
-                )
-            probs = probabilities(feature_set.vectors, classes)
-            for record, row in zip(feature_set.records, probs, strict=True):
-                writer.write(
-                    {"id": record["id"], "source": record.get("source"), **prediction(row, classes.labels, top)}
-                )
+            for record in classify_features(feature_set, classes, top):
+                sink.writer.write(record)
         else:
-            for batch in embed_items(
-                items, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, exact_decode=exact_decode
-            ):
-                good = [outcome for outcome in batch if outcome.error is None]
-                rows = iter(probabilities([o.value for o in good], classes)) if good else iter(())
-                for outcome in batch:
-                    if outcome.error is None:
-                        scores = prediction(next(rows), classes.labels, top)
-                        writer.write(outcome.item.record(modality=False, source=outcome.item.source, **scores))
-                    else:
-                        failed += 1
-                        writer.flush()
-                        report_failures([outcome], writer.write, on_error.value, CommandReporter(quiet=False), "")
-                writer.flush()
+            batches = classify_items(items, encoder, classes, top=top, batch_size=batch_size, workers=workers,
+                                     max_pixels=max_pixels, exact_decode=exact_decode)  # fmt: skip
+            for batch in batches:
+                failed += sink.write(batch, on_error.value, CommandReporter(quiet=quiet, bars=False), "")
     note(f"classified into {len(classes.labels)} labels" + (f"; {failed} failed" if failed else ""), quiet=quiet)
     if failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
 def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
+    """--labels a,b,c and the lines of --labels-file, in that order."""
     found = [label.strip() for label in (labels or "").split(",") if label.strip()]
     if labels_file is not None:
-        try:
-            found += [line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except OSError as exc:
-            raise UsageError(f"{labels_file}: cannot read ({exc.strerror})") from None
+        from mmcli.classify import read_label_file
+
+        found += read_label_file(labels_file)
     if not found:
         raise UsageError("no labels: give --labels a,b,c or --labels-file FILE")
     return found

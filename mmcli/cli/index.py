@@ -33,14 +33,7 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary on stderr.")] = False,
 ) -> None:
     """Build FEATS.faiss beside FEATS.npy; later retrieve calls reuse it."""
-    from mmcli.ann import build_index, index_path, save_index
-    from mmcli.errors import OutputExists
-    from mmcli.io.features import read_feature_set
+    from mmcli.ann import index_feature_set
 
-    feature_set = read_feature_set(features)
-    target = index_path(features)
-    if target.exists() and not overwrite:
-        raise OutputExists(f"{target} already exists; pass --overwrite to rebuild it")
-    index = build_index(feature_set.vectors, kind=kind, nlist=nlist, m=m)
-    save_index(index, features, feature_set.vectors)
-    note(f"wrote {target} ({kind}, {len(feature_set)} rows)", quiet=quiet)
+    target, rows = index_feature_set(features, kind=kind, nlist=nlist, m=m, overwrite=overwrite)
+    note(f"wrote {target} ({kind}, {rows} rows)", quiet=quiet)

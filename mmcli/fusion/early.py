@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mmcli.errors import InputError, UsageError
+from mmcli.fusion import EARLY_METHODS
 
-EARLY_METHODS = ("concat", "mean", "weighted", "max")
 PROJECTION_FORMAT = "mmcli-projection"
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmcli.errors import InputError, UsageError
+from mmcli.fusion import LATE_METHODS
 
-LATE_METHODS = ("rrf", "weighted", "max", "borda")
 DEFAULT_RRF_K = 60
 
 RETRIEVAL = "retrieval"

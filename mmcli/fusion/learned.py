@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcli.errors import InputError, UsageError
+from mmcli.fusion import HEAD_METHODS
 
-HEAD_METHODS = ("attention", "gated", "mlp")
 HEAD_FORMAT = "mmcli-fusion-head"
 HEAD_VERSION = 1
 
@@ -55,6 +55,12 @@ class EpochLog:
     train_accuracy: float
     val_loss: float | None
     val_accuracy: float | None
+
+
+def best_epoch(history: Sequence[EpochLog]) -> EpochLog | None:
+    """The epoch whose weights training keeps (the lowest validation loss); None without a validation split."""
+    validated = [log for log in history if log.val_loss is not None]
+    return min(validated, key=lambda log: log.val_loss or 0.0) if validated else None
 
 
 class FusionHead(nn.Module):
