@@ -256,27 +256,9 @@ def caption_files(
     prompt: str | None = None,
     detail: str = "brief",
     options: GenerationOptions | None = None,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    quantize: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    exact_decode: bool = False,
-    on_error: str = "skip",
-    overwrite: bool = False,
-    restart: bool = False,
-    update: bool = False,
-    keep_missing: bool = False,
-    fps: float | None = None,
-    frames: int | None = None,
-    keyframes: bool = False,
-    scene_threshold: float = 0.3,
-    start: float = 0.0,
-    end: float | None = None,
     summary: bool = True,
-    trust_remote_code: bool = False,
     reporter: Reporter | None = None,
+    **run_options: Any,
 ) -> CaptionResult:
     """Caption images and videos (files and folders; ``-`` reads paths or JSONL records from stdin)
     into ``output`` (JSONL, TSV or plain text, per ``output_format``), or into ``stream``; with
@@ -286,12 +268,14 @@ def caption_files(
     record per segment and a ``summary`` record; a video-native captioner captions each whole. With
     ``output``, progress is journalled beside it: a killed run resumes where it stopped (``restart``
     discards it), and ``update`` rewrites an existing JSONL captioning only new or changed files.
+    ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
     """
     from mmcli.captioners import load_captioner
     from mmcli.engine import (
         RecordSink,
         Reporter,
         Resume,
+        RunOptions,
         open_journal,
         require_inputs,
         run_fresh,
@@ -302,43 +286,38 @@ def caption_files(
     from mmcli.io.atomic import check_writable
     from mmcli.io.inputs import STDIN, discover_images
     from mmcli.io.records import RecordWriter
-    from mmcli.media.clips import clip_sampling
-    from mmcli.media.video import video_sampling
 
     reporter = reporter or Reporter()
+    run = RunOptions.of(run_options)
     output = Path(output) if output is not None else None
     inputs = [str(i) for i in inputs]
     require_inputs(inputs, hint="give image or video files or folders, or - to read paths from stdin")
-    if update:
+    if run.update:
         if output is None or output_format != "jsonl" or STDIN in inputs or not output.exists():
             raise UsageError(
                 f"{option('update')} brings an existing -o JSONL file up to date from image and video files"
                 + ("" if output is None or output.exists() else f": {output} does not exist yet")
             )
-    elif keep_missing:
+    elif run.keep_missing:
         raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
     if output is not None:
-        check_writable(output, overwrite=overwrite or update)
-    sampling = video_sampling(fps, frames, keyframes, scene_threshold, start, end, default="keyframes")
+        check_writable(output, overwrite=run.overwrite or run.update)
+    sampling = run.video_sampling(default="keyframes")
     items, total = with_total(discover_images(inputs, videos=True), inputs, what="images or videos")
     previous, listed = None, []
-    if update:  # what cannot be updated is refused before the model loads
+    if run.update:  # what cannot be updated is refused before the model loads
         assert output is not None
         listed = list(items)
         previous = previous_records(output, listed)
 
     reporter.loading(model)
-    captioner = load_captioner(
-        model, device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code
-    )
-    batch_size = batch_size or captioner.default_batch_size
+    captioner = load_captioner(model, **run.loading)
+    batch_size = run.batch_size or captioner.default_batch_size
     run_prompt = captioner.prompt_for(prompt, detail)
     video_prompt = None
     if captioner.clip_frames:
         what = f"model {model!r} ({captioner.family}) captions each video whole"
-        sampling = clip_sampling(
-            captioner.clip_frames, fps=fps, frames=frames, keyframes=keyframes, start=start, end=end, what=what
-        )
+        sampling = run.clip_sampling(captioner.clip_frames, what)
         video_prompt = captioner.video_prompt_for(prompt, detail)
     options = options or GenerationOptions()
     # What decides the captions; recorded in the manifest so an update can insist on the same.
@@ -346,30 +325,32 @@ def caption_files(
         "model": model,
         "prompt": run_prompt,
         "options": vars(options),
-        "max_pixels": max_pixels,
-        "exact_decode": exact_decode,
+        "max_pixels": run.max_pixels,
+        "exact_decode": run.exact_decode,
         "dtype": str(captioner.dtype),
         "quantize": captioner.quantized,
         "video": {**vars(sampling), "summary": summary},
         **({"video_prompt": video_prompt, "clip_frames": captioner.clip_frames} if captioner.clip_frames else {}),
     }
     engine_options = {"prompt": run_prompt, "video_prompt": video_prompt, "options": options,
-                      "batch_size": batch_size, "workers": workers, "max_pixels": max_pixels,
-                      "exact_decode": exact_decode}  # fmt: skip
+                      "batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
+                      "exact_decode": run.exact_decode}  # fmt: skip
     job = _CaptionJob(captioner, sampling, summary, engine_options)
     collected = io.StringIO() if output is None and stream is None else None
     if previous is not None:
         writer = RecordWriter(output, fmt="jsonl", settings=settings)
         stats = run_update(
             job, listed, previous, RecordSink(writer, manifest=True), settings=settings,
-            keep_missing=keep_missing, on_error=on_error, reporter=reporter, desc="captioning new",
+            keep_missing=run.keep_missing, on_error=run.on_error, reporter=reporter, desc="captioning new",
         )  # fmt: skip
     else:
         resume = Resume()
         if output is not None and STDIN not in inputs:  # stdout and streams cannot be resumed
             journalled = {"command": "caption", "inputs": inputs, "format": output_format}
             journalled.update(settings, batch_size=batch_size, device=str(captioner.device))
-            resume, items = open_journal(output, journalled, items, restart=restart, reporter=reporter, unit="images")
+            resume, items = open_journal(
+                output, journalled, items, restart=run.restart, reporter=reporter, unit="images"
+            )
         writer = RecordWriter(
             output,
             stream=collected or stream,
@@ -381,7 +362,7 @@ def caption_files(
         # A manifest for a later update: file inputs written to an output only (a stream cannot be compared).
         sink = RecordSink(writer, manifest=resume.journal is not None)
         stats = run_fresh(
-            job, items, sink, resume=resume, batch_size=batch_size, total=total, on_error=on_error,
+            job, items, sink, resume=resume, batch_size=batch_size, total=total, on_error=run.on_error,
             reporter=reporter, desc="captioning",
         )  # fmt: skip
     counters = stats.counters

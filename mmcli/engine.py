@@ -19,6 +19,7 @@ from mmcli.errors import ItemError, UsageError, option
 from mmcli.incremental import Previous, check_same_settings, outcomes_of, plan_update
 from mmcli.io.inputs import STDIN, InputItem
 from mmcli.io.manifest import FileEntries
+from mmcli.media.images import DEFAULT_MAX_PIXELS
 from mmcli.pipeline import Outcome
 from mmcli.reporting import Reporter
 
@@ -184,6 +185,64 @@ def with_total(items: Iterable[Any], inputs: list[str], *, what: str) -> tuple[I
     if first is None:
         raise UsageError("no inputs: stdin was empty")
     return chain([first], stream), None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The settings every model run takes (``extract_features``, ``caption_files``): loading the model,
+    decoding inputs, failed items, the output, and sampling videos. Each is the flag of that name."""
+
+    batch_size: int | None = None
+    workers: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: str | None = None
+    trust_remote_code: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    exact_decode: bool = False
+    on_error: str = "skip"
+    overwrite: bool = False
+    restart: bool = False
+    update: bool = False
+    keep_missing: bool = False
+    fps: float | None = None
+    frames: int | None = None
+    keyframes: bool = False
+    scene_threshold: float = 0.3
+    start: float = 0.0
+    end: float | None = None
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> RunOptions:
+        """The options from a run's keyword arguments, refusing any it does not know."""
+        unknown = sorted(set(options) - set(RUN_OPTIONS))
+        if unknown:
+            raise UsageError(f"unknown run option {unknown[0]!r}; the options are {', '.join(RUN_OPTIONS)}")
+        if options.get("on_error", "skip") not in ("skip", "fail"):
+            raise UsageError(f"{option('on_error')} is skip or fail, not {options['on_error']!r}")
+        return cls(**options)
+
+    @property
+    def loading(self) -> dict[str, Any]:
+        """The keyword arguments of ``load_encoder`` / ``load_captioner``."""
+        return {"device": self.device, "dtype": self.dtype, "quantize": self.quantize,
+                "trust_remote_code": self.trust_remote_code}  # fmt: skip
+
+    def video_sampling(self, default: str = "fps") -> Any:
+        from mmcli.media.video import video_sampling
+
+        return video_sampling(self.fps, self.frames, self.keyframes, self.scene_threshold, self.start, self.end,
+                              default=default)  # fmt: skip
+
+    def clip_sampling(self, clip_frames: int, what: str) -> Any:
+        """The sampling of a model that takes each video whole (see :func:`~mmcli.media.clips.clip_sampling`)."""
+        from mmcli.media.clips import clip_sampling
+
+        return clip_sampling(clip_frames, fps=self.fps, frames=self.frames, keyframes=self.keyframes,
+                             start=self.start, end=self.end, what=what)  # fmt: skip
+
+
+RUN_OPTIONS = tuple(RunOptions.__dataclass_fields__)
 
 
 @dataclass

@@ -204,29 +204,11 @@ def extract_features(
     modality: str = "image",
     field: str = "text",
     model: str = DEFAULT_MODEL,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    quantize: str | None = None,
     normalize: bool = True,
     output_dtype: str = "float32",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    exact_decode: bool = False,
-    on_error: str = "skip",
-    overwrite: bool = False,
-    restart: bool = False,
-    update: bool = False,
-    keep_missing: bool = False,
     pool: str = "mean",
-    fps: float | None = None,
-    frames: int | None = None,
-    keyframes: bool = False,
-    scene_threshold: float = 0.3,
-    start: float = 0.0,
-    end: float | None = None,
-    trust_remote_code: bool = False,
     reporter: Reporter | None = None,
+    **options: Any,
 ) -> ExtractResult:
     """Embed images, videos (files and folders; ``-`` reads paths or JSONL records from stdin) and
     ``texts`` into the feature set ``output`` (``NAME.npy`` + ``NAME.jsonl``).
@@ -236,13 +218,15 @@ def extract_features(
     ``update`` rewrites an existing set embedding only new or changed files. Videos are sampled by
     ``fps`` (default one frame a second), ``frames`` or ``keyframes`` over ``start``..``end`` and
     pooled by ``pool``; a native video model embeds each whole. Failed items are listed in
-    ``OUT.errors.jsonl``; ``on_error="fail"`` stops at the first instead.
+    ``OUT.errors.jsonl``; ``on_error="fail"`` stops at the first instead. ``options`` are the
+    settings every run takes (:class:`~mmcli.engine.RunOptions`: ``device``, ``batch_size``, ...).
     """
     from mmcli.encoders import load_encoder
     from mmcli.engine import (
         FeatureSink,
         Reporter,
         Resume,
+        RunOptions,
         open_journal,
         require_inputs,
         run_fresh,
@@ -252,10 +236,9 @@ def extract_features(
     from mmcli.incremental import previous_feature_set
     from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path
     from mmcli.io.inputs import STDIN, discover_images, discover_texts
-    from mmcli.media.clips import clip_sampling
-    from mmcli.media.video import video_sampling
 
     reporter = reporter or Reporter()
+    run = RunOptions.of(options)
     output = Path(output)
     inputs, texts = [str(i) for i in inputs], list(texts)
     if modality not in ("image", "text"):
@@ -263,29 +246,29 @@ def extract_features(
     if pool not in POOLING:
         raise UsageError(f"unknown pooling {pool!r}; choose from {', '.join(POOLING)}")
     require_inputs(inputs, extra=bool(texts), hint=f"give image files or folders, {option('text')}, or - to read stdin")
-    if update and (STDIN in inputs or not output.exists()):
+    if run.update and (STDIN in inputs or not output.exists()):
         raise UsageError(
             f"{option('update')} brings an existing feature set up to date from files: "
             + ("inputs from stdin cannot be compared" if STDIN in inputs else f"{output} does not exist yet")
         )
-    if keep_missing and not update:
+    if run.keep_missing and not run.update:
         raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
-    check_output_path(output, overwrite=overwrite or update)
+    check_output_path(output, overwrite=run.overwrite or run.update)
 
-    sampling = video_sampling(fps, frames, keyframes, scene_threshold, start, end)
+    sampling = run.video_sampling()
     if modality == "text":
         discovered = discover_texts(inputs, texts, field_name=field)
     else:
         discovered = chain(discover_images(inputs, videos=True), discover_texts([], texts))
     items, total = with_total(discovered, inputs, what=f"{modality}s")
     previous, listed = None, []
-    if update:  # what cannot be updated is refused before the model loads
+    if run.update:  # what cannot be updated is refused before the model loads
         listed = list(items)
         previous = previous_feature_set(output, listed, model)
 
     reporter.loading(model)
-    encoder = load_encoder(model, device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code)
-    batch_size = batch_size or encoder.default_batch_size
+    encoder = load_encoder(model, **run.loading)
+    batch_size = run.batch_size or encoder.default_batch_size
     for needed, modality_name in (
         (modality == "image" and bool(inputs), "image"),
         (bool(texts) or modality == "text", "text"),
@@ -302,8 +285,8 @@ def extract_features(
         "field": field,
         "normalize": normalize,
         "output_dtype": output_dtype,
-        "max_pixels": max_pixels,
-        "exact_decode": exact_decode,
+        "max_pixels": run.max_pixels,
+        "exact_decode": run.exact_decode,
         "dtype": str(encoder.dtype),
         "quantize": encoder.quantized,
         "video": {"pool": pool, **vars(sampling)},
@@ -316,19 +299,17 @@ def extract_features(
                 f"{what}, into one row per video; {option('pool', pool)} does not apply "
                 "(it pools image models' frame rows)"
             )
-        sampling = clip_sampling(
-            encoder.clip_frames, fps=fps, frames=frames, keyframes=keyframes, start=start, end=end, what=what
-        )
+        sampling = run.clip_sampling(encoder.clip_frames, what)
         settings["video"] = {"clip_frames": encoder.clip_frames, **vars(sampling)}
-    options = {"batch_size": batch_size, "workers": workers, "normalize": normalize, "max_pixels": max_pixels,
-               "exact_decode": exact_decode}  # fmt: skip
-    job = _EmbedJob(encoder, sampling, pool, options)
+    embedding = {"batch_size": batch_size, "workers": run.workers, "normalize": normalize,
+                 "max_pixels": run.max_pixels, "exact_decode": run.exact_decode}  # fmt: skip
+    job = _EmbedJob(encoder, sampling, pool, embedding)
     writer_options = {"dtype": output_dtype, "settings": settings}
     if previous is not None:
         writer = FeatureSetWriter(output, **writer_options)
         stats = run_update(
             job, listed, previous, FeatureSink(writer, model),
-            settings=settings, keep_missing=keep_missing, on_error=on_error, reporter=reporter,
+            settings=settings, keep_missing=run.keep_missing, on_error=run.on_error, reporter=reporter,
             desc="embedding new", kept="; the set was left as it was",
         )  # fmt: skip
     else:
@@ -336,11 +317,13 @@ def extract_features(
         if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
             journalled = {"command": "extract-features", "inputs": inputs, "texts": texts}
             journalled.update(settings, batch_size=batch_size, device=str(encoder.device))
-            resume, items = open_journal(output, journalled, items, restart=restart, reporter=reporter, unit="items")
+            resume, items = open_journal(
+                output, journalled, items, restart=run.restart, reporter=reporter, unit="items"
+            )
         writer = FeatureSetWriter(output, journal=resume.journal, **writer_options)
         stats = run_fresh(
             job, items, FeatureSink(writer, model), resume=resume, batch_size=batch_size, total=total,
-            on_error=on_error, reporter=reporter, desc="embedding", kept="; nothing was written",
+            on_error=run.on_error, reporter=reporter, desc="embedding", kept="; nothing was written",
         )  # fmt: skip
         if writer.count == 0:
             raise ItemError(

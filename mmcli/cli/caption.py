@@ -107,6 +107,7 @@ def caption(
     With -o, progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed),
     the same command resumes where it stopped and gives exactly the output of an uninterrupted run.
     """
+    flags = dict(locals())  # the shared run options go to the library as they are
     from mmcli.caption import caption_files
     from mmcli.captioners import GenerationOptions
 
@@ -130,18 +131,8 @@ def caption(
         prompt=prompt,
         detail=detail.value,
         options=options,
-        batch_size=batch_size,
-        workers=workers,
-        **opt.model_loading(device, dtype, quantize, trust_remote_code),
-        max_pixels=max_pixels,
-        exact_decode=exact_decode,
-        on_error=on_error.value,
-        overwrite=overwrite,
-        restart=restart,
-        update=update,
-        keep_missing=keep_missing,
-        **opt.video_flags(fps, frames, keyframes, scene_threshold, start, end),
         summary=summary,
+        **opt.run_flags(flags),
         reporter=CommandReporter(quiet=quiet, bars=bars),
     )
     stats = result.stats

@@ -92,6 +92,7 @@ def extract_features(
     Progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed), the
     same command resumes where it stopped and gives exactly the output of an uninterrupted run.
     """
+    flags = dict(locals())  # the shared run options go to the library as they are
     from mmcli.extract import extract_features as run
     from mmcli.io.features import sidecar_path
 
@@ -102,20 +103,10 @@ def extract_features(
         modality=modality.value,
         field=field,
         model=model,
-        batch_size=batch_size,
-        workers=workers,
-        **opt.model_loading(device, dtype, quantize, trust_remote_code),
         normalize=normalize,
         output_dtype=output_dtype.value,
-        max_pixels=max_pixels,
-        exact_decode=exact_decode,
-        on_error=on_error.value,
-        overwrite=overwrite,
-        restart=restart,
-        update=update,
-        keep_missing=keep_missing,
         pool=pool.value,
-        **opt.video_flags(fps, frames, keyframes, scene_threshold, start, end),
+        **opt.run_flags(flags),
         reporter=CommandReporter(quiet=quiet),
     )
     stats = result.stats

@@ -193,12 +193,11 @@ KeepMissing = Annotated[
 ]
 
 
-def video_flags(
-    fps: float | None, frames: int | None, keyframes: bool, scene_threshold: float, start: float, end: float | None
-) -> dict[str, Any]:
-    """The video sampling keyword arguments of ``extract_features`` / ``caption_files`` from the flags."""
-    return {"fps": fps, "frames": frames, "keyframes": keyframes, "scene_threshold": scene_threshold,
-            "start": start, "end": end}  # fmt: skip
+def run_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`~mmcli.engine.RunOptions` among a command's flags (its ``locals()``), as plain values."""
+    from mmcli.engine import RUN_OPTIONS
+
+    return {name: getattr(value, "value", value) for name, value in flags.items() if name in RUN_OPTIONS}
 
 
 def model_loading(
