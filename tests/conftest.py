@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tiny_models import build_all
+from tiny_models import TinyModels
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -33,10 +33,23 @@ def _float32_auto_dtype():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_intra_op_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning threads
+    make each step of a model take seconds instead of milliseconds."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random CLIP, SigLIP, ViT and BERT checkpoints, saved with save_pretrained."""
-    return build_all(tmp_path_factory.mktemp("models"))
+def tiny_models(tmp_path_factory) -> TinyModels:
+    """Every tiny random checkpoint by name (``tiny_models["clip"]``), saved with save_pretrained the
+    first time a test looks it up."""
+    return TinyModels(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
