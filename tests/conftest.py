@@ -1,14 +1,19 @@
-"""Shared fixtures: tiny real-architecture checkpoints, real photos, and the installed executable."""
+"""Shared fixtures: tiny real-architecture checkpoints, real photos, and the mmcli command, run in this
+process (fast) or as the installed executable (where a real process is what is under test)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tiny_models import build_all
+from tiny_models import TinyModels
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -33,10 +38,24 @@ def _float32_auto_dtype():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_intra_op_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning threads
+    make each step of a model take seconds instead of milliseconds. In-process CLI runs share this;
+    the installed executable in a subprocess keeps torch's default."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random CLIP, SigLIP, ViT and BERT checkpoints, saved with save_pretrained."""
-    return build_all(tmp_path_factory.mktemp("models"))
+def tiny_models(tmp_path_factory) -> TinyModels:
+    """Every tiny random checkpoint by name (``tiny_models["clip"]``), saved with save_pretrained the
+    first time a test looks it up."""
+    return TinyModels(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
@@ -76,11 +95,109 @@ def mmcli_exe() -> str:
     return exe
 
 
-@pytest.fixture
-def run_mmcli(mmcli_exe):
-    """Run ``mmcli ARGS`` in a subprocess; returns the CompletedProcess (text mode)."""
+@dataclass
+class CliResult:
+    """What a test reads of an in-process run: the attributes of a text-mode CompletedProcess."""
 
-    def run(*args: str, input: str | None = None, cwd: Path | None = None, env: dict | None = None):
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _InterpreterState:
+    """What a command may change in this interpreter and a real process would have dropped at exit:
+    the environment, working directory, journal list, transformers' logging, torch's RNG and threads."""
+
+    def __init__(self) -> None:
+        from mmcli.cli import common
+
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        self.journals = list(common._JOURNALS)
+        self.torch = None
+        if "torch" in sys.modules:
+            import torch
+
+            self.torch = (torch.get_rng_state(), torch.get_num_threads(), torch.get_default_dtype())
+        self.transformers = None
+        if "transformers" in sys.modules:
+            from transformers.utils import logging
+
+            self.transformers = (logging.get_verbosity(), logging.is_progress_bar_enabled())
+
+    def restore(self) -> None:
+        from mmcli.cli import common
+
+        os.chdir(self.cwd)
+        if dict(os.environ) != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+        common._JOURNALS[:] = self.journals
+        if self.torch is not None:
+            import torch
+
+            rng, threads, dtype = self.torch
+            torch.set_rng_state(rng)
+            torch.set_num_threads(threads)
+            torch.set_default_dtype(dtype)
+        if "transformers" in sys.modules:
+            import logging as std_logging
+
+            from transformers.utils import logging
+
+            verbosity, bars = self.transformers or (std_logging.WARNING, True)
+            logging.set_verbosity(verbosity)
+            (logging.enable_progress_bar if bars else logging.disable_progress_bar)()
+
+
+def run_in_process(
+    *args: object, input: str | None = None, cwd: Path | None = None, env: dict | None = None
+) -> CliResult:
+    """``mmcli ARGS`` through typer's test runner on ``mmcli.cli.app``: the same parsing, commands and
+    exit statuses as the installed script, without a new interpreter importing torch each time.
+
+    ``env`` is laid over the environment for the call (typer reads envvar defaults such as MMCLI_DTYPE
+    at parse time), ``cwd`` is the working directory meanwhile, and whatever the command changed in
+    this interpreter is put back afterwards. An exception the command does not handle ends it with
+    status 1 and its traceback on stderr, as it would end the real program.
+    """
+    from typer.testing import CliRunner
+
+    from mmcli.cli import app, common
+
+    argv = [os.fspath(arg) if isinstance(arg, os.PathLike) else str(arg) for arg in args]
+    state = _InterpreterState()
+    common._JOURNALS.clear()  # a fresh process names only its own run's journals when interrupted
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        environment = {"HF_HUB_OFFLINE": "1", **(env or {})}
+        result = CliRunner().invoke(app, argv, input=input, env=environment, prog_name="mmcli")
+    finally:
+        state.restore()
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return CliResult(argv, result.exit_code, result.stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def run_mmcli() -> Callable[..., CliResult]:
+    """Run ``mmcli ARGS`` in this process (see :func:`run_in_process`); returns ``returncode``,
+    ``stdout`` and ``stderr`` as a text-mode CompletedProcess would."""
+    return run_in_process
+
+
+@pytest.fixture(scope="session")
+def run_mmcli_process(mmcli_exe) -> Callable[..., subprocess.CompletedProcess]:
+    """Run the installed ``mmcli ARGS`` in a subprocess; returns the CompletedProcess (text mode).
+
+    For what needs a real process: the console script itself, start-up imports, settings read when
+    a library is imported (HF_HOME), signals, pipes and code a checkpoint ships.
+    """
+
+    def run(*args: object, input: str | None = None, cwd: Path | None = None, env: dict | None = None):
         environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
         return subprocess.run(
             [mmcli_exe, *map(str, args)],

@@ -200,10 +200,8 @@ def test_caption_records_stream_before_stdin_closes(mmcli_exe, tiny_models, phot
 
 
 @pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory):
-    from tiny_captioners_c import build_llava
-
-    return build_llava(tmp_path_factory.mktemp("llava") / "tiny-llava")
+def tiny_llava(tiny_models):
+    return tiny_models["llava"]
 
 
 def test_caption_with_a_chat_model_and_detail_levels(run_mmcli, tiny_llava, photos):

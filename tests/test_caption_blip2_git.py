@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-from tiny_captioners_a import build_blip2, build_git
 
 from mmcli.captioners import GenerationOptions, load_captioner
 
@@ -16,13 +15,13 @@ REFERENCE_KWARGS = {"max_new_tokens": 12, "min_new_tokens": 8, "do_sample": Fals
 
 
 @pytest.fixture(scope="module")
-def blip2_path(tmp_path_factory):
-    return build_blip2(tmp_path_factory.mktemp("tiny-blip2"))
+def blip2_path(tiny_models):
+    return tiny_models["blip2"]
 
 
 @pytest.fixture(scope="module")
-def git_path(tmp_path_factory):
-    return build_git(tmp_path_factory.mktemp("tiny-git"))
+def git_path(tiny_models):
+    return tiny_models["git"]
 
 
 def _strip_prompt(decoded, prompt):

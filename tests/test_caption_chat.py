@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tiny_captioners_c import BUILDERS
 
 from mmcli.captioners import GenerationOptions, load_captioner
 from mmcli.captioners.chat import ChatCaptioner, accepts_chat
@@ -19,22 +18,12 @@ CUSTOM_PROMPT = "What is in this picture?"
 # Idefics3 splits photos of different shapes into different grids of crops, and Qwen2-VL gives them
 # different numbers of patches, so their batches are left-padded; LLaVA's image token count is fixed.
 PADDED = {"idefics3", "qwen2_vl"}
+CHAT_MODELS = ("idefics3", "llava", "qwen2_vl")  # tiny checkpoints, by their names in tiny_models
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine (other test runs) OpenMP's
-    spinning threads make each generate step take seconds instead of milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
-def checkpoint(request, tmp_path_factory) -> tuple[str, Path]:
-    name = request.param
-    return name, BUILDERS[name](tmp_path_factory.mktemp("chat") / f"tiny-{name}")
+@pytest.fixture(scope="module", params=CHAT_MODELS)
+def checkpoint(request, tiny_models) -> tuple[str, Path]:
+    return request.param, tiny_models[request.param]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_captioners_b import build_florence2, build_vision_encoder_decoder
 
 from mmcli.captioners import GenerationOptions, load_captioner
 from mmcli.errors import UsageError
@@ -13,23 +12,14 @@ OPTIONS = GenerationOptions(max_new_tokens=12, min_new_tokens=8)
 REFERENCE_KWARGS = {"max_new_tokens": 12, "min_new_tokens": 8, "do_sample": False, "num_beams": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting for them costs most of the time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module")
+def ved_path(tiny_models):
+    return tiny_models["vision-encoder-decoder"]
 
 
 @pytest.fixture(scope="module")
-def ved_path(tmp_path_factory):
-    return build_vision_encoder_decoder(tmp_path_factory.mktemp("tiny-vision-encoder-decoder"))
-
-
-@pytest.fixture(scope="module")
-def florence2_path(tmp_path_factory):
-    return build_florence2(tmp_path_factory.mktemp("tiny-florence2"))
+def florence2_path(tiny_models):
+    return tiny_models["florence2"]
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 from test_caption_blip2_git import _strip_prompt
-from tiny_captioners_a import build_git, build_git_video
-from tiny_captioners_c import build_qwen2_vl
-from tiny_models import build_blip
 
 from mmcli.captioners import GenerationOptions, load_captioner
 from mmcli.captioners.chat import DEFAULT_CHAT_VIDEO_FRAMES, ChatCaptioner
@@ -24,16 +21,6 @@ OPTIONS = GenerationOptions(max_new_tokens=12, min_new_tokens=8)
 REFERENCE_KWARGS = {"max_new_tokens": 12, "min_new_tokens": 8, "do_sample": False, "num_beams": 1}
 GIT_FRAMES = 4
 CHAT_PROMPT = "What happens in this video?"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning threads
-    make each generate step take seconds instead of milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- clips: frames made directly as PIL images, no video file ------------------------------------
@@ -73,8 +60,8 @@ def _clips(images: list[Image.Image], frames: int) -> list[list[Image.Image]]:
 
 
 @pytest.fixture(scope="module")
-def git_video_path(tmp_path_factory) -> Path:
-    return build_git_video(tmp_path_factory.mktemp("tiny-git-video"), frames=GIT_FRAMES)
+def git_video_path(tiny_models) -> Path:
+    return tiny_models["git_video"]
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +138,8 @@ def test_git_video_refuses_clips_of_another_length(git_video, images):
 
 
 @pytest.fixture(scope="module")
-def qwen_path(tmp_path_factory) -> Path:
-    return build_qwen2_vl(tmp_path_factory.mktemp("chat") / "tiny-qwen2_vl")
+def qwen_path(tiny_models) -> Path:
+    return tiny_models["qwen2_vl"]
 
 
 @pytest.fixture(scope="module")
@@ -256,9 +243,9 @@ def test_chat_model_whose_template_has_no_video_branch_captions_frame_by_frame(q
 # -- image captioners --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("builder", [build_blip, build_git], ids=["blip", "git-image"])
-def test_image_captioners_refuse_clips_with_a_clear_error(builder, tmp_path, images):
-    captioner = load_captioner(str(builder(tmp_path / "tiny")), device="cpu")
+@pytest.mark.parametrize("name", ["blip", "git"], ids=["blip", "git-image"])
+def test_image_captioners_refuse_clips_with_a_clear_error(name, tiny_models, images):
+    captioner = load_captioner(str(tiny_models[name]), device="cpu")
     assert captioner.clip_frames is None
     with pytest.raises(UsageError, match=r"does not take video input; caption its videos frame by frame"):
         captioner.generate_videos([_clips(images, 4)[0]], None, OPTIONS)

@@ -1,4 +1,5 @@
-"""The real ``mmcli`` executable, driven through real pipes as a user's shell would."""
+"""The ``mmcli`` command end to end: mostly in-process through ``run_mmcli``; the installed executable, through
+real pipes and a terminal as a user's shell would, where a process is what is under test."""
 
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ def test_every_command_has_help_with_an_example(run_mmcli):
         assert "Example" in result.stdout and f"mmcli {' '.join(name)}" in result.stdout, name
 
 
-def test_version_and_module_entry_point(run_mmcli):
+def test_version_and_module_entry_point(run_mmcli_process):
     from mmcli import __version__
 
-    assert run_mmcli("--version").stdout.strip() == f"mmcli {__version__}"
+    assert run_mmcli_process("--version").stdout.strip() == f"mmcli {__version__}"  # the console script
     module = subprocess.run([sys.executable, "-m", "mmcli", "--version"], capture_output=True, text=True)
     assert module.stdout.strip() == f"mmcli {__version__}"
 
@@ -245,8 +246,9 @@ def test_usage_errors_exit_2_with_one_line(run_mmcli, photos, tmp_path, args, me
     assert _no_outputs(tmp_path)
 
 
-def test_uncached_model_offline_is_one_clear_line(run_mmcli, photos, tmp_path):
-    result = run_mmcli(
+def test_uncached_model_offline_is_one_clear_line(run_mmcli_process, photos, tmp_path):
+    # A fresh process: huggingface_hub reads HF_HOME when it is imported.
+    result = run_mmcli_process(
         "extract-features",
         photos / "coffee.jpg",
         "-o",

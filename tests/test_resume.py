@@ -1,4 +1,9 @@
-"""Interrupted runs resume: kill -9 partway, rerun the same command, get the uninterrupted output."""
+"""Interrupted runs resume: kill -9 partway, rerun the same command, get the uninterrupted output.
+
+The interrupted runs are the installed executable in a subprocess (a signal ends a process), and so are
+the runs whose output is compared with theirs byte for byte (a process of its own, with torch's default
+threads, as the killed run had); reruns checked otherwise are in-process.
+"""
 
 from __future__ import annotations
 
@@ -48,10 +53,10 @@ def kill_partway(command, state_file, at_least):
     return committed(state_file)
 
 
-def test_extract_features_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmcli, tiny_models, album,
-                                                                        tmp_path):  # fmt: skip
+def test_extract_features_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmcli_process, tiny_models,
+                                                                        album, tmp_path):  # fmt: skip
     model = tiny_models["clip"]
-    whole = subprocess.run(extract(mmcli_exe, album, tmp_path / "whole.npy", model), capture_output=True, text=True)
+    whole = run_mmcli_process(*extract(mmcli_exe, album, tmp_path / "whole.npy", model)[1:])
     assert whole.returncode == 1, whole.stderr  # the corrupt file
 
     out = tmp_path / "resumed.npy"
@@ -59,7 +64,7 @@ def test_extract_features_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe
     assert 40 <= done_before < 301
     assert not out.exists() and not (tmp_path / "resumed.jsonl").exists()  # no output that looks finished
 
-    rerun = run_mmcli(*extract(mmcli_exe, album, out, model)[1:-1])
+    rerun = run_mmcli_process(*extract(mmcli_exe, album, out, model)[1:-1])
     assert rerun.returncode == 1, rerun.stderr
     assert f"resuming: {done_before} items" in rerun.stderr
     np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "whole.npy"))
@@ -79,17 +84,18 @@ def test_other_settings_are_refused_and_restart_starts_over(mmcli_exe, run_mmcli
     assert np.load(out).shape[0] == 300
 
 
-def test_caption_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmcli, tiny_models, album, tmp_path):
+def test_caption_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmcli_process, tiny_models, album,
+                                                              tmp_path):  # fmt: skip
     def command(out):
         return [mmcli_exe, "caption", str(album), "-o", str(out), "--model", str(tiny_models["blip"]), "-b", "8",
                 "--min-new-tokens", "4", "--max-new-tokens", "4", "-q"]  # fmt: skip
 
-    whole = subprocess.run(command(tmp_path / "whole.jsonl"), capture_output=True, text=True)
+    whole = run_mmcli_process(*command(tmp_path / "whole.jsonl")[1:])
     assert whole.returncode == 1, whole.stderr
     out = tmp_path / "resumed.jsonl"
     done_before = kill_partway(command(out), tmp_path / "resumed.partial" / "state.json", 40)
     assert not out.exists()
-    rerun = run_mmcli(*command(out)[1:-1])
+    rerun = run_mmcli_process(*command(out)[1:-1])
     assert rerun.returncode == 1, rerun.stderr  # the corrupt file counts, before or after the kill
     assert f"resuming: {done_before} images" in rerun.stderr and "300 images; 1 failed" in rerun.stderr
     assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()

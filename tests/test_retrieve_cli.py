@@ -11,15 +11,12 @@ from mmcli.io.features import read_feature_set
 
 
 @pytest.fixture(scope="module")
-def feature_sets(tmp_path_factory, tiny_models, photos, mmcli_exe):
-    import subprocess
-
+def feature_sets(tmp_path_factory, tiny_models, photos, run_mmcli):
     folder = tmp_path_factory.mktemp("sets")
     model = str(tiny_models["clip"])
-    env_cmds = [
-        [mmcli_exe, "extract-features", str(photos), "-o", str(folder / "photos.npy"), "--model", model, "-q"],
+    commands = [
+        ["extract-features", str(photos), "-o", str(folder / "photos.npy"), "--model", model, "-q"],
         [
-            mmcli_exe,
             "extract-features",
             "--text",
             "a photo of a cat",
@@ -34,8 +31,9 @@ def feature_sets(tmp_path_factory, tiny_models, photos, mmcli_exe):
             "-q",
         ],
     ]
-    for command in env_cmds:
-        subprocess.run(command, check=True, capture_output=True)
+    for command in commands:
+        result = run_mmcli(*command)
+        assert result.returncode == 0, result.stderr
     return folder
 
 

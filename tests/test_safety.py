@@ -51,7 +51,7 @@ class ShippedConfig(PretrainedConfig):
 """
 
 
-def test_a_checkpoint_with_its_own_code_is_refused_without_trust_remote_code(run_mmcli, photos, tmp_path):
+def test_a_checkpoint_with_its_own_code_is_refused_without_trust_remote_code(run_mmcli_process, photos, tmp_path):
     checkpoint = tmp_path / "shipped"
     checkpoint.mkdir()
     config = {"model_type": "shipped-with-code", "auto_map": {"AutoConfig": "configuration_shipped.ShippedConfig"}}
@@ -60,14 +60,16 @@ def test_a_checkpoint_with_its_own_code_is_refused_without_trust_remote_code(run
     (checkpoint / "configuration_shipped.py").write_text(REMOTE_CONFIG.format(marker=str(marker)))
     photo = sorted(photos.glob("*.jpg"))[0]
 
+    # Fresh processes: transformers reads HF_MODULES_CACHE when it is imported, and the trusted run imports
+    # the checkpoint's code, which must not stay in the test session's interpreter.
     cache = {"HF_MODULES_CACHE": str(tmp_path / "modules")}  # where transformers copies a checkpoint's code
-    refused = run_mmcli("extract-features", photo, "-o", tmp_path / "a.npy", "--model", checkpoint, env=cache)
+    refused = run_mmcli_process("extract-features", photo, "-o", tmp_path / "a.npy", "--model", checkpoint, env=cache)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert "--trust-remote-code" in refused.stderr
     assert not marker.exists(), "the checkpoint's code ran without --trust-remote-code"
 
     # With the flag, its code is what decides the config (and this toy model is then no known family).
-    trusted = run_mmcli(
+    trusted = run_mmcli_process(
         "extract-features", photo, "-o", tmp_path / "b.npy", "--model", checkpoint, "--trust-remote-code"
     )
     assert marker.exists()

@@ -207,10 +207,8 @@ def test_caption_update_with_videos_equals_a_fresh_run(run_mmcli, tiny_models, v
 
 
 @pytest.fixture(scope="module")
-def git_video_path(tmp_path_factory):
-    from tiny_captioners_a import build_git_video
-
-    return build_git_video(tmp_path_factory.mktemp("tiny-git-video"), frames=4)
+def git_video_path(tiny_models):
+    return tiny_models["git_video"]
 
 
 def test_video_native_captioner_captions_each_video_whole(run_mmcli, git_video_path, videos, photos, tmp_path):

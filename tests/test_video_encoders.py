@@ -61,13 +61,10 @@ def clips(media) -> list[list[Image.Image]]:
 
 
 @pytest.fixture(scope="module")
-def xclip_index(media, tiny_models, tmp_path_factory, mmcli_exe):
+def xclip_index(media, tiny_models, tmp_path_factory, run_mmcli):
     """``extract-features`` of the media folder with the tiny X-CLIP (with its result)."""
-    import subprocess
-
     out = tmp_path_factory.mktemp("xclip-index") / "v.npy"
-    command = [mmcli_exe, "extract-features", str(media), "-o", str(out), "--model", str(tiny_models["xclip"])]
-    return out, subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return out, run_mmcli("extract-features", media, "-o", out, "--model", tiny_models["xclip"])
 
 
 def _normalise(matrix: torch.Tensor) -> np.ndarray:

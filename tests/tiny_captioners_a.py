@@ -1,17 +1,16 @@
 """Tiny, randomly initialised BLIP-2 and GIT (image and video) captioning checkpoints, saved like hub models.
 
 Both use a wider initialisation than the architectures' defaults so that a random model's
-captions depend on the image. Run as a script to write them to a folder:
-``python tests/tiny_captioners_a.py /tmp/mmcli-tiny``.
+captions depend on the image. They register in ``tiny_models``' registry; ``python tests/tiny_models.py
+/tmp/mmcli-tiny`` writes them with the others.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
-from tiny_models import IMAGE_SIZE, MEAN, STD, _text_kwargs, _vision_kwargs, wordpiece_tokenizer
+from tiny_models import IMAGE_SIZE, MEAN, STD, _text_kwargs, _vision_kwargs, tiny, wordpiece_tokenizer
 
 INIT = 0.2
 NUM_QUERY_TOKENS = 8
@@ -44,6 +43,7 @@ def opt_tokenizer():
     return tokenizer
 
 
+@tiny("blip2")
 def build_blip2(folder: Path) -> Path:
     """BLIP-2: a ViT encoder, a Q-Former of learned queries and an OPT decoder, as in blip2-opt-*.
 
@@ -92,6 +92,7 @@ def build_blip2(folder: Path) -> Path:
     return folder
 
 
+@tiny("git")
 def build_git(folder: Path) -> Path:
     """GIT: a CLIP-style image encoder whose patch tokens prefix a BERT-style causal decoder."""
     from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
@@ -113,6 +114,7 @@ def build_git(folder: Path) -> Path:
     return folder
 
 
+@tiny("git_video")
 def build_git_video(folder: Path, frames: int = 4) -> Path:
     """GIT for video, laid out like ``microsoft/git-base-vatex``: ``num_image_with_embedding`` frames
     per clip, each with a learned temporal embedding, and a ``VideoMAEImageProcessor`` (mean and std
@@ -141,12 +143,3 @@ def build_git_video(folder: Path, frames: int = 4) -> Path:
     )
     GitProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
-
-
-BUILDERS = {"blip2": build_blip2, "git": build_git, "git_video": build_git_video}
-
-
-if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
-    for name, build in BUILDERS.items():
-        print(f"{name}\t{build(out / f'tiny-{name}')}")

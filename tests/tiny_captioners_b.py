@@ -4,17 +4,16 @@ Both are laid out as their hub checkpoints are (``nlpconnect/vit-gpt2-image-capt
 processor and a GPT-2 tokenizer, no processor config; ``florence-community/Florence-2-*``: a
 ``Florence2Processor`` with a BART tokenizer carrying Florence-2's task, location and image tokens)
 and use a wider initialisation than the architectures' defaults so that a random model's captions
-depend on the image. Run as a script to write them to a folder:
-``python tests/tiny_captioners_b.py /tmp/mmcli-tiny``.
+depend on the image. They register in ``tiny_models``' registry; ``python tests/tiny_models.py
+/tmp/mmcli-tiny`` writes them with the others.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
-from tiny_models import IMAGE_SIZE, MEAN, STD, _text_kwargs, _vision_kwargs
+from tiny_models import IMAGE_SIZE, MEAN, STD, _text_kwargs, _vision_kwargs, tiny
 
 INIT = 0.2
 # Printable ASCII: every character is a token, bare and after GPT-2's leading-space marker.
@@ -75,6 +74,7 @@ def bart_tokenizer():
     return _space_is_special(tokenizer)
 
 
+@tiny("vision-encoder-decoder")
 def build_vision_encoder_decoder(folder: Path) -> Path:
     """ViT encoder + GPT-2 decoder with cross-attention, saved as ``nlpconnect/vit-gpt2-image-captioning`` is:
     model, ``ViTImageProcessor`` and GPT-2 tokenizer, but no processor config."""
@@ -117,6 +117,7 @@ def build_vision_encoder_decoder(folder: Path) -> Path:
     return folder
 
 
+@tiny("florence2")
 def build_florence2(folder: Path) -> Path:
     """Florence-2: a two-stage DaViT image encoder whose projected tokens, with the task prompt's, feed a BART.
 
@@ -190,12 +191,3 @@ def build_florence2(folder: Path) -> Path:
         image_processor=image_processor, tokenizer=tokenizer, post_processor_config=post_processor_config
     ).save_pretrained(folder)
     return folder
-
-
-BUILDERS = {"vision-encoder-decoder": build_vision_encoder_decoder, "florence2": build_florence2}
-
-
-if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
-    for name, build in BUILDERS.items():
-        print(f"{name}\t{build(out / f'tiny-{name}')}")

@@ -5,18 +5,16 @@ chat template, laid out as the hub checkpoints are: LLaVA (CLIP tower, projector
 Idefics3 (SigLIP-style tower with pixel shuffle, image splitting into a grid of crops plus a global
 view, Llama decoder; the layout SmolVLM shares) and Qwen2-VL (native-resolution patches merged 2x2,
 multimodal rotary positions). A wider initialisation than the architectures' defaults makes a random
-model's captions depend on the image. Run as a script to write them to a folder:
-``python tests/tiny_captioners_c.py /tmp/mmcli-tiny``.
+model's captions depend on the image. They register in ``tiny_models``' registry; ``python
+tests/tiny_models.py /tmp/mmcli-tiny`` writes them with the others.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tiny_models import IMAGE_SIZE, MEAN, STD
+from tiny_models import IMAGE_SIZE, MEAN, STD, tiny
 
 INIT = 0.2
 HIDDEN = 32
@@ -96,6 +94,7 @@ def _vision_config(**extra: object) -> dict:
     )
 
 
+@tiny("llava")
 def build_llava(folder: Path) -> Path:
     """LLaVA-1.5: a CLIP vision tower (penultimate layer, CLS dropped), an MLP projector and a Llama decoder.
 
@@ -152,6 +151,7 @@ def build_llava(folder: Path) -> Path:
     return folder
 
 
+@tiny("idefics3")
 def build_idefics3(folder: Path) -> Path:
     """Idefics3 (SmolVLM's layout): images split into a grid of 32-pixel crops plus a global view.
 
@@ -218,6 +218,7 @@ def build_idefics3(folder: Path) -> Path:
     return folder
 
 
+@tiny("qwen2_vl")
 def build_qwen2_vl(folder: Path) -> Path:
     """Qwen2-VL: photos keep their aspect ratio, resized to at most 48 x 48 pixels (``max_pixels``).
 
@@ -282,20 +283,3 @@ def build_qwen2_vl(folder: Path) -> Path:
     )
     processor.save_pretrained(folder)
     return folder
-
-
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "llava": build_llava,
-    "idefics3": build_idefics3,
-    "qwen2_vl": build_qwen2_vl,
-}
-
-
-def build_all(root: Path) -> dict[str, Path]:
-    return {name: build(root / f"tiny-{name}") for name, build in BUILDERS.items()}
-
-
-if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
-    for name, path in build_all(out).items():
-        print(f"{name}\t{path}")

@@ -1,15 +1,18 @@
-"""Tiny, randomly initialised checkpoints of real architectures, saved like hub models.
+"""Tiny, randomly initialised checkpoints of real architectures, saved like hub models, and the one
+registry of their builders.
 
-The test suite (and anyone trying mmcli without network) builds these once and loads them
-through exactly the ``from_pretrained`` path a hub model takes. Run as a script to write them
-to a folder: ``python tests/tiny_models.py /tmp/mmcli-tiny``.
+The test suite (and anyone trying mmcli without network) builds these and loads them through exactly
+the ``from_pretrained`` path a hub model takes. Every builder, here and in ``tiny_captioners_*.py``,
+registers itself with :func:`tiny` under the name tests look its checkpoint up by; the suite builds
+each on first use (:class:`TinyModels`). Run as a script to write them all to a folder:
+``python tests/tiny_models.py /tmp/mmcli-tiny``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -23,6 +26,21 @@ CORPUS = (
 IMAGE_SIZE = 32
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]
+
+Builder = Callable[[Path], Path]
+REGISTRY: dict[str, Builder] = {}
+
+
+def tiny(name: str) -> Callable[[Builder], Builder]:
+    """Register a builder of the tiny checkpoint tests call ``name`` (saved as ``tiny-NAME``)."""
+
+    def register(build: Builder) -> Builder:
+        if name in REGISTRY:
+            raise ValueError(f"two tiny builders are named {name!r}")
+        REGISTRY[name] = build
+        return build
+
+    return register
 
 
 def _chars() -> list[str]:
@@ -94,12 +112,14 @@ def _build_clip_like(folder: Path, config_class: type, model_class: type, seed: 
     return folder
 
 
+@tiny("clip")
 def build_clip(folder: Path) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
     return _build_clip_like(folder, CLIPConfig, CLIPModel, seed=0, projection_dim=24)
 
 
+@tiny("siglip")
 def build_siglip(folder: Path) -> Path:
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
@@ -117,6 +137,7 @@ def build_siglip(folder: Path) -> Path:
     return folder
 
 
+@tiny("siglip2")
 def build_siglip2(folder: Path) -> Path:
     """SigLIP 2 (NaFlex): variable-resolution patches with an attention mask and spatial shapes."""
     from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
@@ -140,12 +161,14 @@ def build_siglip2(folder: Path) -> Path:
     return folder
 
 
+@tiny("metaclip2")
 def build_metaclip2(folder: Path) -> Path:
     from transformers import MetaClip2Config, MetaClip2Model
 
     return _build_clip_like(folder, MetaClip2Config, MetaClip2Model, seed=5, projection_dim=16)
 
 
+@tiny("dinov2")
 def build_dinov2(folder: Path) -> Path:
     """DINOv2: its pooled output is the layer-normed CLS token (no dense pooler)."""
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
@@ -159,6 +182,7 @@ def build_dinov2(folder: Path) -> Path:
     return folder
 
 
+@tiny("vit")
 def build_vit(folder: Path) -> Path:
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
@@ -169,6 +193,7 @@ def build_vit(folder: Path) -> Path:
     return folder
 
 
+@tiny("bert")
 def build_bert(folder: Path) -> Path:
     """A BERT sentence encoder laid out as sentence-transformers saves one (mean pooling)."""
     from transformers import BertConfig, BertModel
@@ -195,6 +220,7 @@ def build_bert(folder: Path) -> Path:
     return folder
 
 
+@tiny("blip")
 def build_blip(folder: Path) -> Path:
     """BLIP captioning: a ViT encoder and a BERT decoder with cross-attention."""
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
@@ -216,6 +242,7 @@ def build_blip(folder: Path) -> Path:
 CLIP_FRAMES = 4  # frames per clip of the tiny video models
 
 
+@tiny("xclip")
 def build_xclip(folder: Path) -> Path:
     """X-CLIP: CLIP towers plus a multi-frame integration transformer and a prompt generator, whose
     widths must equal the projection; the processor is XCLIPProcessor with VideoMAE's image processor."""
@@ -253,6 +280,7 @@ def build_xclip(folder: Path) -> Path:
     return folder
 
 
+@tiny("videomae")
 def build_videomae(folder: Path) -> Path:
     """VideoMAE fine-tuned for video classification with mean pooling (so it has a trained ``fc_norm``),
     as the Kinetics checkpoints are; tubelets of 2 frames x 8x8 pixels."""
@@ -273,32 +301,56 @@ def build_videomae(folder: Path) -> Path:
     return folder
 
 
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "clip": build_clip,
-    "siglip": build_siglip,
-    "siglip2": build_siglip2,
-    "metaclip2": build_metaclip2,
-    "dinov2": build_dinov2,
-    "vit": build_vit,
-    "bert": build_bert,
-    "blip": build_blip,
-    "xclip": build_xclip,
-    "videomae": build_videomae,
-}
+def registry() -> dict[str, Builder]:
+    """Every tiny builder by name, encoders' and captioners' alike (the captioner modules register on import)."""
+    import tiny_captioners_a  # noqa: F401
+    import tiny_captioners_b  # noqa: F401
+    import tiny_captioners_c  # noqa: F401
+
+    return REGISTRY
+
+
+class TinyModels(Mapping[str, Path]):
+    """The tiny checkpoints under ``root``, each built the first time it is looked up, so a run that
+    needs two models builds two.
+
+    Builders seed torch themselves; building under a forked RNG keeps a lazy build in the middle of a
+    test from changing the global random state that test sees.
+    """
+
+    def __init__(self, root: Path, builders: Mapping[str, Builder] | None = None) -> None:
+        self.root = root
+        self.builders = registry() if builders is None else builders
+        self._built: dict[str, Path] = {}
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self._built:
+            if name not in self.builders:
+                raise KeyError(f"no tiny checkpoint named {name!r}; known: {', '.join(sorted(self.builders))}")
+            with torch.random.fork_rng(devices=[]):
+                self._built[name] = self.builders[name](self.root / f"tiny-{name}")
+        return self._built[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.builders  # without building it, as Mapping's default would
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.builders)
+
+    def __len__(self) -> int:
+        return len(self.builders)
 
 
 def build_all(root: Path) -> dict[str, Path]:
-    return {name: build(root / f"tiny-{name}") for name, build in BUILDERS.items()}
+    """Every tiny checkpoint, built now, under ``root``."""
+    return dict(TinyModels(root))
 
 
 if __name__ == "__main__":
     # Every tiny checkpoint the suite uses, encoders and captioners alike, to try commands offline.
     sys.path.insert(0, str(Path(__file__).parent))
-    import tiny_captioners_a
-    import tiny_captioners_b
-    import tiny_captioners_c
+    import tiny_models  # the registry the builders fill is that module's, not this script's copy
 
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
-    for builders in (BUILDERS, tiny_captioners_a.BUILDERS, tiny_captioners_b.BUILDERS, tiny_captioners_c.BUILDERS):
-        for name, build in builders.items():
-            print(f"{name}\t{build(out / f'tiny-{name}')}", flush=True)
+    models = tiny_models.TinyModels(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models"))
+    for name in models:
+        print(f"{name}\t{models[name]}", flush=True)
