@@ -62,8 +62,9 @@ def test_extract_features_call_equals_the_command_and_reports_without_printing(
         (photos_copy / photo.name).write_bytes(photo.read_bytes())
     (photos_copy / "broken.jpg").write_bytes(b"not a jpeg")
     recorder = Recorder()
-    result = mmcli.extract_features([str(photos_copy)], tmp_path / "api.npy", model=str(tiny_models["clip"]),
-                                    exact_decode=True, reporter=recorder)  # fmt: skip (the suite's MMCLI_EXACT_DECODE)
+    result = mmcli.extract_features(
+        [str(photos_copy)], tmp_path / "api.npy", model=str(tiny_models["clip"]), exact_decode=True, reporter=recorder
+    )  # exact_decode: as the suite runs the command (MMCLI_EXACT_DECODE)
     printed = capsys.readouterr()  # mmcli printed nothing (transformers may draw its own weight-loading bar)
     assert printed.out == "" and "mmcli" not in printed.err and "broken.jpg" not in printed.err
     assert (result.rows, result.stats.failed) == (4, 1)
