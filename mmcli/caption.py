@@ -284,7 +284,7 @@ def caption_files(
     )
     from mmcli.incremental import previous_records
     from mmcli.io.atomic import check_writable
-    from mmcli.io.inputs import STDIN, discover_images
+    from mmcli.io.inputs import STDIN, discover_images, unique_ids
     from mmcli.io.records import RecordWriter
 
     reporter = reporter or Reporter()
@@ -304,6 +304,7 @@ def caption_files(
         check_writable(output, overwrite=run.overwrite or run.update)
     sampling = run.video_sampling(default="keyframes")
     items, total = with_total(discover_images(inputs, videos=True), inputs, what="images or videos")
+    items = unique_ids(items)
     previous, listed = None, []
     if run.update:  # what cannot be updated is refused before the model loads
         assert output is not None

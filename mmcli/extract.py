@@ -235,7 +235,7 @@ def extract_features(
     )
     from mmcli.incremental import previous_feature_set
     from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path
-    from mmcli.io.inputs import STDIN, discover_images, discover_texts
+    from mmcli.io.inputs import STDIN, discover_images, discover_texts, unique_ids
 
     reporter = reporter or Reporter()
     run = RunOptions.of(options)
@@ -261,6 +261,7 @@ def extract_features(
     else:
         discovered = chain(discover_images(inputs, videos=True), discover_texts([], texts))
     items, total = with_total(discovered, inputs, what=f"{modality}s")
+    items = unique_ids(items)
     previous, listed = None, []
     if run.update:  # what cannot be updated is refused before the model loads
         listed = list(items)

@@ -151,9 +151,16 @@ def outcomes_of(
     """Run only ``items[i]`` for ``i`` in ``indices`` through ``run`` (a batch pipeline such as
     ``embed_items``, videos expanded), returning each input's outcomes (its rows or records, and its
     errors) by its index; ``bar`` counts the inputs."""
-    position = {items[i].id: i for i in indices}
+    from mmcli.pipeline import Outcome
+
     outcomes: dict[int, list[Any]] = {}
-    for batch in run([items[i] for i in indices]):
+    for i in indices:  # a failed item (a missing file, a repeated id) fails as the pipeline would say
+        if items[i].error:
+            outcomes[i] = [Outcome(items[i], error=items[i].error)]
+            bar.update(1)
+    todo = [i for i in indices if not items[i].error]  # unique ids, so each outcome finds its input
+    position = {items[i].id: i for i in todo}
+    for batch in run([items[i] for i in todo]):
         for outcome in batch:
             index = position[input_id(outcome)]
             if index not in outcomes:

@@ -226,3 +226,16 @@ def _texts_from_stream(stream: IO[str], name: str, prefix: str | None, field_nam
 def _text_item(text: str, number: int, prefix: str | None, extra: dict[str, Any]) -> InputItem:
     item_id = f"{prefix}:{number}" if prefix else str(number)
     return InputItem(id=item_id, modality="text", source=text, text=text, extra=extra)
+
+
+def unique_ids(items: Iterable[InputItem]) -> Iterator[InputItem]:
+    """``items`` with the first of each id kept and every later one turned into a failed item, so an
+    output never holds two rows or records under one id (the same file given twice, repeated ids on
+    stdin) and nothing that was asked for goes unreported. Lazy, for stdin."""
+    first: dict[str, str] = {}
+    for item in items:
+        if item.id in first and not item.error:
+            yield replace(item, error=f"duplicate id {item.id!r}: an earlier input ({first[item.id]}) has it")
+            continue
+        first.setdefault(item.id, item.source)
+        yield item
