@@ -158,3 +158,14 @@ def test_retrieve_cli_ann_paths(clustered_set, tmp_path, run_mmcli):
     assert hits(auto) == hits(exact) and "exactly: feats.faiss is not used below 100,000 rows" in auto.stderr
     refused = run_mmcli(*args, "--ann", "exact", "--ef", "8")
     assert refused.returncode == 2 and "--ef tunes approximate search" in refused.stderr
+
+
+def test_dash_q_is_quiet_not_a_query(clustered_set, tmp_path, run_mmcli):
+    source, queries = clustered_set
+    npy = _write_set(tmp_path, "feats", np.load(source)[:500])
+    query_set = _write_set(tmp_path, "queries", queries[:2])
+    args = ["retrieve", "--index", npy, "--queries", query_set, "-k", "1"]
+    loud, quiet = run_mmcli(*args), run_mmcli(*args, "-q")
+    assert loud.returncode == quiet.returncode == 0, quiet.stderr
+    assert "searched 500 rows" in loud.stderr and quiet.stderr == "" and quiet.stdout == loud.stdout
+    assert "-q" not in run_mmcli("retrieve", "--help").stdout.split("--query ")[1].split("\n")[0]
