@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -21,12 +22,21 @@ Examples:
   mmcli evaluate captions --pred pred.jsonl --refs refs.jsonl --metrics bleu,cider --per-item scores.jsonl
 
   mmcli evaluate captions --pred pred.jsonl --refs refs.jsonl --clipscore --images photos.npy
+
+  mmcli caption clips/ > pred.jsonl && mmcli evaluate captions --pred pred.jsonl --refs refs.jsonl --video segments
 """
+
+
+class Video(str, Enum):
+    summary = "summary"
+    segments = "segments"
 
 
 @reports_errors
 def captions(
-    pred: Annotated[Path, typer.Option(help='Predictions: {"id", "caption"} JSONL (mmcli caption output).')] = ...,  # type: ignore[assignment]
+    pred: Annotated[
+        Path, typer.Option(help='Predictions: {"id", "caption"} JSONL (mmcli caption output, videos too).')
+    ] = ...,  # type: ignore[assignment]
     refs: Annotated[
         Path, typer.Option(help='References: {"id", "captions": [...]} or several {"id", "caption"} lines per id.')
     ] = ...,  # type: ignore[assignment]
@@ -56,6 +66,13 @@ def captions(
     ] = None,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
+    video: Annotated[
+        Video,
+        typer.Option(
+            help="Videos: score each by its summary against the video's references, or each segment "
+            "(VIDEO#t=START,END) by its own id."
+        ),
+    ] = Video.summary,
     fmt: FormatOption = Format.auto,
     strict: StrictOption = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --per-item file.")] = False,
@@ -82,7 +99,7 @@ def captions(
     with strict_flag():
         report = evaluate_caption_files(
             pred, refs, chosen, images=images if clipscore else None, model=model, device=device.value,
-            dtype=dtype.value, strict=strict, on_note=partial(note, quiet=quiet),
+            dtype=dtype.value, strict=strict, video=video.value, on_note=partial(note, quiet=quiet),
         )  # fmt: skip
     if per_item is not None:
         with atomic_output(per_item) as handle:

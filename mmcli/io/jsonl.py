@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -37,9 +38,24 @@ def parse_line(line: str, where: str) -> dict[str, Any]:
     return value
 
 
+#: What ``errors="surrogateescape"`` turns a byte that is not UTF-8 into; valid UTF-8 never decodes to these.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
 def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)`` for each non-blank line of a JSONL stream."""
+    """Yield ``(line_number, record)`` for each non-blank line of a JSONL stream.
+
+    Lines read with ``errors="surrogateescape"`` (as :func:`read_jsonl` reads files) that held bytes
+    which are not UTF-8 are refused naming the line, rather than failing somewhere in the file's
+    first block with no line at all.
+    """
     for number, line in enumerate(lines, start=1):
+        undecodable = _UNDECODABLE.search(line)
+        if undecodable is not None:
+            byte = ord(undecodable.group()) - 0xDC00
+            raise InputError(
+                f"{name}:{number}: not valid UTF-8 (byte 0x{byte:02x} at column {undecodable.start() + 1})"
+            )
         if line.strip():
             yield number, parse_line(line, f"{name}:{number}")
 
@@ -47,11 +63,14 @@ def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str,
 def read_jsonl(path: str | os.PathLike[str], what: str = "JSONL file") -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_number, record)`` from a JSONL file (``-``: stdin); a missing file is one clear error."""
     if str(path) == "-":
-        yield from iter_jsonl(sys.stdin, "<stdin>")
+        try:
+            yield from iter_jsonl(sys.stdin, "<stdin>")
+        except UnicodeDecodeError as exc:  # the stream decodes in blocks: no line to name
+            raise InputError(f"<stdin>: not valid {exc.encoding} text ({exc.reason})") from None
         return
     if not os.path.isfile(path):
         raise InputError(f"{what} {path} does not exist")
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         yield from iter_jsonl(handle, str(path))
 
 

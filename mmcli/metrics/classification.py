@@ -1,8 +1,10 @@
 """Classification metrics: accuracy, top-k accuracy, per-class and averaged precision/recall/F1.
 
-Definitions follow scikit-learn's (``zero_division=0``): a class never predicted has precision 0,
-macro averages weigh classes equally, weighted averages by support, and micro averages pool every
-decision (for single-label data micro precision, recall and F1 all equal accuracy).
+Definitions follow scikit-learn's (``zero_division=0``): the classes are those that are true or
+predicted for some item; a class never predicted has precision 0 and one never true has recall 0,
+macro averages weigh every class equally (a class predicted but never true included), weighted
+averages by support, and micro averages pool every decision (for single-label data micro
+precision, recall and F1 all equal accuracy).
 """
 
 from __future__ import annotations
@@ -63,10 +65,9 @@ def evaluate_classification(
                 sum(truth[i] in _best(scores.get(i, {}), k) for i in ids if i in scores),
                 sum(1 for i in ids if i in scores),
             )
-    present = [label for label in labels if per_class[label]["support"] > 0]
+    weights = np.array([per_class[label]["support"] for label in labels], dtype=float)
     for name in ("precision", "recall", "f1"):
-        values = np.array([per_class[label][name] for label in present])
-        weights = np.array([per_class[label]["support"] for label in present], dtype=float)
+        values = np.array([per_class[label][name] for label in labels])
         metrics[f"macro {name}"] = float(values.mean()) if len(values) else 0.0
         metrics[f"weighted {name}"] = float((values * weights).sum() / weights.sum()) if weights.sum() else 0.0
     micro_precision = _ratio(int(correct.sum()), int(predicted_count.sum()))

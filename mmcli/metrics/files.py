@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmcli.errors import IdMismatch, InputError, MissingScores
+from mmcli.errors import IdMismatch, InputError, MissingScores, UsageError, option
 from mmcli.metrics.captions import ALL_METRICS, CaptionScores, evaluate_captions
 from mmcli.metrics.classification import ClassificationScores, evaluate_classification
 from mmcli.metrics.retrieval import DEFAULT_KS, RetrievalScores, cross_modal_recall, evaluate_rankings
 
 PathLike = str | os.PathLike[str]
+
+#: How ``mmcli caption``'s video records are scored: each video by its summary, or each segment by its own id.
+VIDEO_MODES = ("summary", "segments")
 
 
 @dataclass
@@ -82,6 +85,28 @@ def _field(record: dict[str, Any], key: str, where: str) -> Any:
     return record[key]
 
 
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, as a message says it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return {dict: "an object", list: "a list", str: "text"}.get(type(value), "a number")
+
+
+def _is_text(value: Any) -> bool:
+    """Whether a JSON value can stand for an id, a label or a caption: text or a number."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _text(record: dict[str, Any], key: str, where: str) -> str:
+    """``record[key]`` as text; null, lists and objects are refused rather than scored as ``"None"``."""
+    value = _field(record, key, where)
+    if not _is_text(value):
+        raise InputError(f"{where}: {key!r} is {_json_kind(value)}, not text")
+    return str(value)
+
+
 def _check_ids(
     expected: set[str], given: set[str], *, missing_what: str, unknown_what: str, strict: bool, note: _Notes
 ) -> None:
@@ -94,34 +119,85 @@ def _check_ids(
             note(message)
 
 
-def read_caption_predictions(path: PathLike) -> tuple[dict[str, str], int]:
-    """``{id: caption}`` from ``{"id", "caption"}`` records (mmcli caption output), and how many
-    error records were skipped."""
-    predictions: dict[str, str] = {}
-    skipped = 0
+@dataclass
+class CaptionPredictions:
+    """The captions to score, by id, and what was passed over to get them."""
+
+    captions: dict[str, str]
+    errors: int = 0  # error records
+    videos: int = 0  # videos scored by their summary (or their one segment)
+    skipped_segments: int = 0  # segment records left out for their video's summary
+    skipped_summaries: int = 0  # summary records left out for their segments
+
+
+def _is_segment(record: dict[str, Any]) -> bool:
+    """A video segment record of ``mmcli caption``: ``{"id": "VIDEO#t=START,END", "t", "end", "caption"}``."""
+    return "#t=" in str(record.get("id", "")) and "t" in record and "end" in record and "caption" in record
+
+
+def read_caption_predictions(path: PathLike, video: str = "summary") -> CaptionPredictions:
+    """The captions of ``mmcli caption`` output: ``{"id", "caption"}`` records for images, and for
+    videos segment records and a ``{"id", "summary", "segments"}`` record.
+
+    With ``video="summary"`` a video is scored under its own id by its summary, or by its segment's
+    caption when it has a single one (a video captioned whole, with or without a summary), and
+    its segment records are left out; with ``video="segments"`` each segment is scored under its
+    own id (``VIDEO#t=START,END``) and the summaries are left out. Captions keep the file's order.
+    """
+    if video not in VIDEO_MODES:
+        raise UsageError(f"{option('video', video)}: choose from {', '.join(VIDEO_MODES)}")
+    result = CaptionPredictions({})
+    order: dict[str, None] = {}  # ids in the file's order; a video's at its first record
+    captions: dict[str, str] = {}  # images, segments scored by their own ids, and video summaries
+    segments: dict[str, list[str]] = {}  # video id -> the captions of its segment records
+    summaries: dict[str, Any] = {}  # video id -> the number of segments its summary record gives
     for where, record in _records(path, "predictions"):
         if "error" in record:
-            skipped += 1
+            result.errors += 1
             continue
-        identifier = str(_field(record, "id", where))
-        if identifier in predictions:
+        identifier = _text(record, "id", where)
+        if "caption" not in record and "summary" in record:
+            if video == "segments":
+                result.skipped_summaries += 1
+                continue
+            text = _text(record, "summary", where)
+            summaries[identifier] = record.get("segments")
+        elif video == "summary" and _is_segment(record):
+            owner = identifier.rpartition("#t=")[0]
+            segments.setdefault(owner, []).append(_text(record, "caption", where))
+            order.setdefault(owner, None)
+            continue
+        else:
+            text = _text(record, "caption", where)
+        if identifier in captions:
             raise InputError(f"{where}: a second prediction for id {identifier!r}")
-        predictions[identifier] = str(_field(record, "caption", where))
-    return predictions, skipped
+        captions[identifier] = text
+        order.setdefault(identifier, None)
+    whole = 0
+    for owner, texts in segments.items():
+        # A video captioned whole is scored by its segment's caption rather than the summary made of it.
+        if len(texts) == 1 and summaries.get(owner) in (None, 1) and (owner in summaries or owner not in captions):
+            captions[owner] = texts[0]
+            whole += owner not in summaries
+        else:
+            result.skipped_segments += len(texts)
+    result.captions = {identifier: captions[identifier] for identifier in order if identifier in captions}
+    result.videos = len(summaries) + whole
+    return result
 
 
 def read_caption_references(path: PathLike) -> dict[str, list[str]]:
     """``{id: [caption, ...]}`` from ``{"id", "captions": [...]}`` records, or several ``{"id", "caption"}``."""
     references: dict[str, list[str]] = {}
     for where, record in _records(path, "references"):
-        identifier = str(_field(record, "id", where))
+        identifier = _text(record, "id", where)
         if "captions" in record:
             given = record["captions"]
             if not isinstance(given, list) or not all(isinstance(text, str) for text in given):
                 raise InputError(f"{where}: 'captions' must be a list of strings")
             references.setdefault(identifier, []).extend(given)
         else:
-            references.setdefault(identifier, []).append(str(_field(record, "caption", where)))
+            references.setdefault(identifier, []).append(_text(record, "caption", where))
     if not references:
         raise InputError(f"references file {path} holds no records")
     return references
@@ -137,6 +213,7 @@ def evaluate_caption_files(
     device: str = "auto",
     dtype: str = "auto",
     strict: bool = False,
+    video: str = "summary",
     on_note: Callable[[str], None] | None = None,
 ) -> CaptionReport:
     """The COCO caption ``metrics`` (see :func:`~mmcli.metrics.captions.evaluate_captions`) of the
@@ -144,13 +221,24 @@ def evaluate_caption_files(
 
     With ``images`` (an image feature set or a folder of the images), CLIPScore and RefCLIPScore are
     added, embedded with ``model`` on ``device`` / ``dtype`` (see
-    :func:`~mmcli.metrics.clipscore.clip_scores`).
+    :func:`~mmcli.metrics.clipscore.clip_scores`). ``video`` says how video records are scored (see
+    :func:`read_caption_predictions`).
     """
     note = _Notes(on_note)
-    predicted, skipped = read_caption_predictions(predictions)
+    read = read_caption_predictions(predictions, video)
+    predicted = read.captions
     referenced = read_caption_references(references)
-    if skipped:
-        note(f"{skipped} error records in {predictions} skipped")
+    if read.errors:
+        note(f"{read.errors} error records in {predictions} skipped")
+    if read.videos:
+        note(f"scoring {read.videos} videos by their summary")
+    if read.skipped_segments:
+        note(
+            f"{read.skipped_segments} video segment records skipped "
+            f"({option('video', 'segments')} scores them by their own ids)"
+        )
+    if read.skipped_summaries:
+        note(f"{read.skipped_summaries} video summary records skipped ({option('video', 'summary')} scores them)")
     _check_ids(
         set(referenced), set(predicted), missing_what=f"ids in {references} have no prediction",
         unknown_what=f"predictions in {predictions} have no references", strict=strict, note=note,
@@ -188,18 +276,26 @@ def evaluate_retrieval_files(
     against relevance judgements (``{"query_id", "relevant": [ids]}`` records)."""
     note = _Notes(on_note)
     rankings: dict[str, list[str]] = {}
+    repeating = 0
     for where, record in _records(results, "results"):
         if "error" in record:
             continue
-        query = str(record.get("query_id", _field(record, "query", where)))
-        hits = _field(record, "hits", where)
-        rankings[query] = [str(_field(hit, "id", where)) for hit in hits]
+        query = _text(record, "query" if "query_id" not in record and "query" in record else "query_id", where)
+        if query in rankings:
+            raise InputError(f"{where}: a second result list for query {query!r}")
+        rankings[query] = _hit_ids(_field(record, "hits", where), where)
+        repeating += len(set(rankings[query])) < len(rankings[query])
     judgements: dict[str, set[str]] = {}
     for where, record in _records(qrels, "qrels"):
+        query = _text(record, "query_id", where)
         relevant = _field(record, "relevant", where)
-        if not isinstance(relevant, list):
+        if not isinstance(relevant, list) or not all(map(_is_text, relevant)):
             raise InputError(f"{where}: 'relevant' must be a list of ids")
-        judgements.setdefault(str(_field(record, "query_id", where)), set()).update(map(str, relevant))
+        if query in judgements:
+            raise InputError(f"{where}: a second judgement for query {query!r} (list all its relevant ids in one)")
+        judgements[query] = set(map(str, relevant))
+    if repeating:
+        note(f"{repeating} queries in {results} list a hit more than once; it counts once, at its first rank")
     scores = evaluate_rankings(rankings, judgements, ks)
     if scores.missing and strict:
         raise IdMismatch(f"{len(scores.missing)} judged queries are not in {results}")
@@ -212,6 +308,17 @@ def evaluate_retrieval_files(
     if not scores.queries:
         raise InputError(f"no query in {qrels} has a relevant item to score")
     return RetrievalReport(scores, note.kept)
+
+
+def _hit_ids(hits: Any, where: str) -> list[str]:
+    """The ids of a result record's ``hits``, in order."""
+    if not isinstance(hits, list):
+        raise InputError(f"{where}: 'hits' is {_json_kind(hits)}, not a list of {{\"id\", ...}} objects")
+    for number, hit in enumerate(hits, start=1):
+        if not isinstance(hit, dict) or not _is_text(hit.get("id")):
+            what = _json_kind(hit) if not isinstance(hit, dict) else "an object without an id"
+            raise InputError(f"{where}: 'hits' item {number} is {what}, not an {{\"id\", ...}} object")
+    return [str(hit["id"]) for hit in hits]
 
 
 def evaluate_cross_modal_files(
@@ -278,13 +385,13 @@ def evaluate_classification_files(
     for where, record in _records(predictions, "predictions"):
         if "error" in record:
             continue
-        identifier = str(_field(record, "id", where))
-        predicted[identifier] = str(_field(record, "label", where))
+        identifier = _text(record, "id", where)
+        predicted[identifier] = _text(record, "label", where)
         if isinstance(record.get("scores"), dict):
-            scores[identifier] = {str(label): float(value) for label, value in record["scores"].items()}
+            scores[identifier] = _label_scores(record["scores"], where)
     truth: dict[str, str] = {}
     for where, record in _records(labels, "labels"):
-        truth[str(_field(record, "id", where))] = str(_field(record, "label", where))
+        truth[_text(record, "id", where)] = _text(record, "label", where)
     _check_ids(
         set(truth), set(predicted), missing_what=f"ids in {labels} have no prediction",
         unknown_what=f"predictions in {predictions} have no true label", strict=strict, note=note,
@@ -295,3 +402,16 @@ def evaluate_classification_files(
         raise MissingScores(f"top-k accuracy needs per-label scores in {predictions} (mmcli classify writes them)")
     result = evaluate_classification(predicted, truth, scores=scores or None, top_ks=top_ks)
     return ClassificationReport(result, note.kept)
+
+
+def _label_scores(given: dict[str, Any], where: str) -> dict[str, float]:
+    """A prediction's ``scores`` (label -> score) as numbers."""
+    scores = {}
+    for label, value in given.items():
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            scores[str(label)] = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: the score of {label!r} is {_json_kind(value)}, not a number") from None
+    return scores

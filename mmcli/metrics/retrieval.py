@@ -32,8 +32,17 @@ class RetrievalScores:
 
 
 def query_metrics(ranked: Sequence[str], relevant: set[str], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float | None]:
-    """Recall@K, reciprocal rank, first relevant rank, average precision and nDCG@10 for one query."""
-    hits = [position for position, item in enumerate(ranked, start=1) if item in relevant]
+    """Recall@K, reciprocal rank, first relevant rank, average precision and nDCG@10 for one query.
+
+    An item listed more than once counts once, at its first (best) rank; the other items keep
+    their places in the list.
+    """
+    seen: set[str] = set()
+    hits = []
+    for position, item in enumerate(ranked, start=1):
+        if item in relevant and item not in seen:
+            hits.append(position)
+        seen.add(item)
     scores: dict[str, float | None] = {}
     for k in ks:
         scores[f"R@{k}"] = sum(1 for position in hits if position <= k) / len(relevant)
