@@ -13,7 +13,7 @@ class Progress(Protocol):
     def update(self, n: int = 1) -> None: ...
 
 
-class _NoProgress:
+class NoProgress:
     def update(self, n: int = 1) -> None:
         pass
 
@@ -37,4 +37,4 @@ class Reporter:
     @contextmanager
     def progress(self, total: int | None, *, unit: str, desc: str) -> Iterator[Progress]:
         """Counts ``total`` units of work (``None``: unknown) as they are done."""
-        yield _NoProgress()
+        yield NoProgress()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import typer
 
 from mmcli.errors import MmcliError, options_as_flags
-from mmcli.reporting import Reporter
+from mmcli.reporting import NoProgress, Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,21 +70,13 @@ def quiet_libraries() -> None:
 def progress(total: int | None, *, quiet: bool, unit: str = "item", desc: str = "") -> Iterator[Any]:
     """A tqdm bar on stderr with items/s; a no-op object when quiet."""
     if quiet:
-        yield _NoProgress()
+        yield NoProgress()
         return
     from tqdm import tqdm
 
     # disable=None: a bar on a terminal, nothing in logs and CI where stderr is a file or pipe.
     with tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False, disable=None) as bar:
         yield bar
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def write(self, message: str, file: Any = None) -> None:
-        print(message, file=sys.stderr, flush=True)
 
 
 class CommandReporter(Reporter):
@@ -101,8 +93,9 @@ class CommandReporter(Reporter):
 
     def skipped(self, item: Any, error: str) -> None:
         message = f"mmcli: skipping {item.source}: {error}"
-        if self._bar is not None:
-            self._bar.write(message, file=sys.stderr)
+        write = getattr(self._bar, "write", None)  # through a showing bar, so the bar is not torn
+        if write is not None:
+            write(message, file=sys.stderr)
         else:
             print(message, file=sys.stderr, flush=True)
 
