@@ -91,11 +91,13 @@ def prediction(probs: np.ndarray, labels: Sequence[str], top: int | None = None)
 
 def read_label_file(path: str | os.PathLike[str]) -> list[str]:
     """Class labels, one per line; blank lines are skipped."""
+    from mmcli.io.jsonl import text_lines
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for _, line in text_lines(text.splitlines(), str(path)) if line.strip()]
 
 
 def zero_shot(

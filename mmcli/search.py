@@ -167,7 +167,7 @@ def embed_queries(
         items += list(queries_from_stream(stdin or sys.stdin, "<stdin>"))
     elif queries:
         try:
-            with open(queries, encoding="utf-8") as handle:
+            with open(queries, encoding="utf-8", errors="surrogateescape") as handle:
                 items += list(queries_from_stream(handle, queries))
         except OSError as exc:
             raise InputError(f"{queries}: cannot read ({exc.strerror})") from None

@@ -674,3 +674,62 @@ def test_empty_input_set_is_a_usage_error_without_outputs(run_mmcli, tiny_models
 
     to_stdout = run_mmcli("caption", inputs, "--model", tiny_models["blip"])
     assert_stops_with_one_line(to_stdout, 2)
+
+
+BINARY = bytes(range(256)) * 4  # every byte value: never valid UTF-8 text
+
+
+def _hostile_text_inputs(folder: Path, photo: Path) -> dict[str, Path]:
+    """Files that stand where a command expects text: binary data, JSONL broken in the middle, and
+    records whose fields have the wrong type."""
+    files = {
+        "binary": BINARY,
+        "broken_middle": (
+            json.dumps({"path": str(photo), "text": "a cat"}) + '\n{"path": \n' + json.dumps({"text": "a dog"}) + "\n"
+        ).encode(),
+        "path_is_a_number": b'{"path": 5}\n',
+        "text_is_a_number": b'{"text": 5}\n',
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_bytes(data)
+    return paths
+
+
+@pytest.mark.parametrize("case", ["binary", "broken_middle", "path_is_a_number", "text_is_a_number"])
+def test_every_reading_command_stops_on_hostile_text_with_one_line(run_mmcli, tiny_models, photos, tmp_path, case):
+    """Each command that reads JSONL or text lines, given a file of this kind, exits 2 with one readable line
+    naming the file, prints no record and leaves no output behind."""
+    files = _hostile_text_inputs(tmp_path, photos / "chelsea.jpg")
+    bad = files[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    index = write_feature_set(tmp_path / "index.npy", np.eye(4, 24, dtype=np.float32), model=str(tiny_models["clip"]))
+    clip, blip = ["--model", tiny_models["clip"]], ["--model", tiny_models["blip"]]
+    commands = {
+        "extract images from stdin": (["extract-features", "-", "-o", out / "a.npy", *clip], bad.read_bytes()),
+        "extract texts": (["extract-features", "--modality", "text", bad, "-o", out / "b.npy", *clip], None),
+        "caption from stdin": (["caption", "-", "-o", out / "c.jsonl", *blip], bad.read_bytes()),
+        "retrieve queries": (["retrieve", "--index", index, "--queries", bad, *clip], None),
+        "fuse results": (["fuse", "--results", bad, bad], None),
+        "evaluate captions": (["evaluate", "captions", "--pred", bad, "--refs", bad], None),
+        "evaluate retrieval": (["evaluate", "retrieval", "--results", bad, "--qrels", bad], None),
+        "evaluate classification": (["evaluate", "classification", "--pred", bad, "--labels", bad], None),
+    }
+    if case == "binary":
+        commands["classify labels file"] = (["classify", photos, "--labels-file", bad, *clip], None)
+    expected_to_refuse = {
+        # A record whose path is a number is a bad line for every reader; so is one whose text is a number,
+        # except where only a path (stdin images) or only the text (texts) is read: those are per-item cases.
+        "path_is_a_number": set(commands) - {"extract texts"},
+        "text_is_a_number": {"extract texts", "retrieve queries"},
+    }.get(case, set(commands))
+    for what, (args, stdin) in commands.items():
+        if what not in expected_to_refuse:
+            continue
+        result = run_mmcli(*args, input=stdin)
+        line = assert_stops_with_one_line(result, 2) if what != "caption from stdin" else result.stderr
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (what, result.stderr)
+        assert line.strip(), what
+        assert list(out.iterdir()) == [], f"{what} left {list(out.iterdir())}"

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
-from mmcli.errors import InputError, UsageError
-from mmcli.io.jsonl import parse_line
+from mmcli.errors import InputError, UsageError, option
+from mmcli.io.jsonl import parse_line, text_lines
 from mmcli.media.images import is_image_path
 from mmcli.media.video import is_video_path
 
@@ -111,7 +111,7 @@ def discover_texts(
         if os.path.isdir(given):
             raise UsageError(f"{given} is a folder; text inputs are .txt or .jsonl files, or -")
         try:
-            handle = open(given, encoding="utf-8")
+            handle = open(given, encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             raise UsageError(f"{given}: no such file") from None
         except OSError as exc:
@@ -122,7 +122,7 @@ def discover_texts(
 
 def queries_from_stream(stream: IO[str], name: str) -> Iterator[InputItem]:
     """Query items: JSONL records with ``text`` or ``path`` (and ``id``), or bare text lines."""
-    for number, line in enumerate(stream, start=1):
+    for number, line in text_lines(stream, name):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -187,7 +187,7 @@ def _missing(given: str, reason: str) -> InputItem:
 
 
 def _image_records_from_stream(stream: IO[str], name: str) -> Iterator[InputItem]:
-    for number, line in enumerate(stream, start=1):
+    for number, line in text_lines(stream, name, paths=True):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -205,7 +205,7 @@ def _image_records_from_stream(stream: IO[str], name: str) -> Iterator[InputItem
 
 def _texts_from_stream(stream: IO[str], name: str, prefix: str | None, field_name: str) -> Iterator[InputItem]:
     as_jsonl = name.endswith(JSONL_SUFFIXES)
-    for number, line in enumerate(stream, start=1):
+    for number, line in text_lines(stream, name):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -213,7 +213,7 @@ def _texts_from_stream(stream: IO[str], name: str, prefix: str | None, field_nam
             record = parse_line(line, f"{name}:{number}")
             text = record.get(field_name)
             if not isinstance(text, str):
-                raise InputError(f"{name}:{number}: record has no text field {field_name!r} (see --field)")
+                raise InputError(f"{name}:{number}: record has no text field {field_name!r} (see {option('field')})")
             extra = {k: v for k, v in record.items() if k not in (field_name, "id")}
             item = _text_item(text, number, prefix, extra)
             if "id" in record:

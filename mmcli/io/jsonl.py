@@ -42,20 +42,27 @@ def parse_line(line: str, where: str) -> dict[str, Any]:
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
-def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)`` for each non-blank line of a JSONL stream.
+def text_lines(lines: Iterable[str], name: str, *, paths: bool = False) -> Iterator[tuple[int, str]]:
+    """``(line_number, line)`` of a text stream, refusing bytes that are not UTF-8 with the line that
+    holds them: files read with ``errors="surrogateescape"`` carry them as surrogates; a strictly
+    decoded stream (stdin) fails in whole blocks, with no line to name. A list of ``paths`` keeps
+    such bytes (a file name may hold them) and refuses only a stream that cannot be decoded at all."""
+    try:
+        for number, line in enumerate(lines, start=1):
+            undecodable = None if paths else _UNDECODABLE.search(line)
+            if undecodable is not None:
+                byte = ord(undecodable.group()) - 0xDC00
+                raise InputError(
+                    f"{name}:{number}: not valid UTF-8 (byte 0x{byte:02x} at column {undecodable.start() + 1})"
+                )
+            yield number, line
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: not valid {exc.encoding} text ({exc.reason})") from None
 
-    Lines read with ``errors="surrogateescape"`` (as :func:`read_jsonl` reads files) that held bytes
-    which are not UTF-8 are refused naming the line, rather than failing somewhere in the file's
-    first block with no line at all.
-    """
-    for number, line in enumerate(lines, start=1):
-        undecodable = _UNDECODABLE.search(line)
-        if undecodable is not None:
-            byte = ord(undecodable.group()) - 0xDC00
-            raise InputError(
-                f"{name}:{number}: not valid UTF-8 (byte 0x{byte:02x} at column {undecodable.start() + 1})"
-            )
+
+def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)`` for each non-blank line of a JSONL stream (see :func:`text_lines`)."""
+    for number, line in text_lines(lines, name):
         if line.strip():
             yield number, parse_line(line, f"{name}:{number}")
 
@@ -63,10 +70,7 @@ def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str,
 def read_jsonl(path: str | os.PathLike[str], what: str = "JSONL file") -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_number, record)`` from a JSONL file (``-``: stdin); a missing file is one clear error."""
     if str(path) == "-":
-        try:
-            yield from iter_jsonl(sys.stdin, "<stdin>")
-        except UnicodeDecodeError as exc:  # the stream decodes in blocks: no line to name
-            raise InputError(f"<stdin>: not valid {exc.encoding} text ({exc.reason})") from None
+        yield from iter_jsonl(sys.stdin, "<stdin>")
         return
     if not os.path.isfile(path):
         raise InputError(f"{what} {path} does not exist")
