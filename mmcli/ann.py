@@ -17,7 +17,7 @@ import numpy as np
 
 from mmcli.errors import InputError, OutputExists, UsageError, option
 from mmcli.io.atomic import publish, settle, temporary_sibling
-from mmcli.io.features import read_feature_set
+from mmcli.io.features import check_rows, read_feature_set
 from mmcli.retrieval import SearchResult
 
 KINDS = ("ivf", "hnsw")
@@ -102,6 +102,7 @@ def index_feature_set(
     """Build ``FEATS.faiss`` beside a feature set, for later searches to reuse; returns its path and
     the number of rows indexed."""
     feature_set = read_feature_set(npy)
+    check_rows(feature_set)  # faiss would index NaN rows without a word, and fail on an empty set
     target = index_path(npy)
     if target.exists() and not overwrite:
         raise OutputExists(f"{target} already exists; pass --overwrite to rebuild it")

@@ -21,7 +21,7 @@ import numpy as np
 
 from mmcli.encoders.base import Encoder
 from mmcli.errors import InputError, UsageError, option
-from mmcli.io.features import FeatureSet
+from mmcli.io.features import FeatureSet, check_rows
 from mmcli.io.inputs import InputItem
 from mmcli.media.images import DEFAULT_MAX_PIXELS
 from mmcli.pipeline import Outcome
@@ -115,6 +115,8 @@ def zero_shot(
     """
     from mmcli.encoders import DEFAULT_MODEL, load_encoder
 
+    if feature_set is not None:
+        check_rows(feature_set)  # before the model loads
     if feature_set is not None and feature_set.fused:
         raise UsageError(
             f"{feature_set.path} holds fused rows, which live in no single model's space: labels cannot be embedded "
@@ -141,9 +143,14 @@ def zero_shot(
 
 
 def classify_features(feature_set: FeatureSet, classes: Classes, top: int | None = None) -> Iterator[dict]:
-    """``{"id", "source", "label", "score", "scores"}`` for each row of an image feature set."""
-    for record, row in zip(feature_set.records, probabilities(feature_set.vectors, classes), strict=True):
-        yield {"id": record["id"], "source": record.get("source"), **prediction(row, classes.labels, top)}
+    """``{"id", "source", "label", "score", "scores"}`` for each row of an image feature set; a set with
+    no rows or a non-finite row is refused here, before the first record (a NaN score is not JSON)."""
+    check_rows(feature_set)
+    rows = probabilities(feature_set.vectors, classes)
+    return (
+        {"id": record["id"], "source": record.get("source"), **prediction(row, classes.labels, top)}
+        for record, row in zip(feature_set.records, rows, strict=True)
+    )
 
 
 def classify_items(

@@ -39,6 +39,14 @@ class OutputExists(MmcliError):
     """Refuses to replace an existing output without --overwrite."""
 
 
+class OutputCompleted(OutputExists):
+    """The output exists because a run that was killed as it published it has just been completed:
+    a rerun of that command has nothing left to do. Not a failure (exit status 0); the command line
+    reports it as a note."""
+
+    exit_code = 0
+
+
 class IdMismatch(InputError):
     """Ids of one file with no partner in the other, refused because strict matching was asked for."""
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mmcli.errors import ModelNotFound, UnsupportedModel, UsageError
+from mmcli.errors import ModelNotFound, UnsupportedModel, UsageError, option
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -201,12 +201,77 @@ def move_to(inputs: Any, device: str, dtype: Any) -> dict[str, Any]:
 
 def load_config(name: str, *, trust_remote_code: bool = False) -> Any:
     """The model's config (which decides the family), with errors that say what to do."""
-    if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
-        raise ModelNotFound(f"model folder {name!r} does not exist")
+    if looks_like_path(name):
+        if not os.path.exists(os.path.expanduser(name)):
+            raise ModelNotFound(f"model folder {name!r} does not exist")
+    else:
+        offline_unless_hub_answers()
     from transformers import AutoConfig
 
     path = os.path.expanduser(name)
     return hub_call(name, lambda: AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
+
+
+HUB_PROBE_TIMEOUT = 2.0  # seconds; a hub that does not accept a connection by then is taken as unreachable
+_hub_unreachable: str | None = None  # the endpoint found unreachable, once it was
+
+
+def offline_unless_hub_answers() -> None:
+    """Switch huggingface_hub to offline mode for this process if its endpoint (or the proxy to it)
+    does not accept a TCP connection within :data:`HUB_PROBE_TIMEOUT`.
+
+    Without this, a machine with no network spends about 30 s in the hub client's retries before
+    the cache is consulted; offline, a cached model loads at once and a missing one fails at once.
+    The probe is made once per process, and never when ``HF_HUB_OFFLINE`` is already set.
+    """
+    global _hub_unreachable
+    from huggingface_hub import constants
+
+    if _hub_unreachable is not None or _offline_by_environment() or constants.HF_HUB_OFFLINE:
+        return
+    if not _accepts_connection(constants.ENDPOINT, HUB_PROBE_TIMEOUT):
+        _hub_unreachable = constants.ENDPOINT
+        constants.HF_HUB_OFFLINE = True  # read at every call by huggingface_hub and transformers
+
+
+def _accepts_connection(url: str, timeout: float) -> bool:
+    """Whether ``url``'s host (or the proxy for it) accepts a TCP connection within ``timeout`` seconds,
+    name resolution included (it runs in a thread, since the resolver itself takes no timeout)."""
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    if host is None:
+        return True  # not a URL we can judge: leave it to the hub client
+    proxy = urllib.request.getproxies().get(parts.scheme) or urllib.request.getproxies().get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if proxied.hostname is None:
+            return True
+        host, port = proxied.hostname, proxied.port or 80
+    answered = threading.Event()
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answered.set()
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return answered.is_set()
+
+
+def _offline_by_environment() -> bool:
+    return any(
+        os.environ.get(variable, "").lower() in ("1", "true", "yes", "on")
+        for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _transformers_version() -> str:
@@ -220,11 +285,14 @@ def _explain_missing(name: str, exc: Exception, what: str) -> str:
     if os.path.isdir(os.path.expanduser(name)):
         return f"{what} folder {name!r} is not a usable checkpoint: {text.splitlines()[0]}"
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if "offline" in text.lower() or "couldn't connect" in text.lower() or offline:
+    if "offline" in text.lower() or "couldn't connect" in text.lower() or offline or _hub_unreachable:
+        why = " (HF_HUB_OFFLINE is set)" if offline else ""
+        if _hub_unreachable and not offline:
+            why = f" ({_hub_unreachable} did not answer)"
         return (
-            f"{what} {name!r} is not in the Hugging Face cache and the hub cannot be reached"
-            f"{' (HF_HUB_OFFLINE is set)' if offline else ''}. Download it once with network "
-            f"(`hf download {name}`), point HF_HOME at a cache that has it, or pass a local folder"
+            f"{what} {name!r} is not in the Hugging Face cache and the hub cannot be reached{why}. "
+            f"Download it once with network (`hf download {name}`), point HF_HOME at a cache that has it, "
+            f"or pass a local folder ({option('model', 'PATH')})"
         )
     if "not a valid model identifier" in text or "Repository Not Found" in text or "404" in text:
         return (

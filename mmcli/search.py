@@ -17,7 +17,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from mmcli.errors import InputError, UsageError, option
-from mmcli.io.features import FeatureSet, check_finite
+from mmcli.io.features import FeatureSet, check_finite, require_rows
 from mmcli.retrieval import SearchResult, search
 
 ANN_MODES = ("auto", "faiss", "exact")
@@ -63,6 +63,7 @@ def search_set(
     """
     if ann not in ANN_MODES:
         raise UsageError(f"unknown search mode {ann!r}; choose from {', '.join(ANN_MODES)}")
+    require_rows(feature_set)  # (non-finite rows are refused by the search itself, as it reads them)
     if ann != "faiss" and save_index:
         raise UsageError(
             f"{option('save_index')} keeps the index that a faiss search builds: it needs {option('ann', 'faiss')}"

@@ -257,7 +257,45 @@ def test_uncached_model_offline_is_one_clear_line(run_mmcli_process, photos, tmp
     )
     _assert_clean_failure(result, 2)
     assert "openai/clip-vit-base-patch32" in result.stderr and "hf download" in result.stderr
+    assert "--model PATH" in result.stderr  # a local folder works too
     assert _no_outputs(tmp_path)
+
+
+def test_uncached_model_with_an_unreachable_hub_fails_at_once_in_one_line(mmcli_exe, photos, tmp_path):
+    import time
+
+    # HF_HUB_OFFLINE unset, and a hub endpoint on this machine where nothing listens: no outside address is tried.
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    started = time.monotonic()
+    result = subprocess.run(
+        [mmcli_exe, "extract-features", photos / "coffee.jpg", "-o", tmp_path / "out.npy"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    _assert_clean_failure(result, 2)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no retry chatter from the hub client
+    assert "openai/clip-vit-base-patch32" in result.stderr and "hf download" in result.stderr
+    assert "--model PATH" in result.stderr
+    assert elapsed < 15, f"took {elapsed:.0f} s to find the hub unreachable"
+    assert _no_outputs(tmp_path)
+
+
+def test_cached_hub_model_with_an_unreachable_hub_loads_from_the_cache(mmcli_exe, tiny_models, photos, tmp_path):
+    # The tiny CLIP laid out as the hub cache holds a download of "tiny/clip"; the hub itself does not answer.
+    model = tmp_path / "hf" / "hub" / "models--tiny--clip"
+    shutil.copytree(tiny_models["clip"], model / "snapshots" / ("0" * 40))
+    (model / "refs").mkdir()
+    (model / "refs" / "main").write_text("0" * 40)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run(
+        [mmcli_exe, "extract-features", photos / "coffee.jpg", "-o", tmp_path / "out.npy", "--model", "tiny/clip"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Retrying" not in result.stderr
+    assert read_feature_set(tmp_path / "out.npy").models == {"tiny/clip"}
 
 
 def test_image_only_model_with_texts_is_a_usage_error(run_mmcli, tiny_models, tmp_path):

@@ -223,8 +223,9 @@ def test_extract_features_killed_while_publishing_is_complete_on_the_next_run(ru
                after_renaming="set.jsonl")  # fmt: skip
     assert (tmp_path / "set.partial").is_dir() and publishing_path(tmp_path / "set.npy").exists()
 
-    again = run_mmcli(*args)
-    assert again.returncode == 2 and "is now complete); pass --overwrite" in again.stderr
+    again = run_mmcli(*args)  # the same command: it completes the output, says so, and has nothing left to do
+    assert again.returncode == 0 and "is now complete" in again.stderr, again.stderr
+    assert "error" not in again.stderr and again.stdout == ""
     assert not (tmp_path / "set.partial").exists() and not publishing_path(tmp_path / "set.npy").exists()
     # Compared to the bit with the killed run's rows: a process of its own too, with torch's default threads.
     whole = run_mmcli_process(*args[:3], str(tmp_path / "whole.npy"), *args[4:])
@@ -264,3 +265,21 @@ def test_a_set_that_cannot_be_published_keeps_the_old_one_and_the_journal(tmp_pa
     with FeatureSetWriter(npy, journal=resumed):
         pass
     assert read_feature_set(npy).ids == ["new0", "new1", "new2"]
+
+
+def test_caption_rerun_after_a_kill_while_publishing_completes_the_output_and_stops(run_mmcli, tiny_models, photos,
+                                                                                    tmp_path):  # fmt: skip
+    output = tmp_path / "captions.jsonl"
+    output.write_text(json.dumps({"id": "a", "source": "a", "caption": "old"}) + "\n")
+    temporary = tmp_path / ".captions.jsonl.part"
+    temporary.write_text("".join(json.dumps({"id": n, "source": n, "caption": "new"}) + "\n" for n in "bc"))
+    (tmp_path / "captions.partial").mkdir()  # the killed run's journal, which the change removes
+    # A change decided but not carried out: exactly what a kill right after the marker leaves.
+    publishing_path(output).write_text(
+        json.dumps({"moves": [[temporary.name, output.name]], "removals": ["captions.partial"]})
+    )
+    again = run_mmcli("caption", photos, "-o", output, "--model", tiny_models["blip"])
+    assert again.returncode == 0, again.stderr
+    assert "is now complete" in again.stderr and "error" not in again.stderr, again.stderr
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == ["b", "c"], "no further work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.jsonl"]

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from mmcli.errors import MmcliError, options_as_flags
+from mmcli.errors import MmcliError, OutputCompleted, options_as_flags
 from mmcli.reporting import NoProgress, Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,6 +39,9 @@ def reports_errors(command: F) -> F:
         try:
             with options_as_flags():
                 return command(*args, **kwargs)
+        except OutputCompleted as exc:  # a rerun of a run killed as it finished: done, not an error
+            note(str(exc))
+            raise typer.Exit(exc.exit_code) from None
         except MmcliError as exc:
             error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None

@@ -25,7 +25,7 @@ from mmcli.fusion.align import AlignedSets, align
 from mmcli.fusion.early import PcaFitter, Projection, fuse_rows, l2_normalize, prepare_blocks, require_one_width
 from mmcli.fusion.late import DEFAULT_RRF_K, LateFusionReport, fuse_results
 from mmcli.io.atomic import check_writable
-from mmcli.io.features import FeatureSetWriter, check_finite, check_output_path, read_feature_set
+from mmcli.io.features import FeatureSetWriter, check_output_path, check_rows, read_feature_set
 from mmcli.io.jsonl import read_jsonl
 from mmcli.io.records import RecordWriter
 
@@ -65,13 +65,13 @@ class LearnedFusion:
 def read_aligned(
     inputs: Sequence[PathLike], *, by: str = "id", strict: bool = False, on_note: Note | None = None
 ) -> AlignedSets:
-    """Feature sets read, checked for non-finite rows and aligned (one set is taken whole); rows
-    without a partner in every set are left out, with a notice."""
+    """Feature sets read, checked for rows (at least one, all finite) and aligned (one set is taken
+    whole); rows without a partner in every set are left out, with a notice."""
     if not inputs:
         raise UsageError("give at least one feature set")
     sets = [read_feature_set(path) for path in inputs]
     for feature_set in sets:
-        check_finite(feature_set)
+        check_rows(feature_set)
     if len(sets) == 1:
         return AlignedSets(sets, [np.arange(len(sets[0]), dtype=np.int64)], [0])
     aligned = align(sets, by=by, strict=strict)

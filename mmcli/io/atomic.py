@@ -130,8 +130,12 @@ def atomic_output(path: Path, mode: str = "w", encoding: str | None = "utf-8") -
 
 
 def check_writable(path: Path, *, overwrite: bool, companions: tuple[Path, ...] = ()) -> Path:
-    """Fail before any work if ``path`` cannot be written, or exists (with its companions) without ``overwrite``."""
-    from mmcli.errors import OutputExists, UsageError
+    """Fail before any work if ``path`` cannot be written, or exists (with its companions) without ``overwrite``.
+
+    Where the output exists only because this call completed the publication of a killed run (see
+    :func:`settle`), :class:`~mmcli.errors.OutputCompleted` says so: rerunning that run has nothing to do.
+    """
+    from mmcli.errors import OutputCompleted, OutputExists, UsageError, option
 
     finished = settle(path)
     folder = path.parent
@@ -140,6 +144,11 @@ def check_writable(path: Path, *, overwrite: bool, companions: tuple[Path, ...] 
     if not os.access(folder, os.W_OK):
         raise UsageError(f"cannot write {path}: folder {str(folder)!r} is not writable")
     if not overwrite:
+        if finished and path.exists():
+            raise OutputCompleted(
+                f"{path}: the run that wrote it was stopped as it finished, and the output is now complete; "
+                f"nothing left to do (pass {option('overwrite')} to make it again)"
+            )
         for existing in (path, *companions):
             if existing.exists():
                 how = " (the run that wrote it was stopped as it finished, and is now complete)" if finished else ""

@@ -92,13 +92,39 @@ def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> Feat
     sidecar = sidecar_path(npy)
     if not sidecar.exists():
         raise InputError(f"{npy}: its sidecar {sidecar} is missing")
-    records = [record for _, record in read_jsonl(sidecar)]
+    records = _read_sidecar(sidecar)
     if len(records) != vectors.shape[0]:
         raise InputError(
             f"{npy} has {vectors.shape[0]} rows but {sidecar} has {len(records)} records; "
             "they must match line for line (was one of them replaced or edited?)"
         )
     return FeatureSet(vectors=vectors, records=records, path=npy)
+
+
+def _read_sidecar(sidecar: Path) -> list[dict[str, Any]]:
+    """The sidecar's records, each with the keys DESIGN.md requires and an id no other line has:
+    a hit, a fused row or a prediction is named by its id, so a repeated one would name two rows."""
+    records: list[dict[str, Any]] = []
+    line_of: dict[Any, tuple[int, int]] = {}  # id -> (row, line)
+    for number, record in read_jsonl(sidecar):
+        missing = [key for key in REQUIRED_KEYS if key not in record]
+        if missing:
+            raise InputError(
+                f"{sidecar}:{number}: record lacks {', '.join(repr(key) for key in missing)} "
+                f"(every line needs {', '.join(REQUIRED_KEYS)})"
+            )
+        identifier = record["id"]
+        if isinstance(identifier, (dict, list)):
+            raise InputError(f"{sidecar}:{number}: id must be a string, got {type(identifier).__name__}")
+        if identifier in line_of:
+            first = line_of[identifier]
+            raise InputError(
+                f"{sidecar}: id {identifier!r} appears on rows {first[0]} and {len(records)} "
+                f"(lines {first[1]} and {number}); ids must be unique within a set"
+            )
+        line_of[identifier] = (len(records), number)
+        records.append(record)
+    return records
 
 
 class FeatureSetWriter:
@@ -275,6 +301,19 @@ class FeatureSetWriter:
             self.close()
         else:
             self.abort()
+
+
+def require_rows(feature_set: FeatureSet) -> None:
+    """Refuse a set with no rows: searching, indexing, classifying or fusing it has nothing to work on,
+    and an empty result would look like an answer."""
+    if len(feature_set) == 0:
+        raise InputError(f"{feature_set.path} has no rows; make it again from inputs that give vectors")
+
+
+def check_rows(feature_set: FeatureSet, chunk_rows: int = 65_536) -> None:
+    """What every command that uses a set's vectors asks of them: at least one row, and every value finite."""
+    require_rows(feature_set)
+    check_finite(feature_set, chunk_rows)
 
 
 def check_finite(feature_set: FeatureSet, chunk_rows: int = 65_536) -> None:
