@@ -27,7 +27,10 @@ NO_GPU = (
 )
 
 PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("", "--version"): ("tests/test_cli.py::test_version_and_module_entry_point",),
+    ("", "--version"): (
+        "tests/test_cli.py::test_version_and_module_entry_point",
+        PROOF + "test_version_prints_the_version_and_nothing_else",
+    ),
     # -- caption ---------------------------------------------------------------------------------------
     ("caption", "--output"): ("tests/test_caption.py::test_caption_tsv_to_file_needs_overwrite_to_replace",),
     ("caption", "--format"): (
@@ -163,9 +166,10 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("extract-features", "--keyframes"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),
     ("extract-features", "--scene-threshold"): (PROOF + "test_extract_scene_threshold_sets_the_cuts",),
     ("extract-features", "--start"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),
-    ("extract-features", "--end"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),
+    ("extract-features", "--end"): (PROOF + "test_extract_end_stops_the_sampling",),
     ("extract-features", "--trust-remote-code"): (
         "tests/test_safety.py::test_a_checkpoint_with_its_own_code_is_refused_without_trust_remote_code",
+        PROOF + "test_trust_remote_code_reaches_the_config_loader",
     ),
     ("extract-features", "--quiet"): (
         PROOF + "test_quiet_silences_the_summary",

@@ -141,6 +141,14 @@ def model_command(name, tiny_models, photos, photo_set, tmp_path):
             "--images", photos, "--model", tiny_models["clip"]]  # fmt: skip
 
 
+def test_version_prints_the_version_and_nothing_else(run_mmcli):
+    from mmcli import __version__
+
+    done = run_mmcli("--version")
+    assert done.returncode == 0 and done.stdout == f"mmcli {__version__}\n"
+    assert "Usage" in run_mmcli().stdout + run_mmcli().stderr  # without it: the help, not the version
+
+
 # -- flags every model command shares -------------------------------------------------------------
 
 
@@ -183,7 +191,7 @@ def test_dtype_changes_the_rows(run_mmcli, tiny_models, photos, photo_set, tmp_p
     np.testing.assert_allclose(low, full, atol=0.05)  # the same model, in coarser numerics
 
 
-@pytest.mark.parametrize("command", ["caption", "classify", "retrieve"])
+@pytest.mark.parametrize("command", ["caption", "classify", "extract-features", "retrieve"])
 def test_trust_remote_code_reaches_the_config_loader(
     command, run_mmcli, tiny_models, photos, photo_set, tmp_path, loads
 ):
@@ -538,6 +546,16 @@ def test_extract_scene_threshold_sets_the_cuts(run_mmcli, tiny_models, scene_vid
     assert len(read_feature_set(out)) == 5
     assert run_mmcli(*args, "--scene-threshold", "0.99").returncode == 0
     assert 1 <= len(read_feature_set(out)) < 5  # only the starkest cuts score 0.99
+
+
+def test_extract_end_stops_the_sampling(run_mmcli, tiny_models, scene_video, tmp_path):
+    out = tmp_path / "frames.npy"
+    args = ["extract-features", scene_video, "-o", out, "--model", tiny_models["clip"], "--pool", "none",
+            "--fps", "1", "--overwrite", "-q"]  # fmt: skip
+    assert run_mmcli(*args).returncode == 0
+    assert len(read_feature_set(out)) == 5
+    assert run_mmcli(*args, "--end", "2.5").returncode == 0
+    assert [r["t"] for r in read_feature_set(out).records] == pytest.approx([0.0, 1.0, 2.0], abs=1e-3)
 
 
 # -- fuse -------------------------------------------------------------------------------------------
