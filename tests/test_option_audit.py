@@ -1,0 +1,376 @@
+"""Every option of every mmcli command has a test that would fail if the option were ignored.
+
+``PROOFS`` maps each (command path, option) pair, options named by their long flag (``--normalize``
+stands for ``--normalize/--no-normalize``), to the tests that prove it: each observes something only
+that option produces (a changed output, a file it writes, a refusal it causes, a note it prints, what
+reaches the model), not merely an exit status of 0. An entry may add a line beginning "NOTE:" for what
+its tests leave unproven, and an option no test here can prove has "UNTESTABLE: <why>" instead; one that
+is truly ignored has "BUG: <what>" beside an xfail(strict=True) test that shows it.
+
+The tests below fail, naming the pair, when an option of the app has no entry, when an entry names a
+test function that does not exist, or when the table names an option the app no longer has.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+PROOF = "tests/test_option_proofs.py::"
+NO_GPU = (
+    "NOTE: running on a CUDA or Apple MPS device needs that hardware, which the CI machines lack; the tests "
+    "prove the flag reaches the model loader (--device cpu) and that an absent device is refused by name"
+)
+
+PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "--version"): (
+        "tests/test_cli.py::test_version_and_module_entry_point",
+        PROOF + "test_version_prints_the_version_and_nothing_else",
+    ),
+    # -- caption ---------------------------------------------------------------------------------------
+    ("caption", "--output"): ("tests/test_caption.py::test_caption_tsv_to_file_needs_overwrite_to_replace",),
+    ("caption", "--format"): (
+        "tests/test_caption.py::test_caption_one_image_as_text",
+        "tests/test_caption.py::test_caption_tsv_to_file_needs_overwrite_to_replace",
+    ),
+    ("caption", "--model"): ("tests/test_caption.py::test_caption_folder_streams_jsonl_and_reports_corrupt_images",),
+    ("caption", "--prompt"): (PROOF + "test_caption_prompt_conditions_the_captions",),
+    ("caption", "--detail"): (
+        "tests/test_caption.py::test_caption_usage_errors",
+        "tests/test_caption.py::test_caption_with_a_chat_model_and_detail_levels",
+    ),
+    ("caption", "--max-new-tokens"): (PROOF + "test_caption_max_new_tokens_shortens_every_caption",),
+    ("caption", "--min-new-tokens"): (
+        PROOF + "test_caption_min_new_tokens_reaches_generate",
+        "NOTE: the random tiny captioners never end a caption early, so the floor is observed in the "
+        "arguments transformers' generate receives, not in a longer caption",
+    ),
+    ("caption", "--num-beams"): (PROOF + "test_caption_num_beams_changes_the_captions",),
+    ("caption", "--repetition-penalty"): (PROOF + "test_caption_repetition_penalty_changes_the_captions",),
+    ("caption", "--temperature"): (PROOF + "test_caption_temperature_samples_instead_of_greedy",),
+    ("caption", "--top-p"): (PROOF + "test_caption_top_p_cuts_the_nucleus",),
+    ("caption", "--seed"): (PROOF + "test_caption_seed_makes_sampling_reproducible",),
+    ("caption", "--batch-size"): (PROOF + "test_batch_size_is_the_items_per_model_call",),
+    ("caption", "--workers"): (PROOF + "test_workers_decode_in_threads_and_zero_in_the_calling_thread",),
+    ("caption", "--device"): (PROOF + "test_device_reaches_the_loader_and_an_absent_gpu_is_refused", NO_GPU),
+    ("caption", "--dtype"): (PROOF + "test_dtype_reaches_the_loader",),
+    ("caption", "--quantize"): (
+        PROOF + "test_quantize_makes_linear_layers_int8",
+        "NOTE: for caption only the refusal of --quantize with --dtype bfloat16 is observed; int8 captions "
+        "of the random tiny BLIP are not compared",
+    ),
+    ("caption", "--max-pixels"): (PROOF + "test_max_pixels_refuses_larger_images",),
+    ("caption", "--exact-decode"): (PROOF + "test_exact_decode_turns_reduced_scale_decoding_off",),
+    ("caption", "--on-error"): (PROOF + "test_on_error_fail_stops_at_the_bad_item",),
+    ("caption", "--overwrite"): ("tests/test_caption.py::test_caption_tsv_to_file_needs_overwrite_to_replace",),
+    ("caption", "--restart"): (PROOF + "test_caption_restart_discards_an_interrupted_runs_progress",),
+    ("caption", "--update"): (
+        "tests/test_update.py::test_caption_update_equals_a_fresh_run_and_captions_only_what_changed",
+        "tests/test_video_caption.py::test_caption_update_with_videos_equals_a_fresh_run",
+    ),
+    ("caption", "--keep-missing"): (PROOF + "test_caption_keep_missing_keeps_the_records_of_vanished_files",),
+    ("caption", "--keyframes"): (
+        "tests/test_video_caption.py::test_cli_video_errors_and_refusals",
+        "tests/test_video_caption.py::test_video_native_captioner_captions_each_video_whole",
+        "NOTE: keyframes are caption's default sampling, so the flag itself shows only in the refusals it "
+        "causes (with --fps; with a model that takes each video whole)",
+    ),
+    ("caption", "--fps"): (PROOF + "test_caption_video_sampling_flags_pick_the_frames",),
+    ("caption", "--frames"): (PROOF + "test_caption_video_sampling_flags_pick_the_frames",),
+    ("caption", "--scene-threshold"): (PROOF + "test_caption_video_sampling_flags_pick_the_frames",),
+    ("caption", "--start"): (
+        PROOF + "test_caption_video_sampling_flags_pick_the_frames",
+        "tests/test_video_caption.py::test_video_native_captioner_captions_each_video_whole",
+    ),
+    ("caption", "--end"): (PROOF + "test_caption_video_sampling_flags_pick_the_frames",),
+    ("caption", "--summary"): (
+        "tests/test_video_caption.py::test_cli_captions_videos_with_segments_equal_to_frame_captions",
+    ),
+    ("caption", "--trust-remote-code"): (PROOF + "test_trust_remote_code_reaches_the_config_loader",),
+    ("caption", "--quiet"): (PROOF + "test_quiet_silences_the_summary",),
+    # -- classify --------------------------------------------------------------------------------------
+    ("classify", "--labels"): (
+        PROOF + "test_classify_labels_file_adds_its_lines",
+        "tests/test_classify.py::test_classify_needs_labels_and_a_dual_tower_model",
+    ),
+    ("classify", "--labels-file"): (PROOF + "test_classify_labels_file_adds_its_lines",),
+    ("classify", "--template"): (
+        PROOF + "test_classify_template_changes_the_scores",
+        "tests/test_classify.py::test_classify_needs_labels_and_a_dual_tower_model",
+    ),
+    ("classify", "--features"): ("tests/test_classify.py::test_classify_command_from_images_and_from_features_agree",),
+    ("classify", "--top"): ("tests/test_classify.py::test_classify_command_from_images_and_from_features_agree",),
+    ("classify", "--output"): (PROOF + "test_classify_output_and_overwrite",),
+    ("classify", "--model"): ("tests/test_classify.py::test_classify_needs_labels_and_a_dual_tower_model",),
+    ("classify", "--batch-size"): (PROOF + "test_batch_size_is_the_items_per_model_call",),
+    ("classify", "--workers"): (PROOF + "test_workers_decode_in_threads_and_zero_in_the_calling_thread",),
+    ("classify", "--device"): (PROOF + "test_device_reaches_the_loader_and_an_absent_gpu_is_refused", NO_GPU),
+    ("classify", "--dtype"): (PROOF + "test_dtype_reaches_the_loader",),
+    ("classify", "--quantize"): (PROOF + "test_quantize_makes_linear_layers_int8",),
+    ("classify", "--max-pixels"): (PROOF + "test_max_pixels_refuses_larger_images",),
+    ("classify", "--exact-decode"): (PROOF + "test_exact_decode_turns_reduced_scale_decoding_off",),
+    ("classify", "--on-error"): (PROOF + "test_on_error_fail_stops_at_the_bad_item",),
+    ("classify", "--overwrite"): (PROOF + "test_classify_output_and_overwrite",),
+    ("classify", "--trust-remote-code"): (PROOF + "test_trust_remote_code_reaches_the_config_loader",),
+    ("classify", "--quiet"): (
+        PROOF + "test_quiet_silences_the_summary",
+        PROOF + "test_classify_quiet_silences_the_summary",
+    ),
+    # -- extract-features ------------------------------------------------------------------------------
+    ("extract-features", "--output"): ("tests/test_cli.py::test_extract_folder_writes_matching_pair",),
+    ("extract-features", "--text"): ("tests/test_cli.py::test_texts_from_flags_files_and_jsonl",),
+    ("extract-features", "--modality"): (
+        "tests/test_cli.py::test_texts_from_flags_files_and_jsonl",
+        "tests/test_cli.py::test_text_lines_from_stdin_with_float16_and_no_normalize",
+    ),
+    ("extract-features", "--field"): ("tests/test_cli.py::test_texts_from_flags_files_and_jsonl",),
+    ("extract-features", "--model"): (
+        "tests/test_cli.py::test_extract_folder_writes_matching_pair",
+        "tests/test_cli.py::test_stdin_paths_and_jsonl_records",
+    ),
+    ("extract-features", "--batch-size"): (PROOF + "test_batch_size_is_the_items_per_model_call",),
+    ("extract-features", "--workers"): (PROOF + "test_workers_decode_in_threads_and_zero_in_the_calling_thread",),
+    ("extract-features", "--device"): (
+        PROOF + "test_device_reaches_the_loader_and_an_absent_gpu_is_refused",
+        NO_GPU,
+    ),
+    ("extract-features", "--dtype"): (PROOF + "test_dtype_reaches_the_loader", PROOF + "test_dtype_changes_the_rows"),
+    ("extract-features", "--quantize"): ("tests/test_engine.py::test_cli_quantize_caption_and_refusal",),
+    ("extract-features", "--normalize"): (
+        "tests/test_cli.py::test_text_lines_from_stdin_with_float16_and_no_normalize",
+    ),
+    ("extract-features", "--output-dtype"): (
+        "tests/test_cli.py::test_text_lines_from_stdin_with_float16_and_no_normalize",
+    ),
+    ("extract-features", "--max-pixels"): (PROOF + "test_max_pixels_refuses_larger_images",),
+    ("extract-features", "--exact-decode"): (PROOF + "test_exact_decode_turns_reduced_scale_decoding_off",),
+    ("extract-features", "--on-error"): ("tests/test_cli.py::test_on_error_fail_stops_and_writes_no_pair",),
+    ("extract-features", "--overwrite"): ("tests/test_cli.py::test_existing_output_needs_overwrite",),
+    ("extract-features", "--restart"): (
+        "tests/test_resume.py::test_other_settings_are_refused_and_restart_starts_over",
+    ),
+    ("extract-features", "--update"): (
+        "tests/test_update.py::test_update_after_add_delete_rename_modify_equals_a_fresh_run",
+    ),
+    ("extract-features", "--keep-missing"): (
+        "tests/test_update.py::test_keep_missing_keeps_rows_of_vanished_files_at_the_end",
+        "tests/test_video_extract.py::test_update_keeps_a_vanished_videos_rows_together_with_keep_missing",
+    ),
+    ("extract-features", "--pool"): ("tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",),
+    ("extract-features", "--fps"): ("tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",),
+    ("extract-features", "--frames"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),
+    ("extract-features", "--keyframes"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),
+    ("extract-features", "--scene-threshold"): (PROOF + "test_extract_scene_threshold_sets_the_cuts",),
+    ("extract-features", "--start"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),
+    ("extract-features", "--end"): (PROOF + "test_extract_end_stops_the_sampling",),
+    ("extract-features", "--trust-remote-code"): (
+        "tests/test_safety.py::test_a_checkpoint_with_its_own_code_is_refused_without_trust_remote_code",
+        PROOF + "test_trust_remote_code_reaches_the_config_loader",
+    ),
+    ("extract-features", "--quiet"): (
+        PROOF + "test_quiet_silences_the_summary",
+        PROOF + "test_extract_quiet_silences_the_summary",
+    ),
+    # -- fuse ------------------------------------------------------------------------------------------
+    ("fuse", "--method"): (
+        "tests/test_fusion_early.py::test_cli_fuses_and_reuses_a_projection",
+        "tests/test_fuse_cli.py::test_late_fusion_of_retrieve_output_files",
+    ),
+    ("fuse", "--output"): (
+        "tests/test_fuse_cli.py::test_attention_head_learns_xor_and_reloads_identically",
+        PROOF + "test_fuse_results_output_file",
+    ),
+    ("fuse", "--align"): (PROOF + "test_fuse_align_row_pairs_rows_by_position",),
+    ("fuse", "--strict"): (PROOF + "test_fuse_strict_refuses_ids_missing_from_an_input",),
+    ("fuse", "--weights"): (
+        PROOF + "test_fuse_weights_weigh_the_inputs",
+        PROOF + "test_fuse_weights_weigh_result_lists",
+    ),
+    ("fuse", "--normalize"): (PROOF + "test_fuse_no_normalize_keeps_raw_scale",),
+    ("fuse", "--project"): ("tests/test_fusion_early.py::test_cli_fuses_and_reuses_a_projection",),
+    ("fuse", "--save-projection"): ("tests/test_fusion_early.py::test_cli_fuses_and_reuses_a_projection",),
+    ("fuse", "--projection"): ("tests/test_fusion_early.py::test_cli_fuses_and_reuses_a_projection",),
+    ("fuse", "--labels"): ("tests/test_fuse_cli.py::test_attention_head_learns_xor_and_reloads_identically",),
+    ("fuse", "--head"): ("tests/test_fuse_cli.py::test_attention_head_learns_xor_and_reloads_identically",),
+    ("fuse", "--save-head"): ("tests/test_fuse_cli.py::test_attention_head_learns_xor_and_reloads_identically",),
+    ("fuse", "--predict"): ("tests/test_fuse_cli.py::test_attention_head_learns_xor_and_reloads_identically",),
+    ("fuse", "--epochs"): (PROOF + "test_fuse_epochs_is_the_most_training_epochs",),
+    ("fuse", "--lr"): (PROOF + "test_fuse_lr_sets_the_step",),
+    ("fuse", "--hidden"): (PROOF + "test_fuse_hidden_is_the_width_of_the_fused_rows",),
+    ("fuse", "--batch-size"): (PROOF + "test_fuse_batch_size_changes_the_training",),
+    ("fuse", "--val-fraction"): (PROOF + "test_fuse_val_fraction_zero_trains_without_validation",),
+    ("fuse", "--patience"): (PROOF + "test_fuse_patience_stops_training_early",),
+    ("fuse", "--seed"): (PROOF + "test_fuse_seed_makes_training_reproducible",),
+    ("fuse", "--results"): ("tests/test_fuse_cli.py::test_late_fusion_of_retrieve_output_files",),
+    ("fuse", "--rrf-k"): (PROOF + "test_fuse_rrf_k_is_the_rrf_constant",),
+    ("fuse", "--top-k"): (PROOF + "test_fuse_top_k_keeps_the_best_fused_hits",),
+    ("fuse", "--storage"): (PROOF + "test_fuse_storage_float16",),
+    ("fuse", "--overwrite"): (PROOF + "test_fuse_overwrite_and_quiet",),
+    ("fuse", "--quiet"): (
+        PROOF + "test_fuse_overwrite_and_quiet",
+        PROOF + "test_fuse_quiet_hides_the_training_log",
+        PROOF + "test_quiet_silences_the_summary",
+    ),
+    # -- retrieve --------------------------------------------------------------------------------------
+    ("retrieve", "--index"): ("tests/test_retrieve_cli.py::test_text_query_ranks_images_like_brute_force",),
+    ("retrieve", "--query"): ("tests/test_retrieve_cli.py::test_text_query_ranks_images_like_brute_force",),
+    ("retrieve", "--query-image"): (
+        "tests/test_retrieve_cli.py::test_image_to_image_excludes_itself_and_image_to_text",
+    ),
+    ("retrieve", "--queries"): (
+        "tests/test_retrieve_cli.py::test_feature_set_queries_and_metadata",
+        "tests/test_retrieve_cli.py::test_stdin_queries_and_errors",
+    ),
+    ("retrieve", "--top-k"): ("tests/test_retrieve_cli.py::test_text_query_ranks_images_like_brute_force",),
+    ("retrieve", "--threshold"): (PROOF + "test_retrieve_threshold_drops_lower_hits",),
+    ("retrieve", "--exclude-self"): (
+        "tests/test_retrieve_cli.py::test_image_to_image_excludes_itself_and_image_to_text",
+        "tests/test_ann.py::test_index_build_and_retrieve_with_faiss",
+    ),
+    ("retrieve", "--with-metadata"): (
+        PROOF + "test_retrieve_with_metadata_adds_record_keys",
+        "tests/test_retrieve_cli.py::test_feature_set_queries_and_metadata",
+    ),
+    ("retrieve", "--ann"): ("tests/test_search.py::test_retrieve_cli_ann_paths",),
+    ("retrieve", "--save-index"): ("tests/test_search.py::test_retrieve_cli_ann_paths",),
+    ("retrieve", "--nprobe"): ("tests/test_search.py::test_retrieve_cli_ann_paths",),
+    ("retrieve", "--ef"): (
+        PROOF + "test_retrieve_ef_widens_the_hnsw_search",
+        "tests/test_search.py::test_retrieve_cli_ann_paths",
+    ),
+    ("retrieve", "--output"): (PROOF + "test_retrieve_output_and_overwrite",),
+    ("retrieve", "--model"): (PROOF + "test_retrieve_model_embeds_the_queries",),
+    ("retrieve", "--batch-size"): (PROOF + "test_retrieve_batch_size_is_the_queries_per_model_call",),
+    ("retrieve", "--device"): (PROOF + "test_device_reaches_the_loader_and_an_absent_gpu_is_refused", NO_GPU),
+    ("retrieve", "--dtype"): (PROOF + "test_dtype_reaches_the_loader",),
+    ("retrieve", "--overwrite"): (PROOF + "test_retrieve_output_and_overwrite",),
+    ("retrieve", "--trust-remote-code"): (PROOF + "test_trust_remote_code_reaches_the_config_loader",),
+    ("retrieve", "--quiet"): (PROOF + "test_retrieve_quiet_silences_the_summary",),
+    # -- index build -----------------------------------------------------------------------------------
+    ("index build", "--kind"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),
+    ("index build", "--nlist"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),
+    ("index build", "--m"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),
+    ("index build", "--overwrite"): (
+        PROOF + "test_index_build_kind_nlist_m_and_overwrite",
+        "tests/test_ann.py::test_index_build_and_retrieve_with_faiss",
+    ),
+    ("index build", "--quiet"): (PROOF + "test_quiet_silences_the_summary",),
+    # -- evaluate captions -----------------------------------------------------------------------------
+    ("evaluate captions", "--pred"): ("tests/test_evaluate_cli.py::test_caption_metrics_without_java",),
+    ("evaluate captions", "--refs"): ("tests/test_evaluate_cli.py::test_caption_metrics_without_java",),
+    ("evaluate captions", "--metrics"): (PROOF + "test_evaluate_captions_metrics_chooses_the_metrics",),
+    ("evaluate captions", "--per-item"): ("tests/test_evaluate_cli.py::test_caption_metrics_without_java",),
+    ("evaluate captions", "--clipscore"): ("tests/test_evaluate_cli.py::test_clipscore_matches_the_formula",),
+    ("evaluate captions", "--images"): ("tests/test_evaluate_cli.py::test_clipscore_matches_the_formula",),
+    ("evaluate captions", "--model"): ("tests/test_evaluate_cli.py::test_clipscore_matches_the_formula",),
+    ("evaluate captions", "--device"): (
+        PROOF + "test_device_reaches_the_loader_and_an_absent_gpu_is_refused",
+        NO_GPU,
+    ),
+    ("evaluate captions", "--dtype"): (PROOF + "test_dtype_reaches_the_loader",),
+    ("evaluate captions", "--format"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+    ("evaluate captions", "--strict"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+    ("evaluate captions", "--overwrite"): (PROOF + "test_evaluate_overwrite_replaces_the_written_file",),
+    ("evaluate captions", "--quiet"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+    # -- evaluate retrieval ----------------------------------------------------------------------------
+    ("evaluate retrieval", "--results"): ("tests/test_evaluate_cli.py::test_retrieval_metrics_from_retrieve_output",),
+    ("evaluate retrieval", "--qrels"): ("tests/test_evaluate_cli.py::test_retrieval_metrics_from_retrieve_output",),
+    ("evaluate retrieval", "--images"): ("tests/test_evaluate_cli.py::test_cross_modal_protocol_from_feature_sets",),
+    ("evaluate retrieval", "--texts"): ("tests/test_evaluate_cli.py::test_cross_modal_protocol_from_feature_sets",),
+    ("evaluate retrieval", "--match-field"): (PROOF + "test_evaluate_retrieval_match_field_names_the_owner_field",),
+    ("evaluate retrieval", "--k"): ("tests/test_evaluate_cli.py::test_retrieval_metrics_from_retrieve_output",),
+    ("evaluate retrieval", "--format"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+    ("evaluate retrieval", "--strict"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+    ("evaluate retrieval", "--quiet"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+    # -- evaluate classification -----------------------------------------------------------------------
+    ("evaluate classification", "--pred"): (
+        "tests/test_evaluate_cli.py::test_classification_metrics_and_confusion_csv",
+    ),
+    ("evaluate classification", "--labels"): (
+        "tests/test_evaluate_cli.py::test_classification_metrics_and_confusion_csv",
+    ),
+    ("evaluate classification", "--top-k"): (
+        "tests/test_evaluate_cli.py::test_classification_metrics_and_confusion_csv",
+    ),
+    ("evaluate classification", "--confusion"): (
+        "tests/test_evaluate_cli.py::test_classification_metrics_and_confusion_csv",
+    ),
+    ("evaluate classification", "--format"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+    ("evaluate classification", "--strict"): (
+        "tests/test_evaluate_cli.py::test_classification_metrics_and_confusion_csv",
+        PROOF + "test_evaluate_strict_quiet_and_format",
+    ),
+    ("evaluate classification", "--overwrite"): (PROOF + "test_evaluate_overwrite_replaces_the_written_file",),
+    ("evaluate classification", "--quiet"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+}
+
+REASONS = ("NOTE:", "UNTESTABLE:", "BUG:")
+
+
+def app_options() -> set[tuple[str, str]]:
+    """Every (command path, long option) of the mmcli app, groups walked; ``--help`` left out."""
+    import typer
+
+    from mmcli.cli import app
+
+    found: set[tuple[str, str]] = set()
+
+    def walk(command, path: list[str]) -> None:
+        for param in command.params:
+            if param.param_type_name != "option":
+                continue
+            long = [name for name in param.opts if name.startswith("--")]
+            assert long, f"{' '.join(path) or 'mmcli'}: option {param.opts} has no long name"
+            if long[0] != "--help":
+                found.add((" ".join(path), long[0]))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def describe(pair: tuple[str, str]) -> str:
+    command, option = pair
+    return f"mmcli {command} {option}".replace("  ", " ")
+
+
+@cache
+def defined_tests(relative: str) -> frozenset[str]:
+    """The ``test_*`` functions defined at the top of a test module (parsed, not imported)."""
+    path = TESTS.parent / relative
+    if not path.is_file():
+        return frozenset()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return frozenset(node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef))
+
+
+def test_every_option_has_an_entry():
+    missing = sorted(app_options() - set(PROOFS))
+    assert not missing, "options with no proof in PROOFS: " + ", ".join(map(describe, missing))
+
+
+def test_no_entry_names_an_option_the_app_lacks():
+    stale = sorted(set(PROOFS) - app_options())
+    assert not stale, "PROOFS names options the app no longer has: " + ", ".join(map(describe, stale))
+
+
+@pytest.mark.parametrize("pair", sorted(PROOFS), ids=describe)
+def test_entry_names_existing_tests_or_a_reason(pair):
+    entry = PROOFS[pair]
+    tests = [ref for ref in entry if not ref.startswith(REASONS)]
+    reasons = [ref for ref in entry if ref.startswith(REASONS)]
+    assert tests or any(r.startswith(("UNTESTABLE:", "BUG:")) for r in reasons), (
+        f"{describe(pair)}: give a proving test, or UNTESTABLE:/BUG: with the reason"
+    )
+    for reason in reasons:
+        assert len(reason.split(":", 1)[1].strip()) > 10, f"{describe(pair)}: say why, not just {reason!r}"
+    for ref in tests:
+        module, sep, name = ref.partition("::")
+        assert sep and module.startswith("tests/") and name.startswith("test_"), f"{describe(pair)}: bad ref {ref!r}"
+        assert (TESTS.parent / module).is_file(), f"{describe(pair)}: {module} does not exist"
+        assert name in defined_tests(module), f"{describe(pair)}: {module} defines no {name}"
