@@ -264,6 +264,9 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("evaluate captions", "--refs"): ("tests/test_evaluate_cli.py::test_caption_metrics_without_java",),
     ("evaluate captions", "--metrics"): (PROOF + "test_evaluate_captions_metrics_chooses_the_metrics",),
     ("evaluate captions", "--per-item"): ("tests/test_evaluate_cli.py::test_caption_metrics_without_java",),
+    ("evaluate captions", "--video"): (
+        "tests/test_evaluate_defects.py::test_video_segments_are_scored_by_their_own_ids",
+    ),
     ("evaluate captions", "--clipscore"): ("tests/test_evaluate_cli.py::test_clipscore_matches_the_formula",),
     ("evaluate captions", "--images"): ("tests/test_evaluate_cli.py::test_clipscore_matches_the_formula",),
     ("evaluate captions", "--model"): ("tests/test_evaluate_cli.py::test_clipscore_matches_the_formula",),
