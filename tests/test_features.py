@@ -124,3 +124,19 @@ def test_every_public_name_of_the_package_resolves():
 
     for name in mmcli.__all__:
         assert getattr(mmcli, name) is not None, name
+
+
+def test_models_of_rows_fused_twice_are_the_inner_names(tmp_path):
+    import json
+
+    import numpy as np
+
+    from mmcli.io.features import read_feature_set
+
+    np.save(tmp_path / "f.npy", np.ones((2, 3), np.float32))
+    records = [
+        {"id": "a", "modality": "fused", "model": [["clip", "dino"], "siglip"], "source": "a"},
+        {"id": "b", "modality": "fused", "model": [["clip", "dino"], "siglip"], "source": "b"},
+    ]
+    (tmp_path / "f.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert read_feature_set(tmp_path / "f.npy").models == {"clip", "dino", "siglip"}

@@ -60,12 +60,16 @@ class FeatureSet:
 
     @property
     def models(self) -> set[str]:
-        """Names of the models that made the rows (a fused row names several, as a list)."""
+        """Names of the models that made the rows (a fused row names several, as a list, nested where
+        fused rows were fused again)."""
         names: set[str] = set()
-        for record in self.records:
-            model = record.get("model")
-            names.update(model if isinstance(model, list) else [model])
-        names.discard(None)  # type: ignore[arg-type]
+        pending = [record.get("model") for record in self.records]
+        while pending:
+            model = pending.pop()
+            if isinstance(model, list):
+                pending.extend(model)
+            elif isinstance(model, str):
+                names.add(model)
         return names
 
     @property
