@@ -231,3 +231,14 @@ def test_a_null_label_is_an_error_for_its_record(tmp_path, run_mmcli, which):
     truth = write_jsonl(tmp_path / "truth.jsonl", broken if which == "truth" else records)
     line = one_error_line(run_mmcli("evaluate", "classification", "--pred", pred, "--labels", truth))
     assert f"{which}.jsonl:2" in line and "label" in line, line
+
+
+@pytest.mark.parametrize("which", ["pred", "truth"])
+def test_duplicate_ids_in_classification_files_are_refused(tmp_path, run_mmcli, which):
+    good = [{"id": "a", "label": "cat"}, {"id": "b", "label": "dog"}]
+    repeated = [*good, {"id": "a", "label": "dog"}]
+    pred = write_jsonl(tmp_path / "pred.jsonl", repeated if which == "pred" else good)
+    truth = write_jsonl(tmp_path / "truth.jsonl", repeated if which == "truth" else good)
+    result = run_mmcli("evaluate", "classification", "--pred", pred, "--labels", truth)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert ":3: a second" in result.stderr and "'a'" in result.stderr

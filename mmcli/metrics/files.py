@@ -386,12 +386,17 @@ def evaluate_classification_files(
         if "error" in record:
             continue
         identifier = _text(record, "id", where)
+        if identifier in predicted:
+            raise InputError(f"{where}: a second prediction for id {identifier!r}")
         predicted[identifier] = _text(record, "label", where)
         if isinstance(record.get("scores"), dict):
             scores[identifier] = _label_scores(record["scores"], where)
     truth: dict[str, str] = {}
     for where, record in _records(labels, "labels"):
-        truth[_text(record, "id", where)] = _text(record, "label", where)
+        identifier = _text(record, "id", where)
+        if identifier in truth:
+            raise InputError(f"{where}: a second true label for id {identifier!r}")
+        truth[identifier] = _text(record, "label", where)
     _check_ids(
         set(truth), set(predicted), missing_what=f"ids in {labels} have no prediction",
         unknown_what=f"predictions in {predictions} have no true label", strict=strict, note=note,
