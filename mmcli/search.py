@@ -197,6 +197,8 @@ def embed_queries(
             blocks.append(np.stack(rows))
     width = feature_set.vectors.shape[1]
     found.vectors = np.concatenate(blocks) if blocks else np.zeros((0, width), np.float32)
+    if not found.ids and not found.failures:
+        raise UsageError(f"no queries: {queries or 'the arguments'} held none")
     if found.vectors.shape[0] and found.vectors.shape[1] != width:
         raise UsageError(
             f"queries have {found.vectors.shape[1]} dimensions but {feature_set.path} has {width}: "

@@ -169,3 +169,15 @@ def test_dash_q_is_quiet_not_a_query(clustered_set, tmp_path, run_mmcli):
     assert loud.returncode == quiet.returncode == 0, quiet.stderr
     assert "searched 500 rows" in loud.stderr and quiet.stderr == "" and quiet.stdout == loud.stdout
     assert "-q" not in run_mmcli("retrieve", "--help").stdout.split("--query ")[1].split("\n")[0]
+
+
+def test_a_query_file_without_queries_is_refused(clustered_set, tmp_path, run_mmcli):
+    source, _ = clustered_set
+    npy = _write_set(tmp_path, "feats", np.load(source)[:100])
+    empty = _write_set(tmp_path, "none", np.zeros((0, 16), np.float32))
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n")
+    for queries in (empty, blank):
+        result = run_mmcli("retrieve", "--index", npy, "--queries", queries)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert f"no queries: {queries} held none" in result.stderr
