@@ -48,7 +48,7 @@ def search(
     """
     import torch
 
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    queries = np.array(queries, dtype=np.float32, order="C")  # a writable copy: torch shares its memory
     if queries.ndim != 2 or index.ndim != 2 or queries.shape[1] != index.shape[1]:
         raise ValueError(f"queries of shape {queries.shape} cannot search an index of shape {index.shape}")
     finite = np.isfinite(queries).all(axis=1)
