@@ -299,17 +299,21 @@ def run_fresh(
     kept: str = "",
 ) -> RunStats:
     """Run every item through ``job`` into ``sink``, committing whole input batches to the journal
-    (so a resumed run batches alike), never inside a video being assembled."""
-    consumed = resume.consumed
+    (so a resumed run batches alike), never inside a video being assembled. The journal counts input
+    items (a video is one, however many frames it gave), which is what a resumed run skips."""
+    consumed = committed = resume.consumed
     with sink, reporter.progress(total, unit=job.unit, desc=desc) as bar:
         bar.update(consumed)
         failed = sink.failed_before
         for outcomes, batch in job.batches(items, sink.counters):
             failed += sink.write(outcomes, on_error, reporter, kept)
-            bar.update(sum(outcome.item.modality != "frame" for outcome in batch))
-            consumed += len(batch)
-            if consumed % batch_size == 0 and not job.pending:
+            # Input items, not pipeline items: a video's frames count as the one video (its end marker).
+            done = sum(outcome.item.modality != "frame" for outcome in batch)
+            bar.update(done)
+            consumed += done
+            if consumed // batch_size > committed // batch_size and not job.pending:
                 sink.checkpoint(consumed, {**job.counters(), "failed": failed})
+                committed = consumed
     return RunStats(failed=failed, counters=job.counters())
 
 

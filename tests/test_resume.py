@@ -121,3 +121,61 @@ def test_ctrl_c_says_the_progress_is_kept_and_a_rerun_finishes(mmcli_exe, run_mm
     rerun = run_mmcli(*command[1:])
     assert rerun.returncode == 1 and "resuming: " in rerun.stderr, rerun.stderr
     assert np.load(out).shape[0] == 300
+
+
+class _InterruptingReporter:
+    """A reporter whose progress bar raises KeyboardInterrupt at its ``at``-th update, as Ctrl-C would."""
+
+    def __init__(self, at):
+        from mmcli.reporting import Reporter
+
+        self.at, self.base = at, Reporter()
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def progress(self, total, *, unit, desc):
+        from contextlib import contextmanager
+
+        at = self.at
+
+        class Bar:
+            updates = 0
+
+            def update(self, n=1):
+                Bar.updates += 1
+                if Bar.updates == at:
+                    raise KeyboardInterrupt
+
+        @contextmanager
+        def bar():
+            yield Bar()
+
+        return bar()
+
+
+def test_a_resumed_run_with_a_video_skips_only_the_inputs_it_finished(tiny_models, tmp_path):
+    """The journal counts input items: a video of four sampled frames is one input, so a rerun after a
+    checkpoint past the video skips exactly the inputs done (counting frames would skip later images)."""
+    from test_video_extract import scenes
+    from test_video_media import write_video
+
+    from mmcli import extract_features
+    from mmcli.io.features import read_feature_set
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ["a0", "a1", "a2", "c0", "c1", "c2", "c3", "c4", "c5"]:
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"{name}.jpg")
+    write_video(folder / "b.mp4", scenes, fps=10, duration=4.0)
+    options = {"model": str(tiny_models["clip"]), "batch_size": 2, "workers": 0}
+    whole = read_feature_set(extract_features([folder], tmp_path / "whole.npy", **options).output)
+    out = tmp_path / "out.npy"
+    with pytest.raises(KeyboardInterrupt):
+        extract_features([folder], out, reporter=_InterruptingReporter(8), **options)
+    consumed = committed(tmp_path / "out.partial" / "state.json")
+    assert 4 <= consumed < 10  # past the video (the fourth input), short of the end
+    resumed = read_feature_set(extract_features([folder], out, **options).output)
+    assert resumed.ids == whole.ids and len(whole) == 10
+    np.testing.assert_allclose(resumed.vectors, whole.vectors, atol=1e-6)
