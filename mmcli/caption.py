@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -246,6 +247,15 @@ class _CaptionJob:
         return {"captioned": self.videos.images, "videos": self.videos.videos}
 
 
+def _load_caption_job(
+    model: str, loading: dict[str, Any], sampling: Any, summary: bool, options: dict[str, Any]
+) -> Any:
+    """The captioning job with its model loaded: what each worker of a distributed run builds."""
+    from mmcli.captioners import load_captioner
+
+    return _CaptionJob(load_captioner(model, **loading), sampling, summary, options)
+
+
 def caption_files(
     inputs: Sequence[str],
     output: str | os.PathLike[str] | None = None,
@@ -302,6 +312,7 @@ def caption_files(
         raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
     if output is not None:
         check_writable(output, overwrite=run.overwrite or run.update)
+    run.check_backend(inputs)
     sampling = run.video_sampling(default="keyframes")
     items, total = with_total(discover_images(inputs, videos=True), inputs, what="images or videos")
     items = unique_ids(items)
@@ -336,7 +347,13 @@ def caption_files(
     engine_options = {"prompt": run_prompt, "video_prompt": video_prompt, "options": options,
                       "batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
                       "exact_decode": run.exact_decode}  # fmt: skip
-    job = _CaptionJob(captioner, sampling, summary, engine_options)
+    job = run.distribute(
+        _CaptionJob(captioner, sampling, summary, engine_options),
+        partial(_load_caption_job, model, run.loading, sampling, summary, engine_options),
+        batch_size=batch_size,
+        min_side=captioner.decode_min_side,
+        reporter=reporter,
+    )
     collected = io.StringIO() if output is None and stream is None else None
     if previous is not None:
         writer = RecordWriter(output, fmt="jsonl", settings=settings)

@@ -211,6 +211,10 @@ class RunOptions:
     scene_threshold: float = 0.3
     start: float = 0.0
     end: float | None = None
+    backend: str = "local"
+    ray_address: str | None = None
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> RunOptions:
@@ -220,7 +224,43 @@ class RunOptions:
             raise UsageError(f"unknown run option {unknown[0]!r}; the options are {', '.join(RUN_OPTIONS)}")
         if options.get("on_error", "skip") not in ("skip", "fail"):
             raise UsageError(f"{option('on_error')} is skip or fail, not {options['on_error']!r}")
-        return cls(**options)
+        run = cls(**options)
+        from mmcli.scale import BACKENDS
+
+        if run.backend not in BACKENDS:
+            raise UsageError(f"unknown {option('backend')} {run.backend!r}; choose from {', '.join(BACKENDS)}")
+        if run.num_workers < 1 or run.gpus_per_worker < 0:
+            raise UsageError(f"{option('num_workers')} is at least 1 and {option('gpus_per_worker')} at least 0")
+        if run.backend == "local":
+            given = [name for name, default in (("ray_address", None), ("num_workers", 1), ("gpus_per_worker", 0.0))
+                     if options.get(name, default) != default]  # fmt: skip
+            if given:
+                raise UsageError(f"{option(given[0])} goes with {option('backend', 'ray')}")
+        return run
+
+    def check_backend(self, inputs: list[str]) -> None:
+        """Refuse, before any model loads, a backend that cannot run these inputs."""
+        if self.backend != "ray":
+            return
+        if STDIN in inputs:
+            raise UsageError(
+                f"{option('backend', 'ray')} reads files, folders and shards; stdin is a stream, which "
+                "the local backend processes as it arrives"
+            )
+        from mmcli.scale.ray_backend import RayCluster, check_ray_available
+
+        check_ray_available(RayCluster(self.ray_address, self.num_workers, self.gpus_per_worker))
+
+    def distribute(self, job: Job, make_job: Any, *, batch_size: int, min_side: int | None, reporter: Reporter) -> Job:
+        """``job``, or with the ray backend the same job run by Ray: ``make_job`` (picklable) builds it in each
+        worker, loading the model there; ``min_side`` is the job's own reduced-decode setting."""
+        if self.backend == "local":
+            return job
+        from mmcli.scale.ray_backend import RayCluster, RayJob
+
+        cluster = RayCluster(self.ray_address, self.num_workers, self.gpus_per_worker)
+        return RayJob(job.unit, make_job, cluster, batch_size=batch_size, max_pixels=self.max_pixels,
+                      min_side=None if self.exact_decode else min_side, reporter=reporter)  # fmt: skip
 
     @property
     def loading(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,6 +197,13 @@ class _EmbedJob:
         return {}
 
 
+def _load_embed_job(model: str, loading: dict[str, Any], sampling: Any, pool: str, options: dict[str, Any]) -> Any:
+    """The embedding job with its model loaded: what each worker of a distributed run builds."""
+    from mmcli.encoders import load_encoder
+
+    return _EmbedJob(load_encoder(model, **loading), sampling, pool, options)
+
+
 def extract_features(
     inputs: Sequence[str] = (),
     output: str | os.PathLike[str] = "features.npy",
@@ -254,6 +262,7 @@ def extract_features(
     if run.keep_missing and not run.update:
         raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
     check_output_path(output, overwrite=run.overwrite or run.update)
+    run.check_backend(inputs)
 
     sampling = run.video_sampling()
     if modality == "text":
@@ -304,7 +313,13 @@ def extract_features(
         settings["video"] = {"clip_frames": encoder.clip_frames, **vars(sampling)}
     embedding = {"batch_size": batch_size, "workers": run.workers, "normalize": normalize,
                  "max_pixels": run.max_pixels, "exact_decode": run.exact_decode}  # fmt: skip
-    job = _EmbedJob(encoder, sampling, pool, embedding)
+    job = run.distribute(
+        _EmbedJob(encoder, sampling, pool, embedding),
+        partial(_load_embed_job, model, run.loading, sampling, pool, embedding),
+        batch_size=batch_size,
+        min_side=encoder.decode_min_side,
+        reporter=reporter,
+    )
     writer_options = {"dtype": output_dtype, "settings": settings}
     if previous is not None:
         writer = FeatureSetWriter(output, **writer_options)

@@ -96,6 +96,10 @@ def caption(
         ),
     ] = True,
     trust_remote_code: opt.TrustRemoteCode = False,
+    backend: opt.BackendOption = opt.Backend.local,
+    ray_address: opt.RayAddress = None,
+    num_workers: opt.NumWorkers = 1,
+    gpus_per_worker: opt.GpusPerWorker = 0.0,
     quiet: opt.Quiet = False,
 ) -> None:
     """Caption images and videos: one {"id", "source", "caption", "model"} record per image.

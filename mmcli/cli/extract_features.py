@@ -80,6 +80,10 @@ def extract_features(
     start: opt.VideoStart = 0.0,
     end: opt.VideoEnd = None,
     trust_remote_code: opt.TrustRemoteCode = False,
+    backend: opt.BackendOption = opt.Backend.local,
+    ray_address: opt.RayAddress = None,
+    num_workers: opt.NumWorkers = 1,
+    gpus_per_worker: opt.GpusPerWorker = 0.0,
     quiet: opt.Quiet = False,
 ) -> None:
     """Embed images, videos and texts into a feature set: OUT.npy rows with an OUT.jsonl record each.

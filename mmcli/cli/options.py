@@ -193,6 +193,39 @@ KeepMissing = Annotated[
 ]
 
 
+SCALE = "Scale-out"
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+BackendOption = Annotated[
+    Backend,
+    typer.Option(
+        help="Where the model runs: in this process, or on a Ray cluster (Ray Data; pip install 'mmcli[ray]'), "
+        "with the same output.",
+        rich_help_panel=SCALE,
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="The Ray cluster to join: auto (the one started on this machine with ray start), or HOST:PORT "
+        "\\[default: start a Ray for this run].",
+        show_default=False,
+        rich_help_panel=SCALE,
+    ),
+]
+NumWorkers = Annotated[
+    int, typer.Option(min=1, help="Ray actors running the model, each loading it once.", rich_help_panel=SCALE)
+]
+GpusPerWorker = Annotated[
+    float, typer.Option(min=0.0, help="GPUs each Ray actor holds (fractions share a GPU).", rich_help_panel=SCALE)
+]
+
+
 def run_flags(flags: dict[str, Any]) -> dict[str, Any]:
     """The :class:`~mmcli.engine.RunOptions` among a command's flags (its ``locals()``), as plain values."""
     from mmcli.engine import RUN_OPTIONS
