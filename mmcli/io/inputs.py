@@ -106,14 +106,16 @@ def _discover_images(given: str, videos: bool, columns: Any) -> Iterator[InputIt
     if is_url(given) and not has_braces(given):
         from mmcli.io.sources import is_media_url, is_remote_folder, walk_url
 
-        if _is_container(given, columns, text_mode=False, named=True) or is_media_url(given, videos=videos):
-            yield from named(given)
-        elif not given.lower().startswith(("http://", "https://")) and (
-            glob.has_magic(given) or is_remote_folder(given)
+        web = given.lower().startswith(("http://", "https://"))  # no folders, and ? starts a query
+        pattern = not web and glob.has_magic(given)
+        if not pattern and (
+            _is_container(given, columns, text_mode=False, named=True) or is_media_url(given, videos=videos)
         ):
+            yield from named(given)
+        elif pattern or (not web and is_remote_folder(given)):
             found = walk_url(given, wanted)
             if not found:
-                yield _missing(given, "no image matches this pattern" if glob.has_magic(given) else "no image found")
+                yield _missing(given, "no image matches this pattern" if pattern else "no image found")
             for path in found:
                 yield from named(path)
         else:
