@@ -327,6 +327,7 @@ def test_items_pickle_and_decode_anywhere(shards, table, photos):
     assert isinstance(items[0].blob, ByteRange) and isinstance(items[-1].blob, ParquetCell)
     reference = np.asarray(load_image(photos / "astronaut.jpg"))
     for item in (items[0], items[2]):
+        assert len(pickle.dumps(item)) < 1000 < (photos / "astronaut.jpg").stat().st_size  # a reference, no bytes
         copy = pickle.loads(pickle.dumps(item))
         assert copy == item
         assert np.array_equal(np.asarray(load_image(copy.media())), reference)
@@ -457,3 +458,45 @@ def test_caption_on_s3_shards(run_mmcli, tiny_models, photos, s3):
     records = caption(run_mmcli, tiny_models, "s3://bucket/shards/shard-000001.tar", "s3://bucket/photos/rocket.jpg")
     assert [r["caption"] for r in records] == [*reference[2:], reference[3]]
     assert [r["id"] for r in records] == [*KEYS[2:], "s3://bucket/photos/rocket.jpg"]
+
+
+def test_s3_text_file_and_text_shard(s3, tmp_path):
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    fs.pipe_file("bucket/texts/notes.txt", b"first text\nsecond text\n")
+    texts = list(discover_texts(["s3://bucket/texts/notes.txt", "s3://bucket/shards/shard-000000.tar"]))
+    assert [t.text for t in texts] == ["first text", "second text", "a photo of astronaut", "a photo of chelsea"]
+    assert [t.id for t in texts] == ["s3://bucket/texts/notes.txt:1", "s3://bucket/texts/notes.txt:2", *KEYS[:2]]
+
+
+@pytest.fixture
+def http_server(tmp_path_factory, photos, shards):
+    """A plain HTTP server (no Range support, as many are) over the photos and the shards."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    root = tmp_path_factory.mktemp("www")
+    shutil.copytree(photos, root / "photos")
+    shutil.copytree(shards, root / "shards")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+def test_http_images_and_shards(run_mmcli, tiny_models, http_server, loose, tmp_path):
+    given = [f"{http_server}/photos/astronaut.jpg", f"{http_server}/shards/shard-000001.tar"]
+    result, feature_set = extract(run_mmcli, tiny_models, tmp_path / "h.npy", *given)
+    assert result.returncode == 0, result.stderr
+    assert feature_set.ids == [given[0], KEYS[2], KEYS[3]]
+    assert np.abs(feature_set.vectors - loose.vectors[[0, 2, 3]]).max() < 1e-6

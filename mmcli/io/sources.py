@@ -180,6 +180,8 @@ class ByteRange:
                 fs, path = filesystem(self.url)
                 end = None if self.size is None else self.offset + self.size
                 data = fs.cat_file(path, start=self.offset or None, end=end) if self.size != 0 else b""
+                if self.size is not None and len(data) >= self.offset + self.size > self.size:
+                    data = data[self.offset : self.offset + self.size]  # a server that ignores Range sent it all
         except UsageError:
             raise
         except Exception as exc:  # remote backends raise their own kinds (botocore, aiohttp ...)
@@ -488,14 +490,15 @@ def parquet_items(
                     f"{table} has no column {name!r} ({option(flag)}); its columns: {', '.join(schema.names)}"
                 )
         read, image_kind = _columns_to_read(schema, columns, text_mode)
-        base = table.rsplit("/", 1)[0] + "/" if is_url(table) and "/" in table[8:] else None
+        base = _url_folder(table) if is_url(table) else None
         folder = os.path.dirname(table)
+        modality = "text" if text_mode else "image"
         row = 0
         for group in range(parquet.num_row_groups):
             try:
                 rows = parquet.read_row_group(group, columns=read).to_pylist()
             except Exception as exc:
-                yield InputItem(id=table, modality="image", source=table, error=f"row group {group}: {exc}")
+                yield InputItem(id=table, modality=modality, source=table, error=f"row group {group}: {exc}")
                 return
             for index, values in enumerate(rows):
                 item_id = (
@@ -522,6 +525,13 @@ def parquet_items(
                     item.extra = extra
                 yield item
                 row += 1
+
+
+def _url_folder(url: str) -> str:
+    """``s3://bucket/data/t.parquet`` -> ``s3://bucket/data/``: where the table's relative paths start."""
+    scheme = url.index("://") + 3
+    path = url[scheme:].split("?", 1)[0]
+    return url[:scheme] + (path.rsplit("/", 1)[0] if "/" in path else path) + "/"
 
 
 def _columns_to_read(schema: Any, columns: Columns, text_mode: bool) -> tuple[list[str], str]:
