@@ -71,7 +71,7 @@ def caption_items(
         if isinstance(item, ClipItem):
             frames, item.frames = item.frames, []  # held once, by the batch
             return fill_clip(frames, captioner.clip_frames or len(frames))
-        return load_image(item.path, max_pixels=max_pixels, min_side=min_side)
+        return load_image(item.media(), max_pixels=max_pixels, min_side=min_side)
 
     def generate(group: str, images: list[Any]) -> list[str | None]:
         if group == "clip":
@@ -267,6 +267,9 @@ def caption_files(
     detail: str = "brief",
     options: GenerationOptions | None = None,
     summary: bool = True,
+    image_column: str | None = None,
+    text_column: str | None = None,
+    id_column: str | None = None,
     reporter: Reporter | None = None,
     **run_options: Any,
 ) -> CaptionResult:
@@ -278,7 +281,9 @@ def caption_files(
     record per segment and a ``summary`` record; a video-native captioner captions each whole. With
     ``output``, progress is journalled beside it: a killed run resumes where it stopped (``restart``
     discards it), and ``update`` rewrites an existing JSONL captioning only new or changed files.
-    ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
+    ``.tar`` inputs are webdataset shards, ``.parquet`` inputs tables of ``image_column`` (with
+    ``text_column`` carried as ``text``, ``id_column`` as ids), URLs read through fsspec (see
+    :mod:`mmcli.io.sources`). ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
     """
     from mmcli.captioners import load_captioner
     from mmcli.engine import (
@@ -296,6 +301,7 @@ def caption_files(
     from mmcli.io.atomic import check_writable
     from mmcli.io.inputs import STDIN, discover_images, unique_ids
     from mmcli.io.records import RecordWriter
+    from mmcli.io.sources import Columns
 
     reporter = reporter or Reporter()
     run = RunOptions.of(run_options)
@@ -314,7 +320,9 @@ def caption_files(
         check_writable(output, overwrite=run.overwrite or run.update)
     run.check_backend(inputs)
     sampling = run.video_sampling(default="keyframes")
-    items, total = with_total(discover_images(inputs, videos=True), inputs, what="images or videos")
+    columns = Columns(image_column, text_column, id_column)
+    discovered = discover_images(inputs, videos=True, columns=columns)
+    items, total = with_total(discovered, inputs, what="images or videos")
     items = unique_ids(items)
     previous, listed = None, []
     if run.update:  # what cannot be updated is refused before the model loads
@@ -365,6 +373,8 @@ def caption_files(
         resume = Resume()
         if output is not None and STDIN not in inputs:  # stdout and streams cannot be resumed
             journalled = {"command": "caption", "inputs": inputs, "format": output_format}
+            if columns.any():
+                journalled["columns"] = vars(columns)
             journalled.update(settings, batch_size=batch_size, device=str(captioner.device))
             resume, items = open_journal(
                 output, journalled, items, restart=run.restart, reporter=reporter, unit="images"

@@ -128,7 +128,7 @@ def embed_items(
         if isinstance(item, ClipItem):
             frames, item.frames = item.frames, []
             return encoder.preprocess_video(frames)
-        return encoder.preprocess_image(load_image(item.path, max_pixels=max_pixels, min_side=min_side))
+        return encoder.preprocess_image(load_image(item.media(), max_pixels=max_pixels, min_side=min_side))
 
     def embed(modality: str, values: list[Any]) -> list[np.ndarray | None]:
         if modality == VIDEO_END:
@@ -215,6 +215,9 @@ def extract_features(
     normalize: bool = True,
     output_dtype: str = "float32",
     pool: str = "mean",
+    image_column: str | None = None,
+    text_column: str | None = None,
+    id_column: str | None = None,
     reporter: Reporter | None = None,
     **options: Any,
 ) -> ExtractResult:
@@ -225,7 +228,10 @@ def extract_features(
     journalled beside ``output``: a killed run resumes where it stopped (``restart`` discards it);
     ``update`` rewrites an existing set embedding only new or changed files. Videos are sampled by
     ``fps`` (default one frame a second), ``frames`` or ``keyframes`` over ``start``..``end`` and
-    pooled by ``pool``; a native video model embeds each whole. Failed items are listed in
+    pooled by ``pool``; a native video model embeds each whole. ``.tar`` inputs are webdataset shards,
+    ``.parquet`` inputs tables whose ``image_column`` (or with ``modality="text"``, ``text_column``)
+    holds the inputs, ``id_column`` their ids; URLs are read through fsspec (see
+    :mod:`mmcli.io.sources`). Failed items are listed in
     ``OUT.errors.jsonl``; ``on_error="fail"`` stops at the first instead. ``options`` are the
     settings every run takes (:class:`~mmcli.engine.RunOptions`: ``device``, ``batch_size``, ...).
     """
@@ -244,6 +250,7 @@ def extract_features(
     from mmcli.incremental import previous_feature_set
     from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path
     from mmcli.io.inputs import STDIN, discover_images, discover_texts, unique_ids
+    from mmcli.io.sources import Columns
 
     reporter = reporter or Reporter()
     run = RunOptions.of(options)
@@ -265,10 +272,11 @@ def extract_features(
     run.check_backend(inputs)
 
     sampling = run.video_sampling()
+    columns = Columns(image_column, text_column, id_column)
     if modality == "text":
-        discovered = discover_texts(inputs, texts, field_name=field)
+        discovered = discover_texts(inputs, texts, field_name=field, columns=columns)
     else:
-        discovered = chain(discover_images(inputs, videos=True), discover_texts([], texts))
+        discovered = chain(discover_images(inputs, videos=True, columns=columns), discover_texts([], texts))
     items, total = with_total(discovered, inputs, what=f"{modality}s")
     items = unique_ids(items)
     previous, listed = None, []
@@ -332,6 +340,8 @@ def extract_features(
         resume = Resume()
         if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
             journalled = {"command": "extract-features", "inputs": inputs, "texts": texts}
+            if columns.any():
+                journalled["columns"] = vars(columns)
             journalled.update(settings, batch_size=batch_size, device=str(encoder.device))
             resume, items = open_journal(
                 output, journalled, items, restart=run.restart, reporter=reporter, unit="items"

@@ -62,7 +62,13 @@ class Previous:
     vectors: Any = None
 
 
-def _manifest_of(output: Path) -> list[dict[str, Any]]:
+def _manifest_of(output: Path, items: Sequence[InputItem] = ()) -> list[dict[str, Any]]:
+    for item in items:  # an update compares files on this disk (path, size, mtime, content)
+        if item.blob is not None:
+            raise UsageError(
+                f"{option('update')} compares local files with those {output} was made from; {item.source} is "
+                f"inside a shard or a Parquet table, or at a URL: rebuild it with {option('overwrite')} instead"
+            )
     manifest = read_manifest(output)
     if manifest is None:
         raise UsageError(
@@ -81,7 +87,7 @@ def previous_feature_set(output: Path, items: Sequence[InputItem], model: str) -
     from mmcli.io.jsonl import read_jsonl
 
     old = read_feature_set(output)
-    manifest = _manifest_of(output)
+    manifest = _manifest_of(output, items)
     if old.models != {model}:
         raise UsageError(
             f"{output} was made with {', '.join(sorted(old.models))}; "
@@ -97,7 +103,7 @@ def previous_records(output: Path, items: Sequence[InputItem]) -> Previous:
     """The records (captions) and manifest ``--update`` starts from, refused early where they cannot be updated."""
     from mmcli.io.jsonl import read_jsonl
 
-    manifest = _manifest_of(output)
+    manifest = _manifest_of(output, items)
     records = [record for _, record in read_jsonl(output)]
     kept = [record for record in records if "error" not in record]
     failed = {record.get("source") for record in records if "error" in record}

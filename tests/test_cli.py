@@ -32,7 +32,8 @@ def test_help_lists_subcommands_without_importing_torch():
         "sys.argv = ['mmcli', '--help']\n"
         "from mmcli.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'transformers', 'cv2', 'numpy') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'cv2', 'numpy', 'pyarrow', 'fsspec', 's3fs', 'webdataset',\n"
+        "                       'botocore') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -37,6 +37,15 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
         "tests/test_caption.py::test_caption_one_image_as_text",
         "tests/test_caption.py::test_caption_tsv_to_file_needs_overwrite_to_replace",
     ),
+    ("caption", "--image-column"): (
+        "tests/test_sources.py::test_caption_on_shards_and_parquet_gives_the_loose_files_captions",
+    ),
+    ("caption", "--text-column"): (
+        "tests/test_sources.py::test_caption_on_shards_and_parquet_gives_the_loose_files_captions",
+    ),
+    ("caption", "--id-column"): (
+        "tests/test_sources.py::test_caption_on_shards_and_parquet_gives_the_loose_files_captions",
+    ),
     ("caption", "--model"): ("tests/test_caption.py::test_caption_folder_streams_jsonl_and_reports_corrupt_images",),
     ("caption", "--prompt"): (PROOF + "test_caption_prompt_conditions_the_captions",),
     ("caption", "--detail"): (
@@ -126,6 +135,17 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("extract-features", "--modality"): (
         "tests/test_cli.py::test_texts_from_flags_files_and_jsonl",
         "tests/test_cli.py::test_text_lines_from_stdin_with_float16_and_no_normalize",
+    ),
+    ("extract-features", "--image-column"): (
+        "tests/test_sources.py::test_parquet_image_columns_give_the_loose_files_rows",
+        "tests/test_sources.py::test_parquet_refusals_name_the_flag_and_the_columns",
+        "tests/test_sources.py::test_a_folder_reads_tables_only_when_the_column_is_named",
+        "tests/test_sources.py::test_s3_inputs_give_the_local_rows",
+    ),
+    ("extract-features", "--text-column"): ("tests/test_sources.py::test_parquet_id_and_text_columns",),
+    ("extract-features", "--id-column"): (
+        "tests/test_sources.py::test_parquet_id_and_text_columns",
+        "tests/test_sources.py::test_s3_inputs_give_the_local_rows",
     ),
     ("extract-features", "--field"): ("tests/test_cli.py::test_texts_from_flags_files_and_jsonl",),
     ("extract-features", "--model"): (

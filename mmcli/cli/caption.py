@@ -55,6 +55,9 @@ def caption(
         OutputFormat, typer.Option("--format", "-f", help="jsonl records, id<TAB>caption, or captions alone.")
     ] = OutputFormat.jsonl,
     model: opt.CaptionerModel = opt.DEFAULT_CAPTIONER,
+    image_column: opt.ImageColumn = None,
+    text_column: opt.TextColumn = None,
+    id_column: opt.IdColumn = None,
     prompt: _generation(
         str | None, "Text prefix (BLIP, GIT), task token (Florence-2) or instruction (chat models)."
     ) = None,
@@ -136,6 +139,9 @@ def caption(
         detail=detail.value,
         options=options,
         summary=summary,
+        image_column=image_column,
+        text_column=text_column,
+        id_column=id_column,
         **opt.run_flags(flags),
         reporter=CommandReporter(quiet=quiet, bars=bars),
     )

@@ -147,6 +147,33 @@ OutputNpy = Annotated[
     ),
 ]
 
+SOURCES = "Parquet inputs"
+ImageColumn = Annotated[
+    str | None,
+    typer.Option(
+        help="Column of a .parquet input holding the images: paths (relative to the table's folder), URLs, "
+        "image bytes, or {bytes, path} structs (Hugging Face datasets).",
+        show_default=False,
+        rich_help_panel=SOURCES,
+    ),
+]
+TextColumn = Annotated[
+    str | None,
+    typer.Option(
+        help="Column of a .parquet input holding texts: the inputs with --modality text, else carried as 'text'.",
+        show_default=False,
+        rich_help_panel=SOURCES,
+    ),
+]
+IdColumn = Annotated[
+    str | None,
+    typer.Option(
+        help="Column of a .parquet input holding the ids \\[default: TABLE:ROW, rows counted from 0].",
+        show_default=False,
+        rich_help_panel=SOURCES,
+    ),
+]
+
 
 VIDEO = "Video"
 

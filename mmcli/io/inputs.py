@@ -33,6 +33,17 @@ class InputItem:
     text: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set when discovery already knows the item cannot be processed
+    # Where the bytes are when they are not a local file: a shard member, a Parquet cell, a URL
+    # (a frozen reference from mmcli.io.sources, read when the item is decoded).
+    blob: Any = None
+
+    def media(self) -> str | bytes:
+        """What :func:`~mmcli.media.images.load_image` decodes: the local path, or the blob's bytes
+        (read now, so on the worker thread that decodes the item)."""
+        if self.blob is not None:
+            return self.blob.read()
+        assert self.path is not None
+        return self.path
 
     def record(self, *, modality: bool = True, **fields: Any) -> dict[str, Any]:
         """The output record: ``id`` (and ``modality``), ``fields`` in order, ``source`` (unless placed
@@ -49,41 +60,143 @@ class InputItem:
 
 
 def discover_images(
-    inputs: Iterable[str], *, stdin: IO[str] | None = None, videos: bool = False
+    inputs: Iterable[str], *, stdin: IO[str] | None = None, videos: bool = False, columns: Any = None
 ) -> Iterator[InputItem]:
     """Image items (and with ``videos``, video items) from files, folders (recursive, sorted), glob
-    patterns and ``-``.
+    patterns, brace patterns (``data-{000..009}.tar``), URLs and ``-``.
 
     Files in a folder that are not images (or videos) by extension are skipped silently; a path
     named explicitly is always an item, so a wrong one becomes an error record rather than vanishing.
+    A ``.tar`` file (named, matched or met in a folder) is read as a webdataset shard, one item per
+    sample; a ``.parquet`` file as a table of ``columns`` (a :class:`~mmcli.io.sources.Columns`;
+    in folders only when ``columns.image`` is given). See :mod:`mmcli.io.sources`.
     """
+    for given in inputs:
+        if given == STDIN:
+            for found in _image_records_from_stream(stdin or sys.stdin, "<stdin>"):
+                path = found.path
+                if path is not None and _is_container(path, columns, text_mode=False):
+                    yield from _container_items(path, columns, videos=videos, defaults=found.extra)
+                elif path is not None and is_url(path):
+                    yield replace(_url(path, videos=videos), id=found.id, extra=found.extra)
+                elif videos and path and is_video_path(path):
+                    yield replace(found, modality="video")
+                else:
+                    yield found
+        else:
+            yield from _discover_images(given, videos, columns)
 
+
+def _discover_images(given: str, videos: bool, columns: Any) -> Iterator[InputItem]:
     def item(path: str) -> InputItem:
         modality = "video" if videos and is_video_path(path) else "image"
         return InputItem(id=path, modality=modality, source=path, path=path)
 
-    for given in inputs:
-        if given == STDIN:
-            yield from (
-                replace(found, modality="video") if videos and found.path and is_video_path(found.path) else found
-                for found in _image_records_from_stream(stdin or sys.stdin, "<stdin>")
-            )
-        elif os.path.isdir(given):
-            yield from map(item, walk_images(given, videos=videos))
-        elif os.path.lexists(given):
-            yield item(given)
-        elif glob.has_magic(given):
-            found: set[str] = set()  # `**/*` matches folders and the files inside them: list each once
-            for path in glob.glob(given, recursive=True):
-                if os.path.isdir(path):
-                    found.update(walk_images(path, videos=videos))
-                elif is_image_path(path) or (videos and is_video_path(path)):
-                    found.add(path)
-            if not found:
-                yield _missing(given, "no image matches this pattern")
-            yield from map(item, sorted(found, key=path_sort_key))
+    def named(path: str) -> Iterator[InputItem]:
+        if _is_container(path, columns, text_mode=False, named=True):
+            yield from _container_items(path, columns, videos=videos)
+        elif is_url(path):
+            yield _url(path, videos=videos)
         else:
-            yield _missing(given, "no such file or directory")
+            yield item(path)
+
+    def wanted(path: str) -> bool:
+        return is_image_path(path) or (videos and is_video_path(path)) or _is_container(path, columns, text_mode=False)
+
+    if is_url(given) and not has_braces(given):
+        from mmcli.io.sources import is_media_url, is_remote_folder, walk_url
+
+        web = given.lower().startswith(("http://", "https://"))  # no folders, and ? starts a query
+        pattern = not web and glob.has_magic(given)
+        if not pattern and (
+            _is_container(given, columns, text_mode=False, named=True) or is_media_url(given, videos=videos)
+        ):
+            yield from named(given)
+        elif pattern or (not web and is_remote_folder(given)):
+            found = walk_url(given, wanted)
+            if not found:
+                yield _missing(given, "no image matches this pattern" if pattern else "no image found")
+            for path in found:
+                yield from named(path)
+        else:
+            yield from named(given)
+    elif os.path.isdir(given):
+        for path in walk_images(given, videos=videos, also=_container_suffixes(columns, text_mode=False)):
+            yield from named(path)
+    elif os.path.lexists(given):
+        yield from named(given)
+    elif has_braces(given):
+        for expanded in expand_braces(given):
+            yield from _discover_images(expanded, videos, columns)
+    elif glob.has_magic(given):
+        found: set[str] = set()  # `**/*` matches folders and the files inside them: list each once
+        for path in glob.glob(given, recursive=True):
+            if os.path.isdir(path):
+                found.update(walk_images(path, videos=videos, also=_container_suffixes(columns, text_mode=False)))
+            elif wanted(path):
+                found.add(path)
+        if not found:
+            yield _missing(given, "no image matches this pattern")
+        for path in sorted(found, key=path_sort_key):
+            yield from named(path)
+    else:
+        yield _missing(given, "no such file or directory")
+
+
+def _container_suffixes(columns: Any, *, text_mode: bool) -> tuple[str, ...]:
+    """The containers a folder walk reads besides images: shards always, tables when their column is named."""
+    from mmcli.io.sources import PARQUET_SUFFIX, SHARD_SUFFIX
+
+    column = getattr(columns, "text" if text_mode else "image", None) if columns is not None else None
+    return (SHARD_SUFFIX, PARQUET_SUFFIX) if column else (SHARD_SUFFIX,)
+
+
+def _is_container(path: str, columns: Any, *, text_mode: bool, named: bool = False) -> bool:
+    """A shard, or a table (always when ``named`` explicitly: it then needs its column flag)."""
+    from mmcli.io.sources import is_parquet_path, is_shard_path
+
+    if is_shard_path(path):
+        return True
+    return is_parquet_path(path) and (
+        named or os.path.splitext(path)[1].lower() in _container_suffixes(columns, text_mode=text_mode)
+    )
+
+
+def _container_items(
+    path: str, columns: Any, *, videos: bool = False, text_mode: bool = False, defaults: dict[str, Any] | None = None
+) -> Iterator[InputItem]:
+    from mmcli.io.sources import Columns, is_shard_path, parquet_items, shard_items
+
+    if is_shard_path(path):
+        return shard_items(path, text_mode=text_mode, videos=videos, defaults=defaults)
+    return parquet_items(path, columns or Columns(), text_mode=text_mode, videos=videos)
+
+
+def _url(url: str, *, videos: bool) -> InputItem:
+    from mmcli.io.sources import url_item
+
+    return url_item(url, videos=videos)
+
+
+def is_url(name: str) -> bool:
+    """Whether ``name`` is a URL (``scheme://...``), read through fsspec, rather than a local path."""
+    from mmcli.io.sources import is_url as check
+
+    return check(name)
+
+
+def has_braces(name: str) -> bool:
+    if "{" not in name:
+        return False
+    from mmcli.io.sources import has_braces as check
+
+    return check(name)
+
+
+def expand_braces(name: str) -> list[str]:
+    from mmcli.io.sources import expand_braces as expand
+
+    return expand(name)
 
 
 def discover_texts(
@@ -92,13 +205,15 @@ def discover_texts(
     *,
     field_name: str = "text",
     stdin: IO[str] | None = None,
+    columns: Any = None,
 ) -> Iterator[InputItem]:
-    """Text items from ``--text`` values, ``.txt`` files (a text per line), JSONL files and ``-``.
+    """Text items from ``--text`` values, ``.txt`` files (a text per line), JSONL files, ``-``,
+    webdataset shards (their ``txt`` members, id the sample's key) and Parquet tables (``columns.text``).
 
     A bare text's id is its line number; when several sources are given, the id is prefixed with
     the source (``notes.txt:3``, ``text:2``) so ids stay unique and predictable.
     """
-    inputs = list(inputs)
+    inputs = [expanded for given in inputs for expanded in _braces_unless_present(given)]
     texts = list(texts)
     several = len(inputs) + (1 if texts else 0) > 1
     for number, text in enumerate(texts, start=1):
@@ -108,16 +223,39 @@ def discover_texts(
         if given == STDIN:
             yield from _texts_from_stream(stdin or sys.stdin, "<stdin>", prefix, field_name)
             continue
+        if _is_container(given, columns, text_mode=True, named=True):
+            yield from _container_items(given, columns, text_mode=True)
+            continue
         if os.path.isdir(given):
-            raise UsageError(f"{given} is a folder; text inputs are .txt or .jsonl files, or -")
+            containers = [p for p in walk_images(given, also=_container_suffixes(columns, text_mode=True))
+                          if not is_image_path(p)]  # fmt: skip
+            if not containers:
+                raise UsageError(
+                    f"{given} is a folder; text inputs are .txt or .jsonl files, shards, Parquet tables, or -"
+                )
+            for path in containers:
+                yield from _container_items(path, columns, text_mode=True)
+            continue
         try:
-            handle = open(given, encoding="utf-8", errors="surrogateescape")
+            if is_url(given):
+                from mmcli.io.sources import filesystem
+
+                fs, remote = filesystem(given)
+                handle = fs.open(remote, "rt", encoding="utf-8", errors="surrogateescape")
+            else:
+                handle = open(given, encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             raise UsageError(f"{given}: no such file") from None
         except OSError as exc:
-            raise UsageError(f"{given}: cannot read ({exc.strerror})") from None
+            raise UsageError(f"{given}: cannot read ({exc.strerror or exc})") from None
         with handle:
             yield from _texts_from_stream(handle, given, prefix, field_name)
+
+
+def _braces_unless_present(given: str) -> list[str]:
+    if given == STDIN or os.path.lexists(given) or not has_braces(given):
+        return [given]
+    return expand_braces(given)
 
 
 def queries_from_stream(stream: IO[str], name: str) -> Iterator[InputItem]:
@@ -144,9 +282,9 @@ def queries_from_stream(stream: IO[str], name: str) -> Iterator[InputItem]:
         yield item
 
 
-def walk_images(root: str, *, videos: bool = False) -> list[str]:
+def walk_images(root: str, *, videos: bool = False, also: tuple[str, ...] = ()) -> list[str]:
     """All image (and with ``videos``, video) files under ``root``, sorted; symlinked folders
-    followed once, loops broken."""
+    followed once, loops broken. ``also``: further extensions to list (``.tar`` shards ...)."""
     found: list[str] = []
     seen: set[tuple[int, int]] = set()
 
@@ -170,7 +308,11 @@ def walk_images(root: str, *, videos: bool = False) -> list[str]:
                 continue
             if is_dir:
                 visit(entry.path)
-            elif is_image_path(entry.name) or (videos and is_video_path(entry.name)):
+            elif (
+                is_image_path(entry.name)
+                or (videos and is_video_path(entry.name))
+                or (also and os.path.splitext(entry.name)[1].lower() in also)
+            ):
                 found.append(entry.path)
 
     visit(root.rstrip(os.sep) if root not in (os.sep, "") else root)

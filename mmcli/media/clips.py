@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from mmcli.errors import ItemError, UsageError, option
 from mmcli.io.inputs import InputItem
 from mmcli.media.images import DEFAULT_MAX_PIXELS
-from mmcli.media.video import SamplingOptions, VideoReader
+from mmcli.media.video import SamplingOptions, VideoReader, local_video
 
 T = TypeVar("T")
 VIDEO_END = "video-end"  # the modality of the marker item that follows a video's last frame
@@ -52,7 +52,10 @@ def expand_videos(
             continue
         count, truncated = 0, False
         try:
-            with VideoReader(item.path, sampling, max_pixels=max_pixels) as reader:
+            with (
+                local_video(item.path, item.blob) as path,
+                VideoReader(path, sampling, max_pixels=max_pixels) as reader,
+            ):
                 for frame in reader.frames():
                     count += 1
                     extra = {**item.extra, "t": round(frame.t, 6), "video": item.id}
@@ -133,7 +136,7 @@ def expand_clips(
             yield item
             continue
         try:
-            with VideoReader(item.path, options, max_pixels=max_pixels) as reader:
+            with local_video(item.path, item.blob) as path, VideoReader(path, options, max_pixels=max_pixels) as reader:
                 frames = [frame.image for frame in reader.frames()]
                 truncated, span_end = reader.truncated, reader.span_end
         except ItemError as exc:

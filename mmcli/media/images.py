@@ -6,11 +6,12 @@ way whether it is embedded, captioned or classified.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 import warnings
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -72,9 +73,13 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 
 
 def load_image(
-    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+    path: str | os.PathLike[str] | bytes | IO[bytes],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
 ) -> Image.Image:
-    """Decode ``path`` into an upright 8-bit RGB image.
+    """Decode ``path`` (a file, or an image's bytes or binary file object: a shard member, a Parquet
+    cell, a downloaded URL) into an upright 8-bit RGB image.
 
     EXIF orientation is applied; transparency is composited over white; CMYK, 16-bit and palette
     images become RGB; animations give their first frame. Any failure is an :class:`ItemError`
@@ -86,10 +91,15 @@ def load_image(
     """
     _allow_pillow_up_to(max_pixels)
     try:
-        if os.path.isdir(path):
-            raise ItemError("is a directory, not an image")
-        if os.path.getsize(path) == 0:
-            raise ItemError("empty file (0 bytes)")
+        if isinstance(path, (bytes, bytearray, memoryview)):
+            if len(path) == 0:
+                raise ItemError("empty file (0 bytes)")
+            path = io.BytesIO(path)
+        elif isinstance(path, (str, os.PathLike)):
+            if os.path.isdir(path):
+                raise ItemError("is a directory, not an image")
+            if os.path.getsize(path) == 0:
+                raise ItemError("empty file (0 bytes)")
         with Image.open(path) as image:
             width, height = image.size
             if width * height > max_pixels:

@@ -15,6 +15,7 @@ import math
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -428,6 +429,26 @@ def _to_frame(bgr: np.ndarray, t: float, index: int) -> Frame:
     import cv2
 
     return Frame(image=Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), t=t, index=index)
+
+
+@contextmanager
+def local_video(path: str | None, blob: Any = None) -> Iterator[str]:
+    """A local file OpenCV can open: ``path`` itself, or ``blob`` (a shard member, a Parquet cell, a
+    URL: anything with ``copy_to(handle)`` and a ``suffix``) spooled to a temporary file that is
+    deleted afterwards, as OpenCV reads videos from paths only."""
+    if blob is None:
+        assert path is not None
+        yield path
+        return
+    import tempfile
+
+    handle = tempfile.NamedTemporaryFile(prefix="mmcli-video-", suffix=blob.suffix or ".video", delete=False)
+    try:
+        with handle:
+            blob.copy_to(handle)
+        yield handle.name
+    finally:
+        os.unlink(handle.name)
 
 
 def _open_capture(path: str) -> Any:
