@@ -405,6 +405,7 @@ def _extract_sharded(
             output, existing, settings=settings, run=journalled, shard_rows=shard_rows, restart=run.restart,
             overwrite=run.overwrite, resumable=STDIN not in inputs,
         )  # fmt: skip
+        reporter.journal(output)  # an interrupted run keeps its finished parts for a rerun
         if resume.parts:
             reporter.note(
                 f"resuming: {len(resume.parts)} finished parts ({resume.consumed} items) were done by an earlier "

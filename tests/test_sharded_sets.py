@@ -342,3 +342,22 @@ def test_library_call_and_writer_parts(tiny_models, photos, tmp_path):
         writer.add(np.ones((1, result.dim), np.float32), [record])
     with pytest.raises(InputError, match=r"part-00001\.npy holds 24-wide float16 rows"):
         read_feature_set(tmp_path / "lib")
+
+
+def test_when_every_item_fails_the_errors_are_kept_and_no_set_is(run_mmcli, tiny_models, photos, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (broken / name).write_bytes(b"not an image")
+    folder = tmp_path / "out"
+    failed = extract(run_mmcli, [broken], f"{folder}/", tiny_models["clip"])
+    assert failed.returncode == 1 and "every input failed (2)" in failed.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["part-00000.errors.jsonl"]  # no index: no set
+    assert len((folder / "part-00000.errors.jsonl").read_text().splitlines()) == 2
+    # a rerun into that folder is a fresh run, as for a .npy whose every item failed
+    shutil.copy(photos / "coffee.jpg", broken / "c.jpg")
+    again = extract(run_mmcli, [broken], f"{folder}/", tiny_models["clip"], "--shard-rows", "1")
+    assert again.returncode == 1, again.stderr
+    parts = index_of(folder)["parts"]
+    assert [(p["rows"], p["consumed"], p["errors"]) for p in parts] == [(1, 3, 2)]
+    assert read_feature_set(folder).ids == [str(broken / "c.jpg")]

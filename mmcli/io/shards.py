@@ -353,8 +353,8 @@ def check_sharded_output(folder: Path, *, overwrite: bool, update: bool) -> dict
     if not index_path(folder).exists():
         settle(index_path(folder))
     if not index_path(folder).exists():
-        stray = [entry.name for entry in folder.iterdir()]
-        if stray:
+        stray = [entry.name for entry in folder.iterdir() if not _ours(entry.name)]
+        if stray:  # (part files alone: what a run whose every item failed leaves, its error list)
             raise UsageError(
                 f"{folder}/ holds files but no {INDEX_NAME} ({stray[0]}, ...): not a sharded feature set; "
                 "give a new or empty folder"
@@ -443,6 +443,8 @@ class ShardedSink:
         self.parts: list[dict[str, Any]] = self.index["parts"]
         self.rows = sum(int(part["rows"]) for part in self.parts)
         self.dim: int | None = None
+        if self.parts:  # resumed: the width of the rows written already
+            self.dim = int(_npy_header(folder / f"{self.parts[0]['name']}.npy")[0][1])
         self.consumed = resume.consumed  # input items whose rows (or errors) are written
         self._writer: Any = None
         self._count = 0  # rows in the current part
@@ -673,6 +675,12 @@ class ShardedSink:
         publish(index_path(self.folder), moves, removals)
 
 
+def _ours(name: str) -> bool:
+    """Whether a file in a sharded set's folder is one a run writes: parts, their temporaries, the
+    index's temporaries, an update's staging folder."""
+    return name.startswith(("part-", ".part-")) or name == STAGING or name.startswith(f".{INDEX_NAME}.")
+
+
 def clear_parts(folder: Path, *, keep: Sequence[str]) -> None:
     """Remove part files (and a killed writer's temporaries) that ``keep`` does not name: what an
     earlier or interrupted run left beyond the parts a run starts from."""
@@ -681,8 +689,7 @@ def clear_parts(folder: Path, *, keep: Sequence[str]) -> None:
     kept = {f"{name}{suffix}" for name in keep for suffix in PART_SUFFIXES}
     for entry in folder.iterdir():
         name = entry.name
-        ours = name.startswith(("part-", ".part-")) or (name.startswith(f".{INDEX_NAME}.") and name.endswith(".part"))
-        if not ours or name in kept:
+        if not _ours(name) or name in kept or name == STAGING:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
