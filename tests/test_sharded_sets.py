@@ -128,6 +128,13 @@ def test_every_reader_takes_a_sharded_set(sets, run_mmcli, tiny_models, monkeypa
     both("classify", "--features", "SET", "--labels", "cat,rocket,coffee,astronaut", "--model", model)
     report = both("evaluate", "retrieval", "--images", "SET", "--texts", "SET", "--match-field", "id")
     assert json.loads(report)["metrics"]["image->text R@1"] == pytest.approx(100.0)
+    ids = read_feature_set(single).ids[1:3]
+    pred, refs = sets / "pred.jsonl", sets / "refs.jsonl"
+    pred.write_text("".join(json.dumps({"id": i, "caption": "a cat"}) + "\n" for i in ids))
+    refs.write_text("".join(json.dumps({"id": i, "captions": ["a cat", "a rocket"]}) + "\n" for i in ids))
+    scores = both("evaluate", "captions", "--pred", pred, "--refs", refs, "--metrics", "bleu", "--clipscore",
+                  "--images", "SET", "--model", model)  # fmt: skip
+    assert json.loads(scores)["metrics"]["CLIPScore"] > 0
 
     fused = []
     for features in (single, sharded):
