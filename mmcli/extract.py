@@ -272,6 +272,7 @@ def extract_features(
         )
     if run.keep_missing and not run.update:
         raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
+    existing = None  # a sharded output's index, where it has one
     if sharded:
         existing = check_sharded_output(output, overwrite=run.overwrite, update=run.update)
     else:
