@@ -33,16 +33,21 @@ def faiss_module() -> Any:
     return faiss
 
 
+SHARDED_INDEX = "set.faiss"  # a sharded set's index lives in its folder, beside the parts
+
+
 def index_path(npy: Path) -> Path:
-    return npy.with_suffix(".faiss")
+    return npy / SHARDED_INDEX if npy.is_dir() else npy.with_suffix(".faiss")
 
 
 def _meta_path(npy: Path) -> Path:
-    return npy.with_suffix(".faiss.json")
+    return npy / f"{SHARDED_INDEX}.json" if npy.is_dir() else npy.with_suffix(".faiss.json")
 
 
 def _fingerprint(npy: Path, vectors: np.ndarray) -> dict[str, Any]:
-    stat = os.stat(npy)
+    from mmcli.io.shards import index_path as set_index
+
+    stat = os.stat(set_index(npy) if npy.is_dir() else npy)  # a sharded set's index.json changes with any part
     return {
         "rows": int(vectors.shape[0]),
         "dim": int(vectors.shape[1]),

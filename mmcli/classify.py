@@ -146,11 +146,16 @@ def classify_features(feature_set: FeatureSet, classes: Classes, top: int | None
     """``{"id", "source", "label", "score", "scores"}`` for each row of an image feature set; a set with
     no rows or a non-finite row is refused here, before the first record (a NaN score is not JSON)."""
     check_rows(feature_set)
-    rows = probabilities(feature_set.vectors, classes)
-    return (
-        {"id": record["id"], "source": record.get("source"), **prediction(row, classes.labels, top)}
-        for record, row in zip(feature_set.records, rows, strict=True)
-    )
+
+    def predictions(chunk_rows: int = 8_192) -> Iterator[dict]:
+        # a chunk at a time: the scores of a large (memory-mapped or sharded) set never sit in memory at once
+        for start in range(0, len(feature_set), chunk_rows):
+            rows = probabilities(feature_set.vectors[start : start + chunk_rows], classes)
+            records = feature_set.records[start : start + chunk_rows]
+            for record, row in zip(records, rows, strict=True):
+                yield {"id": record["id"], "source": record.get("source"), **prediction(row, classes.labels, top)}
+
+    return predictions()
 
 
 def classify_items(

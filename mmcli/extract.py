@@ -23,6 +23,7 @@ from mmcli.encoders import DEFAULT_MODEL
 from mmcli.encoders.base import Encoder
 from mmcli.errors import ItemError, UnsupportedModel, UsageError, option
 from mmcli.io.inputs import InputItem
+from mmcli.io.shards import RowBatch
 from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, expand_clips, expand_videos
 from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, default_workers, map_batches
@@ -187,7 +188,12 @@ class _EmbedJob:
             items = expand_videos(items, self.sampling, max_pixels=max_pixels)
         self._pooler = VideoPooler(self.pool, normalize=self.options["normalize"])
         for batch in embed_items(items, self.encoder, **self.options):
-            yield self._pooler.rows(batch), batch
+            rows = RowBatch()
+            for outcome in batch:  # a video's frames, then its end marker; anything else is an item of its own
+                rows.extend(self._pooler.rows([outcome]))
+                if outcome.item.modality != "frame":
+                    rows.ends.append(len(rows))
+            yield rows, batch
 
     @property
     def pending(self) -> bool:
@@ -218,6 +224,7 @@ def extract_features(
     image_column: str | None = None,
     text_column: str | None = None,
     id_column: str | None = None,
+    shard_rows: int | None = None,
     reporter: Reporter | None = None,
     **options: Any,
 ) -> ExtractResult:
@@ -234,6 +241,11 @@ def extract_features(
     :mod:`mmcli.io.sources`). Failed items are listed in
     ``OUT.errors.jsonl``; ``on_error="fail"`` stops at the first instead. ``options`` are the
     settings every run takes (:class:`~mmcli.engine.RunOptions`: ``device``, ``batch_size``, ...).
+
+    An ``output`` ending in ``/`` (or naming an existing folder) is written as a sharded set
+    (:mod:`mmcli.io.shards`): parts of ``shard_rows`` rows or a little more (default 100,000; a
+    resumed or updated set keeps its own), each closed at an input item's end; a killed run
+    resumes after its last finished part.
     """
     from mmcli.encoders import load_encoder
     from mmcli.engine import (
@@ -250,25 +262,36 @@ def extract_features(
     from mmcli.incremental import previous_feature_set
     from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path
     from mmcli.io.inputs import STDIN, discover_images, discover_texts, unique_ids
+    from mmcli.io.shards import check_sharded_output, is_sharded_output
     from mmcli.io.sources import Columns
 
     reporter = reporter or Reporter()
     run = RunOptions.of(options)
+    sharded = is_sharded_output(output)
     output = Path(output)
+    if shard_rows is not None and (not sharded or shard_rows < 1):
+        raise UsageError(
+            f"{option('shard_rows')} must be at least 1" if sharded else
+            f"{option('shard_rows')} sizes the parts of a sharded set: give {option('output')} a folder, DIR/"
+        )  # fmt: skip
     inputs, texts = [str(i) for i in inputs], list(texts)
     if modality not in ("image", "text"):
         raise UsageError(f"unknown input modality {modality!r}; choose image or text")
     if pool not in POOLING:
         raise UsageError(f"unknown pooling {pool!r}; choose from {', '.join(POOLING)}")
     require_inputs(inputs, extra=bool(texts), hint=f"give image files or folders, {option('text')}, or - to read stdin")
-    if run.update and (STDIN in inputs or not output.exists()):
+    if run.update and (STDIN in inputs or not (output / "index.json" if sharded else output).exists()):
         raise UsageError(
             f"{option('update')} brings an existing feature set up to date from files: "
             + ("inputs from stdin cannot be compared" if STDIN in inputs else f"{output} does not exist yet")
         )
     if run.keep_missing and not run.update:
         raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
-    check_output_path(output, overwrite=run.overwrite or run.update)
+    existing = None  # a sharded output's index, where it has one
+    if sharded:
+        existing = check_sharded_output(output, overwrite=run.overwrite, update=run.update)
+    else:
+        check_output_path(output, overwrite=run.overwrite or run.update)
     run.check_backend(inputs)
 
     sampling = run.video_sampling()
@@ -329,6 +352,12 @@ def extract_features(
         reporter=reporter,
     )
     writer_options = {"dtype": output_dtype, "settings": settings}
+    if sharded:
+        return _extract_sharded(
+            job, output, items, total, listed, previous, existing, model=model, settings=settings,
+            batch_size=batch_size, device=str(encoder.device), inputs=inputs, texts=texts, shard_rows=shard_rows,
+            run=run, reporter=reporter, output_dtype=output_dtype,
+        )  # fmt: skip
     if previous is not None:
         writer = FeatureSetWriter(output, **writer_options)
         stats = run_update(
@@ -356,3 +385,66 @@ def extract_features(
                 f"every input failed ({stats.failed}); nothing was written to {output} (see {errors_path(output)})"
             )
     return ExtractResult(output, writer.count, writer.dim, stats, errors_path(output))
+
+
+def _extract_sharded(
+    job: _EmbedJob,
+    output: Path,
+    items: Iterator[InputItem],
+    total: int | None,
+    listed: list[InputItem],
+    previous: Any,
+    existing: dict[str, Any] | None,
+    *,
+    model: str,
+    settings: dict[str, Any],
+    batch_size: int,
+    device: str,
+    inputs: list[str],
+    texts: list[str],
+    shard_rows: int | None,
+    run: Any,
+    reporter: Reporter,
+    output_dtype: str,
+) -> ExtractResult:
+    """:func:`extract_features` into a sharded set: fresh (resuming after the finished parts of an
+    interrupted run with the same settings) or, with ``previous``, an update."""
+    from itertools import islice
+
+    from mmcli.engine import Resume, run_fresh, run_update
+    from mmcli.io.inputs import STDIN
+    from mmcli.io.shards import ShardedResume, ShardedSink, index_path, resume_sharded
+
+    if previous is not None:
+        assert existing is not None
+        rows = int(shard_rows or existing.get("shard_rows") or 1)
+        resume = ShardedResume(dict(existing, shard_rows=rows), rows)
+        sink = ShardedSink(output, model, resume, dtype=output_dtype, settings=settings, previous=previous)
+        stats = run_update(
+            job, listed, previous, sink, settings=settings, keep_missing=run.keep_missing, on_error=run.on_error,
+            reporter=reporter, desc="embedding new", kept="; the set was left as it was",
+        )  # fmt: skip
+    else:
+        journalled = {"command": "extract-features", "inputs": inputs, "texts": texts,
+                      "batch_size": batch_size, "device": device}  # fmt: skip
+        resume = resume_sharded(
+            output, existing, settings=settings, run=journalled, shard_rows=shard_rows, restart=run.restart,
+            overwrite=run.overwrite, resumable=STDIN not in inputs,
+        )  # fmt: skip
+        reporter.journal(output)  # an interrupted run keeps its finished parts for a rerun
+        if resume.parts:
+            reporter.note(
+                f"resuming: {len(resume.parts)} finished parts ({resume.consumed} items) were done by an earlier "
+                f"run ({index_path(output)})"
+            )
+            items = islice(items, resume.consumed, None)
+        sink = ShardedSink(output, model, resume, dtype=output_dtype, settings=settings)
+        stats = run_fresh(
+            job, items, sink, resume=Resume(None, resume.consumed), batch_size=batch_size, total=total,
+            on_error=run.on_error, reporter=reporter, desc="embedding",
+            kept=f"; the parts finished before it are kept in {output}/",
+        )  # fmt: skip
+    errors = output / "part-NNNNN.errors.jsonl"
+    if sink.rows == 0:
+        raise ItemError(f"every input failed ({stats.failed}); nothing was written to {output}/ (see {errors})")
+    return ExtractResult(output, sink.rows, sink.dim, stats, errors)

@@ -83,8 +83,7 @@ def _has_videos(items: Sequence[InputItem]) -> bool:
 
 def previous_feature_set(output: Path, items: Sequence[InputItem], model: str) -> Previous:
     """The feature set and manifest ``--update`` starts from, refused early where it cannot be updated."""
-    from mmcli.io.features import errors_path, read_feature_set
-    from mmcli.io.jsonl import read_jsonl
+    from mmcli.io.features import feature_set_errors, read_feature_set
 
     old = read_feature_set(output)
     manifest = _manifest_of(output, items)
@@ -93,8 +92,7 @@ def previous_feature_set(output: Path, items: Sequence[InputItem], model: str) -
             f"{output} was made with {', '.join(sorted(old.models))}; "
             f"{option('update')} must use the same {option('model')}"
         )
-    errors = errors_path(output)
-    failed = {record.get("source") for _, record in read_jsonl(errors)} if errors.exists() else set()
+    failed = {record.get("source") for record in feature_set_errors(output)}
     videos = any(record.get("modality") in ("video", "frame") for record in old.records)
     return Previous(output, old.records, manifest, failed, videos or _has_videos(items), old.vectors)
 
@@ -123,7 +121,8 @@ def check_same_settings(output: Path, settings: dict[str, Any], *, videos: bool 
         return
     ignored = frozenset() if videos else VIDEO_SETTINGS
     compared = [key for key in settings if key not in ignored and key in stored]
-    stored, settings = _flat({key: stored[key] for key in compared}), _flat({key: settings[key] for key in compared})
+    stored = flat_settings({key: stored[key] for key in compared})
+    settings = flat_settings({key: settings[key] for key in compared})
     differing = [key for key in {**stored, **settings} if stored.get(key) != settings.get(key)]
     if differing:
         was = ", ".join(f"{key}={stored.get(key)!r}" for key in differing)
@@ -134,12 +133,12 @@ def check_same_settings(output: Path, settings: dict[str, Any], *, videos: bool 
         )
 
 
-def _flat(settings: dict[str, Any]) -> dict[str, Any]:
+def flat_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Nested settings as ``video.pool``-style keys, so a refusal names just the one that differs."""
     flat: dict[str, Any] = {}
     for key, value in settings.items():
         if isinstance(value, dict):
-            flat.update((f"{key}.{inner}", item) for inner, item in _flat(value).items())
+            flat.update((f"{key}.{inner}", item) for inner, item in flat_settings(value).items())
         else:
             flat[key] = value
     return flat

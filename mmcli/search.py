@@ -148,8 +148,8 @@ def embed_queries(
 ) -> Queries:
     """Text and image queries embedded with ``model`` (default: the model that made the set), and
     ``queries`` from a file: ``.txt`` lines, JSONL with ``text``/``path``/``id``, a feature set
-    ``.npy`` (used as it is), or ``-`` for ``stdin``."""
-    from mmcli.io.features import read_feature_set
+    ``.npy`` or sharded ``DIR/`` (used as it is), or ``-`` for ``stdin``."""
+    from mmcli.io.features import is_feature_set_path, read_feature_set
     from mmcli.io.inputs import STDIN, InputItem, discover_texts, queries_from_stream
 
     texts, images = list(texts), list(images)
@@ -157,7 +157,7 @@ def embed_queries(
     items += [InputItem(id=path, modality="image", source=path, path=path) for path in images]
     found = Queries()
     blocks = []
-    if queries and queries.endswith(".npy"):
+    if queries and is_feature_set_path(queries):
         given = read_feature_set(queries)
         found.ids += given.ids
         found.texts += [str(record.get("source")) for record in given.records]

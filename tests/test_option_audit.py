@@ -180,6 +180,10 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
         "tests/test_update.py::test_keep_missing_keeps_rows_of_vanished_files_at_the_end",
         "tests/test_video_extract.py::test_update_keeps_a_vanished_videos_rows_together_with_keep_missing",
     ),
+    ("extract-features", "--shard-rows"): (
+        "tests/test_sharded_sets.py::test_sharded_run_equals_the_single_file_run_part_by_part",
+        "tests/test_sharded_sets.py::test_other_settings_are_refused_naming_the_setting",
+    ),
     ("extract-features", "--pool"): ("tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",),
     ("extract-features", "--fps"): ("tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",),
     ("extract-features", "--frames"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),

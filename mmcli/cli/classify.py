@@ -39,9 +39,8 @@ def classify(
     features: Annotated[
         Path | None,
         typer.Option(
-            help="Classify the rows of this image feature set instead of decoding images.",
+            help="Classify the rows of this image feature set (.npy, or a sharded DIR/) instead of decoding images.",
             show_default=False,
-            dir_okay=False,
         ),
     ] = None,
     top: Annotated[

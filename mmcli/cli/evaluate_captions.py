@@ -52,7 +52,8 @@ def captions(
     images: Annotated[
         Path | None,
         typer.Option(
-            help="For --clipscore: an image feature set (.npy) or a folder of the images.", show_default=False
+            help="For --clipscore: an image feature set (.npy, or a sharded DIR/) or a folder of the images.",
+            show_default=False,
         ),
     ] = None,
     model: Annotated[

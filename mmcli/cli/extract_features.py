@@ -17,6 +17,8 @@ Examples:
 
   mmcli extract-features --modality text captions.txt -o captions.npy
 
+  mmcli extract-features photos/ -o photos-feats/ --shard-rows 100000
+
   find . -name '*.jpg' | mmcli extract-features - -o feats.npy --model google/siglip-base-patch16-224
 """
 
@@ -68,6 +70,15 @@ def extract_features(
         typer.Option(help="Bring an existing OUT up to date: embed only new or changed inputs, drop vanished ones."),
     ] = False,
     keep_missing: opt.KeepMissing = False,
+    shard_rows: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With -o DIR/: close each part at the first item boundary once it holds this many rows "
+            "\\[default: 100000; a resumed or updated set keeps its own].",
+            show_default=False,
+        ),
+    ] = None,
     pool: Annotated[
         VideoPool,
         typer.Option(
@@ -98,10 +109,14 @@ def extract_features(
 
     Progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed), the
     same command resumes where it stopped and gives exactly the output of an uninterrupted run.
+
+    -o DIR/ writes a sharded set: DIR/part-00000.npy + .jsonl, ... and DIR/index.json; every command
+    that reads a feature set takes DIR/. A killed run resumes after its last finished part.
     """
     flags = dict(locals())  # the shared run options go to the library as they are
     from mmcli.extract import extract_features as run
     from mmcli.io.features import sidecar_path
+    from mmcli.io.shards import INDEX_NAME, read_index
 
     result = run(
         inputs or [],
@@ -116,6 +131,7 @@ def extract_features(
         image_column=image_column,
         text_column=text_column,
         id_column=id_column,
+        shard_rows=shard_rows,
         **opt.run_flags(flags),
         reporter=CommandReporter(quiet=quiet),
     )
@@ -127,8 +143,11 @@ def extract_features(
         )
         if stats.kept_missing:
             summary += f", {stats.kept_missing} rows of vanished files kept"
+    elif result.output.is_dir():
+        parts = len(read_index(result.output)["parts"])
+        summary = f"wrote {result.rows} rows x {result.dim} to {result.output}/ ({parts} parts, {INDEX_NAME})"
     else:
-        summary = f"wrote {result.rows} rows x {result.dim} to {output} + {sidecar_path(output)}"
+        summary = f"wrote {result.rows} rows x {result.dim} to {output} + {sidecar_path(result.output)}"
     if stats.failed:
         summary += f"; {stats.failed} failed, listed in {result.errors}"
     note(summary, quiet=quiet)

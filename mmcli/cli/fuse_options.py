@@ -27,9 +27,9 @@ class Align(str, Enum):
 Inputs = Annotated[
     list[Path] | None,
     typer.Argument(
-        help="Feature sets (.npy with .jsonl sidecars), or with --results the retrieve/classify JSONL to combine.",
+        help="Feature sets (.npy with .jsonl sidecars, or sharded DIR/s), or with --results the retrieve/classify "
+        "JSONL to combine.",
         show_default=False,
-        dir_okay=False,
     ),
 ]
 MethodOption = Annotated[

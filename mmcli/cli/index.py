@@ -23,7 +23,7 @@ app = typer.Typer(help="Approximate-search indexes for large feature sets (needs
 @app.command("build", epilog=EXAMPLES)
 @reports_errors
 def build(
-    features: Annotated[Path, typer.Argument(help="Feature set (.npy with its .jsonl).", dir_okay=False)],
+    features: Annotated[Path, typer.Argument(help="Feature set (.npy with its .jsonl, or a sharded DIR/).")],
     kind: Annotated[str, typer.Option(help="ivf (fast to build) or hnsw (high recall, slow to build).")] = "ivf",
     nlist: Annotated[
         int | None, typer.Option(min=1, help="IVF lists \\[default: about 4 sqrt(rows)].", show_default=False)
@@ -32,7 +32,7 @@ def build(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary on stderr.")] = False,
 ) -> None:
-    """Build FEATS.faiss beside FEATS.npy; later retrieve calls reuse it."""
+    """Build FEATS.faiss beside FEATS.npy (DIR/set.faiss in a sharded DIR/); later retrieve calls reuse it."""
     from mmcli.ann import index_feature_set
 
     target, rows = index_feature_set(features, kind=kind, nlist=nlist, m=m, overwrite=overwrite)

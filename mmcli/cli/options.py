@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -137,13 +136,13 @@ MaxPixels = Annotated[
     int, typer.Option(min=1, help="Refuse images larger than this many pixels (decompression bombs).")
 ]
 OutputNpy = Annotated[
-    Path,
+    str,
     typer.Option(
         "--output",
         "-o",
-        help="Feature matrix to write (.npy); the .jsonl sidecar goes beside it.",
+        help="Feature matrix to write (.npy); the .jsonl sidecar goes beside it. DIR/ (or an existing folder): "
+        "a sharded set, parts of --shard-rows rows with an index.json.",
         show_default=False,
-        dir_okay=False,
     ),
 ]
 

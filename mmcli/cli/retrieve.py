@@ -46,7 +46,7 @@ def retrieve(
     index: Annotated[
         Path,
         typer.Option(
-            "--index", "-i", help="Feature set to search (.npy with its .jsonl).", show_default=False, dir_okay=False
+            "--index", "-i", help="Feature set to search (.npy with its .jsonl, or a sharded DIR/).", show_default=False
         ),
     ] = ...,  # type: ignore[assignment]
     query: Annotated[
@@ -101,7 +101,7 @@ def retrieve(
 ) -> None:
     """Search a feature set: one {"query_id", "query", "hits": [...]} record per query."""
     from mmcli.io.atomic import check_writable
-    from mmcli.io.features import read_feature_set
+    from mmcli.io.features import is_feature_set_path, read_feature_set
     from mmcli.io.records import RecordWriter
     from mmcli.retrieval import hits_for
     from mmcli.search import embed_queries, search_set
@@ -111,7 +111,7 @@ def retrieve(
     if output is not None:
         check_writable(output, overwrite=overwrite)
     feature_set = read_feature_set(index)
-    if query or query_image or (queries and not queries.endswith(".npy")):
+    if query or query_image or (queries and not is_feature_set_path(queries)):
         quiet_libraries()
     found = embed_queries(
         feature_set,

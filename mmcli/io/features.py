@@ -35,6 +35,21 @@ def errors_path(npy: Path) -> Path:
     return npy.with_suffix(".errors.jsonl")
 
 
+def is_feature_set_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a feature set: ``NAME.npy``, or a folder (a sharded set)."""
+    return os.fspath(path).endswith(".npy") or Path(path).is_dir()
+
+
+def feature_set_errors(path: Path) -> list[dict[str, Any]]:
+    """The error records beside a set (``NAME.errors.jsonl``; every part's, for a sharded set)."""
+    if path.is_dir():
+        from mmcli.io.shards import read_errors
+
+        return read_errors(path)
+    errors = errors_path(path)
+    return [record for _, record in read_jsonl(errors)] if errors.exists() else []
+
+
 def check_output_path(npy: Path, *, overwrite: bool) -> Path:
     """Validate ``-o`` before any work is done, so a bad path fails fast and loses nothing."""
     if npy.suffix != ".npy":
@@ -45,9 +60,11 @@ def check_output_path(npy: Path, *, overwrite: bool) -> Path:
 
 @dataclass
 class FeatureSet:
-    """A loaded feature set: ``vectors`` is memory-mapped, ``records`` are the sidecar lines."""
+    """A loaded feature set: ``vectors`` is memory-mapped, ``records`` are the sidecar lines. For a
+    sharded set (``path`` a folder) ``vectors`` is a :class:`~mmcli.io.shards.ShardedVectors`, which
+    reads like a read-only 2-D array."""
 
-    vectors: np.ndarray
+    vectors: Any
     records: list[dict[str, Any]]
     path: Path
 
@@ -78,8 +95,13 @@ class FeatureSet:
 
 
 def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> FeatureSet:
-    """Load ``NAME.npy`` and its sidecar, refusing anything inconsistent or pickled."""
+    """Load ``NAME.npy`` and its sidecar, or a sharded set ``DIR/`` (see :mod:`mmcli.io.shards`),
+    refusing anything inconsistent or pickled."""
     npy = Path(path)
+    if npy.is_dir():
+        from mmcli.io.shards import read_sharded
+
+        return read_sharded(npy, mmap=mmap)
     settle(npy)  # a set whose publication a killed run left half done is completed first
     if not npy.exists():
         raise InputError(f"feature set {npy} does not exist")
@@ -96,7 +118,7 @@ def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> Feat
     sidecar = sidecar_path(npy)
     if not sidecar.exists():
         raise InputError(f"{npy}: its sidecar {sidecar} is missing")
-    records = _read_sidecar(sidecar)
+    records = read_sidecar(sidecar)
     if len(records) != vectors.shape[0]:
         raise InputError(
             f"{npy} has {vectors.shape[0]} rows but {sidecar} has {len(records)} records; "
@@ -105,7 +127,7 @@ def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> Feat
     return FeatureSet(vectors=vectors, records=records, path=npy)
 
 
-def _read_sidecar(sidecar: Path) -> list[dict[str, Any]]:
+def read_sidecar(sidecar: Path) -> list[dict[str, Any]]:
     """The sidecar's records, each with the keys DESIGN.md requires and an id no other line has:
     a hit, a fused row or a prediction is named by its id, so a repeated one would name two rows."""
     records: list[dict[str, Any]] = []

@@ -56,7 +56,12 @@ class FileEntries:
 
 
 def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
-    """The file entries of the manifest beside an output, or None when there is none."""
+    """The file entries of the manifest beside an output (of every part of a sharded set, in order),
+    or None when there is none."""
+    if npy.is_dir():
+        from mmcli.io.shards import read_manifest as read_parts
+
+        return read_parts(npy)
     settle(npy)
     path = manifest_path(npy)
     if not path.exists():
@@ -65,7 +70,12 @@ def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
 
 
 def read_run_settings(npy: Path) -> dict[str, Any] | None:
-    """The settings of the run that wrote an output (the manifest's first line), if it recorded them."""
+    """The settings of the run that wrote an output (the manifest's first line; a sharded set's index),
+    if it recorded them."""
+    if npy.is_dir():
+        from mmcli.io.shards import read_run_settings as read_index_settings
+
+        return read_index_settings(npy)
     settle(npy)
     path = manifest_path(npy)
     if not path.exists():

@@ -58,7 +58,7 @@ def clip_scores(
 
     path = Path(images)
     ids = list(predictions)
-    if path.suffix == ".npy":
+    if path.suffix == ".npy" or (path / "index.json").exists():  # a set, or a sharded set (a folder)
         image_rows, chosen_model = _from_feature_set(path, ids, model)
         encoder = load_encoder(chosen_model or DEFAULT_MODEL, device=device, dtype=dtype)
     else:

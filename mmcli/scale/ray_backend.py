@@ -146,7 +146,7 @@ def actor_resources(cluster: RayCluster) -> dict[str, float]:
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
         if gpus < cluster.gpus_per_worker:
             raise UsageError(
-                f"{option('gpus_per_worker', cluster.gpus_per_worker)} but the Ray cluster has {gpus:g} GPUs"
+                f"{option('gpus_per_worker', f'{cluster.gpus_per_worker:g}')} but the Ray cluster has {gpus:g} GPUs"
             )
         resources["num_gpus"] = cluster.gpus_per_worker
     return resources
@@ -164,7 +164,7 @@ def decode_images(batch: dict[str, Any], *, max_pixels: int, min_side: int | Non
         item = pickle.loads(blob)
         if item.modality == "image" and not item.error:
             try:
-                image = load_image(item.path, max_pixels=max_pixels, min_side=min_side)
+                image = load_image(item.media(), max_pixels=max_pixels, min_side=min_side)
                 item = FrameItem(**vars(item), image=image)
             except ItemError as exc:
                 item = replace(item, error=str(exc))
@@ -182,12 +182,18 @@ class ModelWorker:
         self.job = make_job()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from mmcli.io.shards import RowBatch
+
         items = [pickle.loads(blob) for blob in batch["item"]]
-        outcomes: list[Outcome[InputItem]] = []
+        outcomes = RowBatch()  # where each input item's outcomes end, for a sharded set's part boundaries
         inputs: list[Outcome[InputItem]] = []
         for rows, pipeline in self.job.batches(iter(items)):
+            offset = len(outcomes)
             outcomes.extend(_light(outcome) for outcome in rows)
+            outcomes.ends.extend(offset + end for end in getattr(rows, "ends", ()))
             inputs.extend(_light(outcome) for outcome in pipeline if outcome.item.modality != "frame")
+        if not outcomes.ends:  # a job that does not mark item ends (captions) leaves the list plain
+            outcomes = list(outcomes)
         result = (outcomes, inputs, self.job.counters(), f"{socket.gethostname()}:{os.getpid()}")
         return {"result": [pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)]}
 
