@@ -180,6 +180,38 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
         "tests/test_update.py::test_keep_missing_keeps_rows_of_vanished_files_at_the_end",
         "tests/test_video_extract.py::test_update_keeps_a_vanished_videos_rows_together_with_keep_missing",
     ),
+    ("caption", "--backend"): (
+        "tests/test_ray_backend.py::test_caption_on_ray_equals_local",
+        "tests/test_ray_backend.py::test_an_unreachable_cluster_is_a_clear_error",
+    ),
+    ("caption", "--ray-address"): (
+        "tests/test_ray_backend.py::test_caption_on_ray_equals_local",
+        "tests/test_ray_backend.py::test_an_unreachable_cluster_is_a_clear_error",
+    ),
+    ("caption", "--num-workers"): ("tests/test_ray_backend.py::test_caption_on_ray_equals_local",),
+    ("caption", "--gpus-per-worker"): (
+        "tests/test_ray_backend.py::test_a_cluster_without_gpus_refuses_gpus_per_worker",
+        "NOTE: running with GPUs needs a cluster that has them, which CI lacks; the test proves the request "
+        "reaches the cluster's resources",
+    ),
+    ("extract-features", "--backend"): (
+        "tests/test_ray_backend.py::test_extract_features_on_ray_equals_local_on_images_a_video_and_a_failure",
+        "tests/test_ray_backend.py::test_without_an_address_a_ray_is_started_for_the_run",
+        "tests/test_ray_backend.py::test_ray_settings_are_refused_where_they_cannot_apply",
+    ),
+    ("extract-features", "--ray-address"): (
+        "tests/test_ray_backend.py::test_extract_features_on_ray_equals_local_on_images_a_video_and_a_failure",
+        "tests/test_ray_backend.py::test_ray_settings_are_refused_where_they_cannot_apply",
+    ),
+    ("extract-features", "--num-workers"): (
+        "tests/test_ray_backend.py::test_extract_features_on_ray_equals_local_on_images_a_video_and_a_failure",
+        "tests/test_ray_backend.py::test_texts_and_frame_rows_on_ray_equal_local",
+    ),
+    ("extract-features", "--gpus-per-worker"): (
+        "tests/test_ray_backend.py::test_a_cluster_without_gpus_refuses_gpus_per_worker",
+        "NOTE: running with GPUs needs a cluster that has them, which CI lacks; the test proves the request "
+        "reaches the cluster's resources",
+    ),
     ("extract-features", "--shard-rows"): (
         "tests/test_sharded_sets.py::test_sharded_run_equals_the_single_file_run_part_by_part",
         "tests/test_sharded_sets.py::test_other_settings_are_refused_naming_the_setting",

@@ -25,7 +25,7 @@ from test_video_media import write_video
 
 from mmcli.io.features import read_feature_set
 
-WORKERS_NOTE = re.compile(r"ray: (\d+) inputs? in (\d+) batch(?:es)? on (\d+) workers? \(1 node\)")
+WORKERS_NOTE = re.compile(r"ray: (\d+) inputs? in (\d+) batch(?:es)? on (\d+) workers? \(1 node\) of (.*)")
 
 
 def _free_port() -> int:
@@ -71,10 +71,12 @@ def ray_flags(address, workers=2):
     return ["--backend", "ray", "--ray-address", address, "--num-workers", str(workers)]
 
 
-def workers_note(stderr):
+def workers_note(stderr, cluster=None):
+    """(inputs, batches, workers) of the note a Ray run ends with, which names the cluster it ran on."""
     found = WORKERS_NOTE.search(stderr)
     assert found, stderr
-    return tuple(int(group) for group in found.groups())
+    assert found.group(4) == (f"the cluster at {cluster}" if cluster else "a Ray started for this run"), stderr
+    return tuple(int(group) for group in found.groups()[:3])
 
 
 def assert_same_set(left, right):
@@ -93,7 +95,7 @@ def test_extract_features_on_ray_equals_local_on_images_a_video_and_a_failure(ru
     assert (tmp_path / "ray.errors.jsonl").read_text() == (tmp_path / "local.errors.jsonl").read_text()
     records = read_feature_set(tmp_path / "ray.npy").records
     assert {"image", "video"} == {record["modality"] for record in records}
-    inputs, batches, workers = workers_note(remote.stderr)
+    inputs, batches, workers = workers_note(remote.stderr, ray_cluster)
     assert (inputs, batches, workers) == (16, 6, 2)  # 16 inputs in batches of 3, computed by both actors
     assert "ray:" not in local.stderr
 
@@ -111,7 +113,7 @@ def test_texts_and_frame_rows_on_ray_equal_local(run_mmcli, tiny_models, mixed, 
     assert_same_set(tmp_path / "local-t.npy", tmp_path / "ray-t.npy")
     assert_same_set(tmp_path / "local-v.npy", tmp_path / "ray-v.npy")
     assert [r["modality"] for r in read_feature_set(tmp_path / "ray-v.npy").records] == ["frame"] * 4 + ["video"]
-    assert workers_note(run.stderr)[2] == 1
+    assert workers_note(run.stderr, ray_cluster)[2] == 1
 
 
 def test_caption_on_ray_equals_local(run_mmcli, tiny_models, mixed, ray_cluster, tmp_path):
@@ -123,7 +125,7 @@ def test_caption_on_ray_equals_local(run_mmcli, tiny_models, mixed, ray_cluster,
     records = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text().splitlines()]
     assert any("summary" in r for r in records) and any("error" in r for r in records)
     assert remote.stderr.count("captioned 14 images and 1 video") == 1, remote.stderr
-    assert workers_note(remote.stderr)[2] == 2
+    assert workers_note(remote.stderr, ray_cluster)[2] == 2
 
 
 def test_without_an_address_a_ray_is_started_for_the_run(run_mmcli, tiny_models, photos, tmp_path):
@@ -190,28 +192,67 @@ def test_a_killed_worker_is_replaced_and_the_output_is_complete(mmcli_exe, run_m
     assert len(read_feature_set(out)) == 160
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["journal", "parts"])
 def test_a_killed_driver_resumes_on_ray_with_the_uninterrupted_output(mmcli_exe, run_mmcli, tiny_models, album,
-                                                                      ray_cluster, tmp_path):  # fmt: skip
+                                                                      ray_cluster, tmp_path, sharded):  # fmt: skip
+    """kill -9 of the driver mid-run; the same command resumes (after the journal's committed batches, or
+    after the finished parts of a sharded set) and gives the uninterrupted local run's rows."""
     common = ["extract-features", album, "--model", tiny_models["clip"], "-b", "2", *ray_flags(ray_cluster)]
-    out = tmp_path / "out.npy"
+    out = f"{tmp_path / 'out'}/" if sharded else str(tmp_path / "out.npy")
+    if sharded:
+        common += ["--shard-rows", "8"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([mmcli_exe, *map(str, common), "-o", str(out)], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([mmcli_exe, *map(str, common), "-o", out], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=env)  # fmt: skip
-    state = tmp_path / "out.partial" / "state.json"
+
+    def done():
+        if not sharded:
+            return _committed(tmp_path / "out.partial" / "state.json")
+        try:
+            return json.loads((tmp_path / "out" / "index.json").read_text())["parts"][-1]["consumed"]
+        except (OSError, ValueError, KeyError, IndexError):
+            return 0
+
     deadline = time.monotonic() + 180
-    while _committed(state) < 20 and process.poll() is None and time.monotonic() < deadline:
+    while done() < 20 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "the run finished before it could be interrupted"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done = _committed(state)
+    finished = done()
+    assert 20 <= finished < 160
     rerun = run_mmcli(*common, "-o", out)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"resuming: {done} items were done by an earlier run" in rerun.stderr
-    assert workers_note(rerun.stderr)[0] == 160 - done  # only the rest went to the cluster
+    if sharded:
+        assert f"resuming: {finished // 8} finished parts ({finished} items)" in rerun.stderr, rerun.stderr
+    else:
+        assert f"resuming: {finished} items were done by an earlier run" in rerun.stderr, rerun.stderr
+    assert workers_note(rerun.stderr, ray_cluster)[0] == 160 - finished  # only the rest went to the cluster
     assert run_mmcli("extract-features", album, "--model", tiny_models["clip"], "-b", "2", "-o",
                      tmp_path / "local.npy", "-q").returncode == 0  # fmt: skip
     assert_same_set(tmp_path / "local.npy", out)
+
+
+def test_webdataset_shards_on_ray_equal_local(run_mmcli, tiny_models, photos, ray_cluster, tmp_path):
+    """Shard members are read by the decode tasks from their offsets, as the local decoder reads them."""
+    import tarfile
+
+    shard = tmp_path / "data-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for path in sorted(photos.glob("*.jpg")):
+            tar.add(path, arcname=f"{path.stem}.jpg")
+            caption = tmp_path / f"{path.stem}.txt"
+            caption.write_text(f"a photo of {path.stem}")
+            tar.add(caption, arcname=f"{path.stem}.txt")
+    for name, extra in (("local", []), ("ray", ray_flags(ray_cluster))):
+        run = run_mmcli("extract-features", shard, "-o", tmp_path / f"{name}.npy", "--model", tiny_models["clip"],
+                        "-b", "2", *extra)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    assert_same_set(tmp_path / "local.npy", tmp_path / "ray.npy")
+    records = read_feature_set(tmp_path / "ray.npy").records
+    assert [r["source"] for r in records] == [f"{shard}#{p.stem}" for p in sorted(photos.glob("*.jpg"))]
+    assert records[0]["text"].startswith("a photo of")
+    assert workers_note(run.stderr, ray_cluster)[:2] == (4, 2)  # 4 inputs, 2 batches
 
 
 @pytest.mark.parametrize(
@@ -230,8 +271,12 @@ def test_ray_settings_are_refused_where_they_cannot_apply(run_mmcli, tiny_models
     assert "Loading" not in run.stderr and not (tmp_path / "o.npy").exists()
 
 
-def test_a_cluster_without_gpus_refuses_gpus_per_worker(run_mmcli, tiny_models, photos, ray_cluster, tmp_path):
-    run = run_mmcli("extract-features", photos, "-o", tmp_path / "o.npy", "--model", tiny_models["clip"],
+@pytest.mark.parametrize(
+    ("command", "model", "out"), [("extract-features", "clip", "o.npy"), ("caption", "blip", "c.jsonl")]
+)
+def test_a_cluster_without_gpus_refuses_gpus_per_worker(run_mmcli, tiny_models, photos, ray_cluster, tmp_path,
+                                                        command, model, out):  # fmt: skip
+    run = run_mmcli(command, photos, "-o", tmp_path / out, "--model", tiny_models[model],
                     *ray_flags(ray_cluster), "--gpus-per-worker", "1")  # fmt: skip
     assert run.returncode == 2 and "--gpus-per-worker 1 but the Ray cluster has 0 GPUs" in run.stderr, run.stderr
 

@@ -281,9 +281,11 @@ class RayJob:
                         batches += 1
                         yield outcomes, inputs
             hosts = len({worker.rsplit(":", 1)[0] for worker in workers})
+            local = started and self.cluster.address is None
+            where = "a Ray started for this run" if local else f"the cluster at {ray.get_runtime_context().gcs_address}"
             self.reporter.note(
                 f"ray: {_count(len(listed), 'input')} in {_count(batches, 'batch')} on "
-                f"{_count(len(workers), 'worker')} ({_count(hosts, 'node')})"
+                f"{_count(len(workers), 'worker')} ({_count(hosts, 'node')}) of {where}"
             )
         finally:
             if started:
