@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A real one-node Ray cluster on 127.0.0.1 (2 CPUs), its address; stopped after the module."""
-    ray = shutil.which("ray")
+    beside = Path(sys.executable).with_name("ray")  # the environment's own, whether or not it is on PATH
+    ray = str(beside) if beside.exists() else shutil.which("ray")
     assert ray, "the ray command is not installed: pip install -e '.[test]'"
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
