@@ -6,6 +6,7 @@ out left to right in rows of :data:`COLUMNS`. Every cell is ``cell_size(thumb_si
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +46,20 @@ def _fmt(value: object) -> str:
         return "?"
 
 
+def _short(identifier: object) -> str:
+    """An id for a label: a path's file name (with any ``#t=`` fragment), other ids as they are."""
+    text = str(identifier)
+    return os.path.basename(text) or text if os.sep in text or "/" in text else text
+
+
 def tile_rows(report: Report) -> list[list[Tile]]:
     """The cells of the sheet, row by row."""
     if report.kind == "retrieve":
         rows = []
         for query in report.sections:
-            first = Tile(query["thumb"], ["query", str(query["id"])], text=str(query["query"]))
+            first = Tile(query["thumb"], ["query", _short(query["id"])], text=str(query["query"]))
             hits = [
-                Tile(hit["thumb"], [f"#{hit.get('rank')} {_fmt(hit.get('score'))}", str(hit.get("id"))], hit["text"])
+                Tile(hit["thumb"], [f"#{hit.get('rank')} {_fmt(hit.get('score'))}", _short(hit.get("id"))], hit["text"])
                 for hit in query["hits"]
             ]
             rows.append([first, *hits])
@@ -63,7 +70,7 @@ def tile_rows(report: Report) -> list[list[Tile]]:
     if report.kind == "caption":
         for section in report.sections:
             if section["type"] == "error":
-                tiles.append(Tile(None, [str(section.get("id"))], text=str(section["error"]), error=True))
+                tiles.append(Tile(None, [_short(section.get("id"))], text=str(section["error"]), error=True))
             elif section["type"] == "video":
                 for segment in section["segments"]:
                     span = f"{float(segment.get('t', 0)):.2f}-{float(segment.get('end', 0)):.2f} s"
@@ -75,7 +82,7 @@ def tile_rows(report: Report) -> list[list[Tile]]:
     elif report.kind == "classify":
         for section in report.sections:
             if "error" in section and not section["bars"]:
-                tiles.append(Tile(None, [str(section.get("id"))], text=str(section["error"]), error=True))
+                tiles.append(Tile(None, [_short(section.get("id"))], text=str(section["error"]), error=True))
                 continue
             lines = [f"{bar['label']} {_fmt(bar['score'])}" for bar in section["bars"][:LABEL_LINES]]
             tiles.append(Tile(section["thumb"], lines))
@@ -83,7 +90,7 @@ def tile_rows(report: Report) -> list[list[Tile]]:
         evaluation: dict[str, Any] = report.evaluation or {}
         for which in ("best", "worst"):
             for rank, item in enumerate(evaluation.get(which, []), start=1):
-                label = [f"{which} {rank}: {evaluation['metric']} {_fmt(item['score'])}", str(item["id"])]
+                label = [f"{which} {rank}: {evaluation['metric']} {_fmt(item['score'])}", _short(item["id"])]
                 tiles.append(Tile(item["thumb"], label, text=str(item["id"])))
     if not tiles:
         tiles = [Tile(None, ["nothing to show"])]
