@@ -348,3 +348,18 @@ def test_templates_ship_as_package_data():
     patterns = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mmcli.web"]
     templates = sorted((repo / "mmcli" / "web" / "templates").glob("*"))
     assert templates and all(any(t.match(p.split("/")[-1]) for p in patterns) for t in templates)
+
+
+def test_keyframes_are_grabbed_in_one_pass_at_the_times_asked(tmp_path):
+    from mmcli.media.video import VideoReader
+    from mmcli.web.thumbnails import Thumbnails
+
+    path = tmp_path / "steps.mp4"
+    write_video(path, lambda t: np.full((48, 64, 3), min(250, int(t * 10) * 12), np.uint8), fps=10, duration=2.0)
+    with VideoReader(path) as reader:
+        times = [round(frame.t, 3) for frame in reader.frames_at([1.5, 0.0, 0.05, 99.0])]
+    assert times == [0.0, 0.1, 1.5]  # sorted; 0.05 answered by the next frame; nothing past the end
+    thumbs = Thumbnails(size=32)
+    frames = thumbs.frames(str(path), [0.0, 1.5, 99.0])
+    brightness = [np.asarray(frames[t].image).mean() for t in (0.0, 1.5)]
+    assert brightness[0] < 20 and 160 < brightness[1] < 200 and frames[99.0].error and len(thumbs.missing) == 1

@@ -89,7 +89,7 @@ class Thumbnails:
     ) -> None:
         self.size = size
         self.link_images = link_images
-        self.base = Path(base if base is not None else ".").resolve()
+        self.base = os.path.abspath(base if base is not None else ".")  # lexically: links keep the user's symlinks
         self.max_pixels = max_pixels
         self.missing: dict[str, str] = {}  # source -> why it is not shown
         self._cache: dict[tuple[str, float | None], Thumb] = {}
@@ -160,7 +160,7 @@ class Thumbnails:
 
     def _link(self, source: str) -> str:
         """``source`` as a URL path relative to the report's folder."""
-        relative = os.path.relpath(Path(source).resolve(), self.base)
+        relative = os.path.relpath(os.path.abspath(source), self.base)
         return quote(Path(relative).as_posix())
 
     def _failed(self, source: str, reason: str, t: float | None = None) -> Thumb:
