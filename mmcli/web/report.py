@@ -352,12 +352,16 @@ def _environment() -> Any:
     return environment
 
 
-def render_html(report: Report) -> str:
-    """The report as one HTML page (see the module's docstring for what it may load and run)."""
+def _require_jinja() -> None:
     try:
         import jinja2  # noqa: F401
     except ImportError:
-        raise UsageError("mmcli report needs Jinja2: pip install 'mmcli[web]'") from None
+        raise UsageError("an HTML report needs Jinja2: pip install 'mmcli[web]'") from None
+
+
+def render_html(report: Report) -> str:
+    """The report as one HTML page (see the module's docstring for what it may load and run)."""
+    _require_jinja()
     return _environment().get_template(f"report_{report.kind}.html.j2").render(report=report)
 
 
@@ -395,10 +399,9 @@ def write_report(
     for path in (html, sheet):
         if path is not None:
             check_writable(path, overwrite=overwrite)
-    if link_images and html is None and output is not None:
-        base: Path = Path.cwd()  # a page on stdout links relative to the current folder
-    else:
-        base = html.parent if html is not None else Path.cwd()
+    if output is not None:
+        _require_jinja()  # before any work
+    base = html.parent if html is not None else Path.cwd()  # a page on stdout links relative to the current folder
     records, name = read_results(results)
     thumbs = Thumbnails(size=thumb_size, link_images=link_images, base=base, max_pixels=max_pixels)
     report = build_report(records, thumbs, metric=metric, title=title, name=name)
