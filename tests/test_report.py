@@ -6,18 +6,15 @@ import base64
 import io
 import json
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
 import pytest
+from conftest import ATTRIBUTE, SCRIPT
 from PIL import Image
 from test_video_media import write_video
-
-SCRIPT = "<script>alert(1)</script>"
-ATTRIBUTE = '"><img src=x onerror=alert(1)>'
 
 
 class Page(HTMLParser):
@@ -80,48 +77,16 @@ def assert_inert(page: Page) -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory, tiny_models, photos, run_mmcli):
-    """Real outputs of the four commands, on photos some of which have hostile file names."""
-    folder = tmp_path_factory.mktemp("results")
-    pictures = folder / "pictures"
-    pictures.mkdir()
-    for name in ("chelsea", "coffee", "rocket"):
-        shutil.copy(photos / f"{name}.jpg", pictures / f"{name}.jpg")
-    shutil.copy(photos / "astronaut.jpg", pictures / f"{ATTRIBUTE}.jpg")
-    (pictures / "broken.jpg").write_bytes((photos / "rocket.jpg").read_bytes()[:200])
-    video = folder / "scenes.mp4"
-    colours = [(220, 30, 30), (30, 200, 30), (30, 30, 220)]
-    write_video(video, lambda t: np.full((48, 64, 3), colours[min(2, int(t))], np.uint8), fps=10, duration=3.0)
-    clip, blip = str(tiny_models["clip"]), str(tiny_models["blip"])
-
-    def run(*args, code=0):
-        result = run_mmcli(*args)
-        assert result.returncode == code, result.stderr
-        return result
-
-    good = [pictures / n for n in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", f"{ATTRIBUTE}.jpg")]
-    run("extract-features", *good, "-o", folder / "photos.npy", "--model", clip, "-q")
-    run("retrieve", "--index", folder / "photos.npy", "--query", "a cat", "--query", SCRIPT,
-        "--query-image", good[0], "-k", "3", "-o", folder / "hits.jsonl")  # fmt: skip
-    run("caption", pictures, video, "--fps", "1", "--model", blip, "--min-new-tokens", "3", "--max-new-tokens", "5",
-        "-o", folder / "captions.jsonl", "-q", code=1)  # fmt: skip
-    run("classify", *good, "--labels", f"cat,rocket,cup,{SCRIPT}", "--model", clip, "-o", folder / "labels.jsonl")
-    image_captions = [r for r in map(json.loads, (folder / "captions.jsonl").read_text().splitlines()) if "t" not in r]
-    refs = [{"id": r["id"], "captions": ["a cat sitting on a sofa", "a cup of coffee"]} for r in image_captions
-            if "caption" in r]  # fmt: skip
-    refs[1]["captions"].append(image_captions[2]["caption"])  # one prediction matches a reference: the best item
-    (folder / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
-    run("evaluate", "captions", "--pred", folder / "captions.jsonl", "--refs", folder / "refs.jsonl",
-        "--metrics", "bleu,rouge,cider", "--per-item", folder / "items.jsonl")  # fmt: skip
-    return folder
+def outputs(result_files):
+    return result_files
 
 
 def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def report(run_mmcli, *args, code=0):
-    result = run_mmcli("report", *args)
+def report(run_mmcli, *args, code=0, input=None):
+    result = run_mmcli("report", *args, input=input)
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     return result
@@ -310,6 +275,9 @@ def test_unrecognised_input_names_the_keys_it_expected(run_mmcli, tmp_path):
     assert not (tmp_path / "odd.html").exists()
     empty = report(run_mmcli, "-", code=2)
     assert "no records" in empty.stderr
+    mixed = '{"id": "a.jpg", "source": "a.jpg", "caption": "a cat"}\n{"query": "cat", "hits": []}\n'
+    refused = report(run_mmcli, "-", input=mixed, code=2)
+    assert "caption (from record 1), retrieve (from record 2)" in refused.stderr
 
 
 def test_stdin_to_stdout_and_overwrite(run_mmcli, outputs, tmp_path):
