@@ -61,6 +61,8 @@ _LAZY = {
     "evaluate_retrieval_files": "mmcli.metrics.files",
     "evaluate_cross_modal_files": "mmcli.metrics.files",
     "evaluate_classification_files": "mmcli.metrics.files",
+    "write_report": "mmcli.web.report",
+    "ReportResult": "mmcli.web.report",
 }
 
 __all__ = [
@@ -72,6 +74,7 @@ __all__ = [
     "FeatureSetWriter",
     "GenerationOptions",
     "InputItem",
+    "ReportResult",
     "Reporter",
     "RunStats",
     "SamplingOptions",
@@ -106,6 +109,7 @@ __all__ = [
     "search",
     "search_set",
     "train_head",
+    "write_report",
 ]
 
 
@@ -135,6 +139,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from mmcli.reporting import Reporter
     from mmcli.retrieval import hits_for, search
     from mmcli.search import SetSearch, embed_queries, search_set
+    from mmcli.web.report import ReportResult, write_report
 
 
 def __dir__() -> list[str]:

@@ -18,6 +18,8 @@ from tiny_models import TinyModels
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
+SCRIPT = "<script>alert(1)</script>"  # markup that must reach a page as text
+ATTRIBUTE = '"><img src=x onerror=alert(1)>'  # ... and must not break out of an attribute
 
 # Tests never reach the hub: every model is a local folder, and a missing one must fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -210,3 +212,47 @@ def run_mmcli_process(mmcli_exe) -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def result_files(tmp_path_factory, tiny_models, photos, run_mmcli) -> Path:
+    """A folder of the real outputs of retrieve (hits.jsonl), caption (captions.jsonl: photos, a broken
+    image and a video), classify (labels.jsonl) and evaluate captions --per-item (items.jsonl), made on
+    tiny models, from photos one of which has a file name (and queries and labels) of HTML markup."""
+    import json
+
+    import numpy as np
+    from test_video_media import write_video
+
+    folder = tmp_path_factory.mktemp("results")
+    pictures = folder / "pictures"
+    pictures.mkdir()
+    for name in ("chelsea", "coffee", "rocket"):
+        shutil.copy(photos / f"{name}.jpg", pictures / f"{name}.jpg")
+    shutil.copy(photos / "astronaut.jpg", pictures / f"{ATTRIBUTE}.jpg")
+    (pictures / "broken.jpg").write_bytes((photos / "rocket.jpg").read_bytes()[:200])
+    video = folder / "scenes.mp4"
+    colours = [(220, 30, 30), (30, 200, 30), (30, 30, 220)]
+    write_video(video, lambda t: np.full((48, 64, 3), colours[min(2, int(t))], np.uint8), fps=10, duration=3.0)
+    clip, blip = str(tiny_models["clip"]), str(tiny_models["blip"])
+
+    def run(*args: object, code: int = 0) -> CliResult:
+        result = run_mmcli(*args)
+        assert result.returncode == code, result.stderr
+        return result
+
+    good = [pictures / n for n in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", f"{ATTRIBUTE}.jpg")]
+    run("extract-features", *good, "-o", folder / "photos.npy", "--model", clip, "-q")
+    run("retrieve", "--index", folder / "photos.npy", "--query", "a cat", "--query", SCRIPT,
+        "--query-image", good[0], "-k", "3", "-o", folder / "hits.jsonl")  # fmt: skip
+    run("caption", pictures, video, "--fps", "1", "--model", blip, "--min-new-tokens", "3", "--max-new-tokens", "5",
+        "-o", folder / "captions.jsonl", "-q", code=1)  # fmt: skip
+    run("classify", *good, "--labels", f"cat,rocket,cup,{SCRIPT}", "--model", clip, "-o", folder / "labels.jsonl")
+    image_captions = [r for r in map(json.loads, (folder / "captions.jsonl").read_text().splitlines()) if "t" not in r]
+    refs = [{"id": r["id"], "captions": ["a cat sitting on a sofa", "a cup of coffee"]} for r in image_captions
+            if "caption" in r]  # fmt: skip
+    refs[1]["captions"].append(image_captions[2]["caption"])  # one prediction matches a reference: the best item
+    (folder / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    run("evaluate", "captions", "--pred", folder / "captions.jsonl", "--refs", folder / "refs.jsonl",
+        "--metrics", "bleu,rouge,cider", "--per-item", folder / "items.jsonl")  # fmt: skip
+    return folder

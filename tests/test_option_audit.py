@@ -306,6 +306,27 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("retrieve", "--overwrite"): (PROOF + "test_retrieve_output_and_overwrite",),
     ("retrieve", "--trust-remote-code"): (PROOF + "test_trust_remote_code_reaches_the_config_loader",),
     ("retrieve", "--quiet"): (PROOF + "test_retrieve_quiet_silences_the_summary",),
+    # -- report ----------------------------------------------------------------------------------------
+    ("report", "--output"): (
+        "tests/test_report.py::test_retrieve_report_shows_every_query_with_its_ranked_hits",
+        "tests/test_report.py::test_stdin_to_stdout_and_overwrite",
+    ),
+    ("report", "--contact-sheet"): ("tests/test_report.py::test_contact_sheet_is_a_grid_of_labelled_thumbnails",),
+    ("report", "--link-images"): ("tests/test_report.py::test_link_images_writes_relative_links_that_resolve",),
+    ("report", "--thumb-size"): (
+        "tests/test_report.py::test_thumb_size_bounds_every_thumbnail",
+        "tests/test_report.py::test_contact_sheet_is_a_grid_of_labelled_thumbnails",
+    ),
+    ("report", "--metric"): ("tests/test_report.py::test_evaluate_report_has_metric_table_histogram_and_extremes",),
+    ("report", "--title"): (
+        "tests/test_report.py::test_retrieve_report_shows_every_query_with_its_ranked_hits",
+        "tests/test_report.py::test_stdin_to_stdout_and_overwrite",
+    ),
+    ("report", "--max-pixels"): (
+        "tests/test_report.py::test_missing_and_undecodable_images_are_placeholders_and_counted",
+    ),
+    ("report", "--overwrite"): ("tests/test_report.py::test_stdin_to_stdout_and_overwrite",),
+    ("report", "--quiet"): ("tests/test_report.py::test_stdin_to_stdout_and_overwrite",),
     # -- index build -----------------------------------------------------------------------------------
     ("index build", "--kind"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),
     ("index build", "--nlist"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),

@@ -17,6 +17,8 @@ from mmcli.cli.extract_features import extract_features
 from mmcli.cli.fuse import EXAMPLES as FUSE_EXAMPLES
 from mmcli.cli.fuse import fuse
 from mmcli.cli.index import app as index_app
+from mmcli.cli.report import EXAMPLES as REPORT_EXAMPLES
+from mmcli.cli.report import report
 from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
 from mmcli.cli.retrieve import retrieve
 
@@ -50,6 +52,7 @@ app.command("classify", epilog=CLASSIFY_EXAMPLES)(classify)
 app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
 app.command("fuse", epilog=FUSE_EXAMPLES)(fuse)
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
+app.command("report", epilog=REPORT_EXAMPLES)(report)
 app.add_typer(index_app, name="index")
 app.add_typer(evaluate_app, name="evaluate")
 

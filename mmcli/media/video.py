@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -226,6 +226,17 @@ class VideoReader:
             return self._first_frames_at(self._evenly_spaced_targets(options.frames))
         assert options.fps is not None  # SamplingOptions guarantees a rate in the default mode
         return self._first_frames_at(_time_grid(options.start, options.fps, options.end))
+
+    def frames_at(self, times: Iterable[float]) -> Iterator[Frame]:
+        """For each of ``times`` (seconds, in ascending order), the first frame at or after it, in one
+        pass over the file whatever the sampling options; a frame answering several times comes once,
+        and a time past the end gets none. This is how a report shows each segment's first frame."""
+        if self._started:
+            raise RuntimeError("VideoReader reads the file once; open a new reader to read it again")
+        if self._capture is None:
+            raise RuntimeError("VideoReader is closed")
+        self._started = True
+        return self._first_frames_at(iter(sorted(times)))
 
     def close(self) -> None:
         """Release the decoder; safe to call more than once."""
