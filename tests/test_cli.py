@@ -33,7 +33,7 @@ def test_help_lists_subcommands_without_importing_torch():
         "from mmcli.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'transformers', 'cv2', 'numpy', 'pyarrow', 'fsspec', 's3fs', 'webdataset',\n"
-        "                       'botocore', 'ray') if m in sys.modules]\n"
+        "                       'botocore', 'ray', 'jinja2', 'fastapi', 'uvicorn') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

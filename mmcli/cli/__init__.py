@@ -19,6 +19,8 @@ from mmcli.cli.fuse import fuse
 from mmcli.cli.index import app as index_app
 from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
 from mmcli.cli.retrieve import retrieve
+from mmcli.cli.serve import EXAMPLES as SERVE_EXAMPLES
+from mmcli.cli.serve import serve
 
 app = typer.Typer(
     name="mmcli",
@@ -50,6 +52,7 @@ app.command("classify", epilog=CLASSIFY_EXAMPLES)(classify)
 app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
 app.command("fuse", epilog=FUSE_EXAMPLES)(fuse)
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
+app.command("serve", epilog=SERVE_EXAMPLES)(serve)
 app.add_typer(index_app, name="index")
 app.add_typer(evaluate_app, name="evaluate")
 
