@@ -271,9 +271,9 @@ class _Bytes:
 
 def parse_k(value: Any) -> int:
     """``k`` from a request: an integer from 1 to MAX_K, else a 400."""
-    if value is None or value == "":
+    text = "" if value is None else str(value).strip()
+    if not text:
         return DEFAULT_K
-    text = str(value).strip()
     if not re.fullmatch(r"[0-9]{1,7}", text) or not 1 <= int(text) <= MAX_K:
         raise RequestError(f"k must be a whole number from 1 to {MAX_K} (got {str(value)[:40]!r})")
     return int(text)
