@@ -54,6 +54,11 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+FAVICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#2f5fd0"/>'
+    b'<circle cx="7" cy="7" r="3.5" fill="none" stroke="#fff" stroke-width="1.6"/>'
+    b'<path d="M9.5 9.5l3.5 3.5" stroke="#fff" stroke-width="1.8"/></svg>'
+)
 _ROW = re.compile(r"[0-9]{1,12}")
 
 
@@ -428,6 +433,12 @@ def _build_app(service: SearchService) -> Any:
     async def home_upload(request: Request) -> Any:
         return await results_page(request, upload_query, q="", k=DEFAULT_K, upload=True)
 
+    @app.get("/favicon.ico")
+    async def favicon() -> Any:
+        return Response(
+            FAVICON, media_type="image/svg+xml", headers={**SECURITY_HEADERS, "Cache-Control": "max-age=86400"}
+        )
+
     @app.get("/item/{row}")
     async def item(row: str) -> Any:
         if not _ROW.fullmatch(row) or int(row) >= len(feature_set):
@@ -532,7 +543,10 @@ def serve(
                 f"serving {len(service.feature_set):,} rows of {service.feature_set.path} with {service.model} "
                 f"at {url_of(sock, host)} (Ctrl-C stops)"
             )
-            _run(app, sock)
+            try:
+                _run(app, sock)
+            except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again: the way to stop
+                pass
         finally:
             service.close()
     finally:
