@@ -11,7 +11,8 @@ p99 latency, errors, and the batch sizes the server made (``/api/stats``).
     python benchmarks/serve_load.py                          # 32 clients, 20 s per mode
     python benchmarks/serve_load.py --clients 8 --seconds 5  # quicker
 
-Measured on the 2-core development machine: see benchmarks/README.md.
+Measured on the 2-core development machine (32 clients, 20 s a mode): 119.2 req/s batched against
+30.9 unbatched (3.86x), p99 639 ms against 1,213 ms, no errors; see benchmarks/README.md.
 """
 
 from __future__ import annotations
