@@ -132,7 +132,11 @@ def _check_screenshot(png: bytes, name: str) -> None:
 
 def _images_loaded(page) -> list:
     """(src, naturalWidth) of every image on the page, once each has finished loading or failing."""
-    page.wait_for_function("Array.from(document.images).every(image => image.complete)", timeout=30_000)
+    # Polled from here: page.wait_for_function evaluates strings, which the pages' CSP forbids.
+    deadline = time.monotonic() + 30
+    while not page.evaluate("() => Array.from(document.images).every(image => image.complete)"):
+        assert time.monotonic() < deadline, "images still loading after 30 s"
+        time.sleep(0.1)
     return page.eval_on_selector_all("img", "images => images.map(image => [image.src, image.naturalWidth])")
 
 
@@ -143,14 +147,16 @@ def test_search_page_in_a_browser(server, page, photo_set, run_mmcli):
 
     page.goto(server)
     page.fill("input[name=q]", QUERY)
-    page.press("input[name=q]", "Enter")
+    with page.expect_navigation(wait_until="load"):
+        page.press("input[name=q]", "Enter")
     page.wait_for_selector("#hits li.hit")
     assert page.eval_on_selector_all("#hits li.hit", "tiles => tiles.map(tile => tile.dataset.id)") == expected
     thumbs = _images_loaded(page)
     assert len(thumbs) == len(expected) and all(width > 0 for _, width in thumbs), thumbs
     _check_screenshot(page.screenshot(full_page=True), "search.png")
 
-    page.click("#hits li.hit >> nth=0")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#hits li.hit >> nth=0")
     page.wait_for_selector("img#full")
     (full,) = _images_loaded(page)
     assert full[1] > 0 and "/image/" in full[0]
