@@ -138,9 +138,11 @@ def embed_queries(
     *,
     texts: Iterable[str] = (),
     images: Iterable[str] = (),
+    query_items: Iterable[Any] = (),
     queries: str | None = None,
     stdin: IO[str] | None = None,
     model: str | None = None,
+    encoder: Any = None,
     batch_size: int = 16,
     device: str = "auto",
     dtype: str = "auto",
@@ -148,7 +150,12 @@ def embed_queries(
 ) -> Queries:
     """Text and image queries embedded with ``model`` (default: the model that made the set), and
     ``queries`` from a file: ``.txt`` lines, JSONL with ``text``/``path``/``id``, a feature set
-    ``.npy`` or sharded ``DIR/`` (used as it is), or ``-`` for ``stdin``."""
+    ``.npy`` or sharded ``DIR/`` (used as it is), or ``-`` for ``stdin``.
+
+    ``query_items`` are :class:`~mmcli.io.inputs.InputItem` queries made by the caller (an uploaded image's
+    bytes as a blob), embedded after the others. A caller that embeds queries again and again (a
+    server) passes its loaded ``encoder`` (whose model is then ``model``, for messages), so every call
+    embeds exactly as one ``retrieve`` run does, without loading the model each time."""
     from mmcli.io.features import is_feature_set_path, read_feature_set
     from mmcli.io.inputs import STDIN, InputItem, discover_texts, queries_from_stream
 
@@ -172,12 +179,14 @@ def embed_queries(
                 items += list(queries_from_stream(handle, queries))
         except OSError as exc:
             raise InputError(f"{queries}: cannot read ({exc.strerror})") from None
+    items += list(query_items)
     if items:
         from mmcli.encoders import load_encoder
         from mmcli.extract import embed_items
 
-        name = model or index_model(feature_set)
-        encoder = load_encoder(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        name = model or (encoder.name if encoder is not None else index_model(feature_set))
+        if encoder is None:
+            encoder = load_encoder(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         for modality in {item.modality for item in items}:
             if not encoder.supports(modality):
                 raise UsageError(

@@ -327,6 +327,36 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("report", "--overwrite"): ("tests/test_report.py::test_stdin_to_stdout_and_overwrite",),
     ("report", "--quiet"): ("tests/test_report.py::test_stdin_to_stdout_and_overwrite",),
+    # -- serve -----------------------------------------------------------------------------------------
+    ("serve", "--index"): ("tests/test_serve.py::test_serve_command_flags_reach_the_server",),
+    ("serve", "--host"): (
+        "tests/test_serve.py::test_serve_command_warns_for_a_public_host_and_refuses_a_busy_port",
+        "tests/test_serve.py::test_host_warning_for_anything_but_loopback",
+        "NOTE: the tests never listen on a non-loopback address; the CLI test observes the host reaching the "
+        "listener and the warning, with the socket itself bound to 127.0.0.1",
+    ),
+    ("serve", "--port"): (
+        "tests/test_serve.py::test_serve_command_flags_reach_the_server",
+        "tests/test_serve.py::test_serve_command_warns_for_a_public_host_and_refuses_a_busy_port",
+    ),
+    ("serve", "--max-batch"): (
+        "tests/test_serve.py::test_serve_command_flags_reach_the_server",
+        "tests/test_serve.py::test_concurrent_queries_share_model_calls_unless_batching_is_off",
+    ),
+    ("serve", "--linger-ms"): (
+        "tests/test_serve.py::test_serve_command_flags_reach_the_server",
+        "tests/test_serve.py::test_concurrent_queries_share_model_calls_unless_batching_is_off",
+        "NOTE: the wait itself is timing; the tests observe the setting reaching the model worker and the "
+        "batches a long linger gathers, not a latency",
+    ),
+    ("serve", "--max-upload-mb"): (
+        "tests/test_serve.py::test_serve_command_flags_reach_the_server",
+        "tests/test_serve.py::test_oversized_upload_is_413",
+    ),
+    ("serve", "--model"): ("tests/test_serve.py::test_serve_command_flags_reach_the_server",),
+    ("serve", "--device"): ("tests/test_serve.py::test_serve_device_and_dtype_reach_the_loader", NO_GPU),
+    ("serve", "--dtype"): ("tests/test_serve.py::test_serve_device_and_dtype_reach_the_loader",),
+    ("serve", "--quiet"): ("tests/test_serve.py::test_serve_command_flags_reach_the_server",),
     # -- index build -----------------------------------------------------------------------------------
     ("index build", "--kind"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),
     ("index build", "--nlist"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),

@@ -21,6 +21,8 @@ from mmcli.cli.report import EXAMPLES as REPORT_EXAMPLES
 from mmcli.cli.report import report
 from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
 from mmcli.cli.retrieve import retrieve
+from mmcli.cli.serve import EXAMPLES as SERVE_EXAMPLES
+from mmcli.cli.serve import serve
 
 app = typer.Typer(
     name="mmcli",
@@ -53,6 +55,7 @@ app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
 app.command("fuse", epilog=FUSE_EXAMPLES)(fuse)
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
 app.command("report", epilog=REPORT_EXAMPLES)(report)
+app.command("serve", epilog=SERVE_EXAMPLES)(serve)
 app.add_typer(index_app, name="index")
 app.add_typer(evaluate_app, name="evaluate")
 

@@ -1,1 +1,1 @@
-"""mmcli on the web: HTML reports of result files (:mod:`mmcli.web.report`) and the HTTP service."""
+"""Web front ends over mmcli's outputs: ``mmcli serve`` (a local search app) and ``mmcli report`` (pages of results)."""
