@@ -164,12 +164,12 @@ def test_search_page_in_a_browser(server, page, photo_set, run_mmcli):
     assert page.errors == []
 
 
-def test_report_page_in_a_browser(page, photo_set, run_mmcli, tmp_path):
+def test_report_page_in_a_browser(page, photo_set, photos, run_mmcli, tmp_path):
     results = tmp_path / "results.jsonl"
     done = run_mmcli("retrieve", "--index", photo_set, "--query", QUERY, "--query", "a rocket", "-o", results)
     assert done.returncode == 0, done.stderr
     report = tmp_path / "report.html"
-    made = run_mmcli("report", results, "-o", report)
+    made = run_mmcli("report", results, "-o", report, cwd=photos.parent)  # where the set's relative sources resolve
     assert made.returncode == 0, made.stderr
     page.goto(report.resolve().as_uri())
     images = _images_loaded(page)
