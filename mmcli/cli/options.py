@@ -62,6 +62,16 @@ EncoderModel = Annotated[
         rich_help_panel="Model",
     ),
 ]
+QueryModel = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Embed queries with this model \\[default: the model named in the index's records].",
+        show_default=False,
+        rich_help_panel="Model",
+    ),
+]
 DeviceOption = Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel="Model")]
 DTypeOption = Annotated[
     DType,

@@ -82,16 +82,7 @@ def retrieve(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Embed queries with this model \\[default: the model named in the index's records].",
-            show_default=False,
-            rich_help_panel="Model",
-        ),
-    ] = None,
+    model: opt.QueryModel = None,
     batch_size: opt.BatchSize = 16,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,

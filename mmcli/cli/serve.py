@@ -60,16 +60,7 @@ def serve(
             min=0.001, help="Largest image upload accepted, in MB (larger: HTTP 413).", rich_help_panel=SERVER
         ),
     ] = 20.0,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Embed queries with this model \\[default: the model named in the index's records].",
-            show_default=False,
-            rich_help_panel="Model",
-        ),
-    ] = None,
+    model: opt.QueryModel = None,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
     quiet: opt.Quiet = False,
