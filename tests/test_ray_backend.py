@@ -98,7 +98,8 @@ def test_extract_features_on_ray_equals_local_on_images_a_video_and_a_failure(ru
     records = read_feature_set(tmp_path / "ray.npy").records
     assert {"image", "video"} == {record["modality"] for record in records}
     inputs, batches, workers = workers_note(remote.stderr, ray_cluster)
-    assert (inputs, batches, workers) == (16, 6, 2)  # 16 inputs in batches of 3, computed by both actors
+    assert (inputs, batches) == (16, 6) and workers in (1, 2)  # 16 inputs in batches of 3; which actor computes
+    # a batch is Ray's choice (an idle one, while the decode tasks are the slower stage)
     assert "ray:" not in local.stderr
 
 
@@ -127,7 +128,8 @@ def test_caption_on_ray_equals_local(run_mmcli, tiny_models, mixed, ray_cluster,
     records = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text().splitlines()]
     assert any("summary" in r for r in records) and any("error" in r for r in records)
     assert remote.stderr.count("captioned 14 images and 1 video") == 1, remote.stderr
-    assert workers_note(remote.stderr, ray_cluster)[2] == 2
+    inputs, batches, workers = workers_note(remote.stderr, ray_cluster)
+    assert (inputs, batches) == (16, 4) and workers in (1, 2)
 
 
 def test_without_an_address_a_ray_is_started_for_the_run(run_mmcli, tiny_models, photos, tmp_path):
@@ -168,6 +170,45 @@ def album(tmp_path_factory):
     for index in range(160):
         Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"img{index:03d}.jpg")
     return folder
+
+
+def test_num_workers_is_the_actor_pool_and_it_is_up_before_the_first_batch(mmcli_exe, tiny_models, album,
+                                                                            ray_cluster, tmp_path):  # fmt: skip
+    """Two model actors run while batches are computed: the pool Ray Data starts for ``--num-workers 2``
+    is waited for whole before any batch goes to it."""
+    out = tmp_path / "ray.npy"
+    command = [mmcli_exe, "extract-features", str(album), "--model", tiny_models["clip"], "-b", "2", "-o", str(out),
+               *ray_flags(ray_cluster)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 180
+    seen = []  # the actor processes found once the first batch is committed, then until the end
+    while process.poll() is None and time.monotonic() < deadline:
+        if _committed(tmp_path / "ray.partial" / "state.json") >= 2:
+            seen.append(len(_actor_processes()))
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert seen and min(seen) == max(seen) == 2, seen
+    assert workers_note(stderr, ray_cluster)[:2] == (160, 80)
+
+
+def test_more_workers_than_the_cluster_hosts_are_refused(run_mmcli, tiny_models, photos, ray_cluster, tmp_path):
+    run = run_mmcli("extract-features", photos, "-o", tmp_path / "o.npy", "--model", tiny_models["clip"],
+                    *ray_flags(ray_cluster, workers=7))  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "--num-workers 7 but the Ray cluster's 2 CPUs host at most 6 workers" in run.stderr, run.stderr
+    assert not (tmp_path / "o.npy").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_a_pool_that_does_not_start_in_time_is_a_clear_error(run_mmcli, tiny_models, photos, ray_cluster, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    monkeypatch.setenv("MMCLI_RAY_START_TIMEOUT", "0.2")  # no actor imports torch and loads a model that fast
+    run = run_mmcli("extract-features", photos, "-o", tmp_path / "o.npy", "--model", tiny_models["clip"],
+                    *ray_flags(ray_cluster))  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "the Ray cluster did not start 2 workers within 0.2 s (MMCLI_RAY_START_TIMEOUT)" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "o.npy").exists()
 
 
 def test_a_killed_worker_is_replaced_and_the_output_is_complete(mmcli_exe, run_mmcli, tiny_models,

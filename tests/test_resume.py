@@ -179,3 +179,17 @@ def test_a_resumed_run_with_a_video_skips_only_the_inputs_it_finished(tiny_model
     resumed = read_feature_set(extract_features([folder], out, **options).output)
     assert resumed.ids == whole.ids and len(whole) == 10
     np.testing.assert_allclose(resumed.vectors, whole.vectors, atol=1e-6)
+
+
+def test_a_run_stopped_before_its_first_commit_leaves_no_journal(tiny_models, album, tmp_path):
+    """Nothing committed is nothing to resume: the journal goes with the run, rather than left beside the
+    output for a rerun to 'resume' from nothing. One stopped later keeps its committed progress."""
+    from mmcli import extract_features
+
+    options = {"model": str(tiny_models["clip"]), "batch_size": 4, "workers": 0}
+    with pytest.raises(KeyboardInterrupt):
+        extract_features([album], tmp_path / "early.npy", reporter=_InterruptingReporter(1), **options)
+    assert not (tmp_path / "early.partial").exists() and not (tmp_path / "early.npy").exists()
+    with pytest.raises(KeyboardInterrupt):
+        extract_features([album], tmp_path / "late.npy", reporter=_InterruptingReporter(6), **options)
+    assert committed(tmp_path / "late.partial" / "state.json") >= 4

@@ -303,7 +303,7 @@ class FeatureSetWriter:
         the previous outputs, if any, stay as they were."""
         if not self.closed:
             if self.journal is not None:
-                self.journal.close()
+                self.journal.abandon()
             self._rows.close()
             self._records.close()
             self._files.close()

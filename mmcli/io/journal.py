@@ -96,6 +96,14 @@ class Journal:
         for handle in self.handles.values():
             handle.close()
 
+    def abandon(self) -> None:
+        """Close after a run that did not finish: committed progress stays for a rerun to resume, and a
+        journal that committed nothing goes, as it holds nothing a rerun could use."""
+        if self.consumed:
+            self.close()
+        else:
+            self.discard()
+
     def discard(self) -> None:
         self.close()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -131,7 +131,7 @@ class RecordWriter:
         if self._temporary:
             self._handle.close()
             if self.journal is not None:
-                self.journal.close()
+                self.journal.abandon()
             else:
                 self._temporary.unlink(missing_ok=True)
                 if self._manifest is not None and self._manifest_temporary is not None:

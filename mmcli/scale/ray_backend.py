@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mmcli.errors import UsageError, option
+from mmcli.errors import MmcliError, UsageError, option
 from mmcli.io.inputs import InputItem
 from mmcli.pipeline import Outcome
 from mmcli.reporting import Reporter
@@ -32,6 +32,20 @@ from mmcli.reporting import Reporter
 # What the decode tasks ask of the cluster: a fraction of a CPU, so they can run beside actors that
 # hold the rest (an actor pool holding every CPU would starve them).
 DECODE_CPUS = 0.5
+# The least share of a CPU an actor is given, which bounds how many a cluster hosts.
+MIN_ACTOR_CPUS = 0.25
+# How long the actor pool may take to start (each actor loads the model) before the run gives up, in
+# seconds: MMCLI_RAY_START_TIMEOUT, for a cluster that adds nodes on demand or downloads a large model.
+DEFAULT_ACTOR_START_TIMEOUT_S = 600
+
+
+def actor_start_timeout() -> float:
+    """The seconds the actor pool may take to start (``MMCLI_RAY_START_TIMEOUT``)."""
+    value = os.environ.get("MMCLI_RAY_START_TIMEOUT", "")
+    try:
+        return float(value) if value else DEFAULT_ACTOR_START_TIMEOUT_S
+    except ValueError:
+        raise UsageError(f"MMCLI_RAY_START_TIMEOUT is a number of seconds, not {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -140,7 +154,13 @@ def actor_resources(cluster: RayCluster) -> dict[str, float]:
     import ray
 
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    share = max((cpus - DECODE_CPUS) / cluster.num_workers, 0.25)
+    most = int((cpus - DECODE_CPUS) // MIN_ACTOR_CPUS)
+    if cluster.num_workers > most:  # Ray would wait for CPUs that never come free
+        raise UsageError(
+            f"{option('num_workers', cluster.num_workers)} but the Ray cluster's {cpus:g} CPUs host at most "
+            f"{max(most, 0)} workers ({MIN_ACTOR_CPUS:g} CPU each) beside the decode tasks ({DECODE_CPUS:g} CPU)"
+        )
+    share = max((cpus - DECODE_CPUS) / cluster.num_workers, MIN_ACTOR_CPUS)
     resources = {"num_cpus": min(share, max(1.0, cpus // cluster.num_workers))}
     if cluster.gpus_per_worker:
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
@@ -243,10 +263,14 @@ class RayJob:
         started = connect(self.cluster)
         try:
             logging.getLogger("ray.data").setLevel(logging.ERROR)
+            # (an error raised to the run is reported once, by the run, not also as Ray's stack trace)
+            logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True  # rows come back in input order
             context.enable_progress_bars = False  # the run's own bar reports progress
             context.print_on_execution_start = False
+            # Batches wait for the whole pool: an actor that starts first would otherwise take them all.
+            context.wait_for_min_actors_s = actor_start_timeout()
             resources = actor_resources(self.cluster)
             threads = max(1, int((os.cpu_count() or 1) // self.cluster.num_workers))
             if self.cluster.address is not None:  # on a cluster the actor's share is what it may use
@@ -272,7 +296,8 @@ class RayJob:
             batches = 0
             with warnings.catch_warnings():  # Ray's advice on small inputs ("received 1 input") is not the user's
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.")
-                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                for batch in _pool_started(dataset.iter_batches(batch_size=None, batch_format="numpy",
+                                                                prefetch_batches=1), self.cluster):  # fmt: skip
                     for blob in batch["result"]:
                         outcomes, inputs, delta, worker = pickle.loads(blob)
                         for key, value in delta.items():
@@ -290,6 +315,24 @@ class RayJob:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _pool_started(dataset_batches: Iterable[Any], cluster: RayCluster) -> Iterator[Any]:
+    """The batches, or a clear error when the actor pool did not start in time (its first batch waits for it)."""
+    import ray.exceptions
+
+    batches = iter(dataset_batches)
+    try:
+        yield next(batches)
+    except StopIteration:
+        return
+    except ray.exceptions.GetTimeoutError:
+        raise MmcliError(
+            f"the Ray cluster did not start {_count(cluster.num_workers, 'worker')} within "
+            f"{actor_start_timeout():g} s (MMCLI_RAY_START_TIMEOUT): its CPUs or GPUs are held by other work, "
+            "or a worker fails while it loads the model"
+        ) from None
+    yield from batches
 
 
 def _count(number: int, noun: str) -> str:
