@@ -63,6 +63,9 @@ _LAZY = {
     "evaluate_classification_files": "mmcli.metrics.files",
     "write_report": "mmcli.web.report",
     "ReportResult": "mmcli.web.report",
+    "train_captioner": "mmcli.train.caption",
+    "TrainOptions": "mmcli.train.caption",
+    "TrainResult": "mmcli.train.caption",
 }
 
 __all__ = [
@@ -79,6 +82,8 @@ __all__ = [
     "RunStats",
     "SamplingOptions",
     "SetSearch",
+    "TrainOptions",
+    "TrainResult",
     "TrainingOptions",
     "__version__",
     "align",
@@ -108,6 +113,7 @@ __all__ = [
     "read_feature_set",
     "search",
     "search_set",
+    "train_captioner",
     "train_head",
     "write_report",
 ]
@@ -139,6 +145,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from mmcli.reporting import Reporter
     from mmcli.retrieval import hits_for, search
     from mmcli.search import SetSearch, embed_queries, search_set
+    from mmcli.train.caption import TrainOptions, TrainResult, train_captioner
     from mmcli.web.report import ReportResult, write_report
 
 

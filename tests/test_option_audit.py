@@ -357,6 +357,70 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("serve", "--device"): ("tests/test_serve.py::test_serve_device_and_dtype_reach_the_loader", NO_GPU),
     ("serve", "--dtype"): ("tests/test_serve.py::test_serve_device_and_dtype_reach_the_loader",),
     ("serve", "--quiet"): ("tests/test_serve.py::test_serve_command_flags_reach_the_server",),
+    # -- train caption ---------------------------------------------------------------------------------
+    ("train caption", "--train"): (
+        "tests/test_train_caption.py::test_training_from_scratch_learns_to_caption_unseen_pictures",
+        "tests/test_train_caption.py::test_bad_inputs_are_clear_errors_before_training",
+    ),
+    ("train caption", "--output"): (
+        "tests/test_train_caption.py::test_training_from_scratch_learns_to_caption_unseen_pictures",
+    ),
+    ("train caption", "--val"): (
+        "tests/test_train_caption.py::test_training_from_scratch_learns_to_caption_unseen_pictures",
+        "tests/test_train_caption.py::test_bad_inputs_are_clear_errors_before_training",
+    ),
+    ("train caption", "--val-fraction"): ("tests/test_train_caption.py::test_lengths_and_val_fraction",),
+    ("train caption", "--model"): (
+        "tests/test_train_caption.py::test_training_from_scratch_learns_to_caption_unseen_pictures",
+        "tests/test_train_caption.py::test_bad_inputs_are_clear_errors_before_training",
+    ),
+    ("train caption", "--image-column"): ("tests/test_train_caption.py::test_parquet_columns_and_trust_remote_code",),
+    ("train caption", "--text-column"): ("tests/test_train_caption.py::test_parquet_columns_and_trust_remote_code",),
+    ("train caption", "--id-column"): ("tests/test_train_caption.py::test_parquet_columns_and_trust_remote_code",),
+    ("train caption", "--epochs"): (
+        "tests/test_train_caption.py::test_training_from_scratch_learns_to_caption_unseen_pictures",
+        "tests/test_train_caption.py::test_schedule_flags_reach_the_loop",
+    ),
+    ("train caption", "--batch-size"): (
+        "tests/test_train_caption.py::test_training_from_scratch_learns_to_caption_unseen_pictures",
+        "tests/test_train_caption.py::test_schedule_flags_reach_the_loop",
+    ),
+    ("train caption", "--lr"): (
+        "tests/test_train_caption.py::test_schedule_flags_reach_the_loop",
+        "tests/test_train_caption.py::test_patience_stops_when_cider_does_not_improve",
+    ),
+    ("train caption", "--grad-accum"): ("tests/test_train_caption.py::test_schedule_flags_reach_the_loop",),
+    ("train caption", "--warmup"): ("tests/test_train_caption.py::test_schedule_flags_reach_the_loop",),
+    ("train caption", "--weight-decay"): (
+        "tests/test_train_caption.py::test_weight_decay_and_seed_change_the_weights",
+    ),
+    ("train caption", "--freeze-vision"): ("tests/test_train_caption.py::test_freeze_vision_keeps_the_vision_tower",),
+    ("train caption", "--lora-rank"): (
+        "tests/test_train_caption.py::test_lora_adapters_are_saved_and_the_merged_model_captions",
+    ),
+    ("train caption", "--max-length"): ("tests/test_train_caption.py::test_lengths_and_val_fraction",),
+    ("train caption", "--seed"): ("tests/test_train_caption.py::test_weight_decay_and_seed_change_the_weights",),
+    ("train caption", "--patience"): ("tests/test_train_caption.py::test_patience_stops_when_cider_does_not_improve",),
+    ("train caption", "--max-new-tokens"): ("tests/test_train_caption.py::test_lengths_and_val_fraction",),
+    ("train caption", "--save-every"): (
+        "tests/test_train_caption.py::test_kill_9_mid_epoch_then_the_same_command_ends_with_the_uninterrupted_weights",
+    ),
+    ("train caption", "--max-pixels"): ("tests/test_train_caption.py::test_device_dtype_quiet_and_max_pixels",),
+    ("train caption", "--device"): (
+        "tests/test_train_caption.py::test_device_dtype_quiet_and_max_pixels",
+        NO_GPU,
+    ),
+    ("train caption", "--dtype"): ("tests/test_train_caption.py::test_device_dtype_quiet_and_max_pixels",),
+    ("train caption", "--trust-remote-code"): (
+        "tests/test_train_caption.py::test_parquet_columns_and_trust_remote_code",
+    ),
+    ("train caption", "--overwrite"): (
+        "tests/test_train_caption.py::test_other_settings_do_not_resume_and_a_finished_folder_is_kept",
+    ),
+    ("train caption", "--restart"): (
+        "tests/test_train_caption.py::test_other_settings_do_not_resume_and_a_finished_folder_is_kept",
+    ),
+    ("train caption", "--quiet"): ("tests/test_train_caption.py::test_device_dtype_quiet_and_max_pixels",),
     # -- index build -----------------------------------------------------------------------------------
     ("index build", "--kind"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),
     ("index build", "--nlist"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),

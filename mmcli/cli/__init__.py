@@ -23,6 +23,7 @@ from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
 from mmcli.cli.retrieve import retrieve
 from mmcli.cli.serve import EXAMPLES as SERVE_EXAMPLES
 from mmcli.cli.serve import serve
+from mmcli.cli.train import app as train_app
 
 app = typer.Typer(
     name="mmcli",
@@ -58,6 +59,7 @@ app.command("report", epilog=REPORT_EXAMPLES)(report)
 app.command("serve", epilog=SERVE_EXAMPLES)(serve)
 app.add_typer(index_app, name="index")
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:
