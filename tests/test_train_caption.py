@@ -194,37 +194,60 @@ def test_other_settings_do_not_resume_and_a_finished_folder_is_kept(mmcli_exe, r
     assert again.returncode == 2 and "already holds a trained model" in again.stderr
 
 
-def test_lora_adapters_are_saved_and_the_merged_model_captions(run_mmcli, corpus, tiny_models, tmp_path):
+@pytest.mark.parametrize("name", ["blip2", "idefics3", "qwen2_vl", "llava"])
+def test_lora_adapters_are_saved_and_the_merged_model_captions(name, run_mmcli, corpus, tiny_models, tmp_path):
+    """BLIP-2 and chat models train LoRA adapters on their language model: only its attention projections
+    change, the adapter is saved beside the merged weights, and both caption alike."""
     from peft import PeftModel
-    from transformers import Blip2ForConditionalGeneration
 
-    out = tmp_path / "blip2"
-    base = tiny_models["blip2"]
+    from mmcli import load_captioner
+
+    out = tmp_path / name
+    base = tiny_models[name]
     refused = run_mmcli("train", "caption", "--train", corpus["small"], "--model", base, "-o", out)
     assert refused.returncode == 2 and "--lora-rank" in refused.stderr, refused.stderr
-    run = run_mmcli("train", "caption", "--train", corpus["small"], "--model", base, "-o", out, "--epochs", "1",
-                    "-b", "16", "--lr", "1e-3", "--lora-rank", "4", "--max-new-tokens", "8")  # fmt: skip
+    run = run_mmcli("train", "caption", "--train", corpus["small"], "--model", base, "-o", out, "--epochs", "2",
+                    "-b", "16", "--lr", "1e-2", "--lora-rank", "4", "--max-new-tokens", "8")  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert (out / "adapter" / "adapter_config.json").exists() and (
-        out / "adapter" / "adapter_model.safetensors"
-    ).exists()
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    losses = [line["loss"] for line in read_log(out) if "loss" in line]
+    assert losses[-1] < losses[0] * 0.9, losses  # the answer tokens are learnt
     merged, original = load_file(out / "model.safetensors"), load_file(base / "model.safetensors")
     changed = {key for key in original if not torch.equal(merged[key], original[key])}
     assert changed and all(key.endswith(("q_proj.weight", "v_proj.weight")) for key in changed), sorted(changed)[:5]
-    captions = run_mmcli("caption", corpus["val"].parent / "val" / "00000.png", "--model", out,
-                         "--max-new-tokens", "8")  # fmt: skip
+    assert not any("vision" in key or "visual" in key for key in changed), sorted(changed)
+    picture = corpus["val"].parent / "val" / "00000.png"
+    captions = run_mmcli("caption", picture, "--model", out, "--max-new-tokens", "8", "-q")
     assert captions.returncode == 0, captions.stderr
     # the merged weights caption as the base model with the adapter loaded by peft
-    adapted = PeftModel.from_pretrained(Blip2ForConditionalGeneration.from_pretrained(base), out / "adapter")
-    merged_model = Blip2ForConditionalGeneration.from_pretrained(out)
-    from transformers import Blip2Processor
+    adapted = load_captioner(str(base), dtype="float32")
+    adapted.model = PeftModel.from_pretrained(adapted.model, out / "adapter").eval()
+    expected = adapted.generate([Image.open(picture).convert("RGB")], options=_greedy(8))
+    assert json.loads(captions.stdout)["caption"] == expected[0]
 
-    processor = Blip2Processor.from_pretrained(base)
-    inputs = processor(images=Image.open(corpus["val"].parent / "val" / "00000.png"), text="", return_tensors="pt")
-    with torch.no_grad():
-        a = adapted.eval()(**inputs).logits
-        b = merged_model.eval()(**inputs).logits
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+def _greedy(tokens):
+    from mmcli import GenerationOptions
+
+    return GenerationOptions(max_new_tokens=tokens)
+
+
+def test_a_chat_batch_puts_only_the_answer_in_the_loss(tiny_models):
+    from mmcli.train.families import IGNORE, ChatFamily
+
+    path = str(tiny_models["idefics3"])
+    from transformers import AutoModelForImageTextToText
+
+    family = ChatFamily(AutoModelForImageTextToText.from_pretrained(path), ChatFamily.load_processor(path, path))
+    captions = ["a cat", "two dogs on the grass"]
+    batch = family.batch(_pictures(2), captions, max_length=40)
+    _, end = family.start_and_end()
+    for row, caption in enumerate(captions):
+        answer = batch["labels"][row][batch["labels"][row] != IGNORE].tolist()
+        assert answer == [*family.caption_ids(caption, 40), end]
+        real = int(batch["attention_mask"][row].sum())
+        assert batch["input_ids"][row, real - 1] == end and batch["labels"][row, : real - len(answer)].eq(IGNORE).all()
 
 
 def test_bad_inputs_are_clear_errors_before_training(run_mmcli, corpus, tiny_models, tmp_path):
@@ -388,3 +411,28 @@ def test_parquet_columns_and_trust_remote_code(run_mmcli, corpus, tmp_path, monk
     assert "on 58 pairs (6 for validation)" in run.stderr, run.stderr
     assert {r["id"] for r in _val_captions(tmp_path / "pq")} <= {f"row-{i}" for i in range(64)}
     assert seen and seen[0]["trust_remote_code"] is True
+
+
+def test_pairs_from_stdin_and_from_webdataset_shards(run_mmcli, corpus, tmp_path):
+    import tarfile
+
+    records = [json.loads(line) for line in corpus["small"].read_text().splitlines()][:48]
+    stdin = "".join(json.dumps({"path": str(corpus["folder"] / r["path"]), "captions": [r["caption"], "a shape"]})
+                    + "\n" for r in records)  # fmt: skip
+    run = run_mmcli("train", "caption", "--train", "-", "--model", corpus["model"], "-o", tmp_path / "stdin",
+                    "--epochs", "1", "-b", "16", input=stdin)  # fmt: skip
+    assert run.returncode == 0 and "on 43 pairs (5 for validation)" in run.stderr, run.stderr
+    assert _val_captions(tmp_path / "stdin")[0]["references"][1] == "a shape"  # every caption of a record
+    shard = tmp_path / "pairs-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for index, record in enumerate(records):
+            tar.add(corpus["folder"] / record["path"], arcname=f"s{index:03d}.png")
+            text = tmp_path / "caption.txt"
+            text.write_text(record["caption"])
+            tar.add(text, arcname=f"s{index:03d}.txt")
+    run = run_mmcli("train", "caption", "--train", shard, "--model", corpus["model"], "-o", tmp_path / "shard",
+                    "--epochs", "1", "-b", "16")  # fmt: skip
+    assert run.returncode == 0 and "on 43 pairs (5 for validation)" in run.stderr, run.stderr
+    shown = _val_captions(tmp_path / "shard")
+    assert all(r["source"].startswith(f"{shard}#s") for r in shown)
+    assert {r["references"][0] for r in shown} <= {r["caption"] for r in records}

@@ -101,7 +101,7 @@ def caption(
         typer.Option(
             min=1,
             help="Train LoRA adapters of this rank on the language model instead of every "
-            "weight (needs peft; required for BLIP-2).",
+            "weight (needs peft; required for BLIP-2 and chat models).",
             show_default=False,
             rich_help_panel=SCHEDULE,
         ),
@@ -144,7 +144,7 @@ def caption(
     ] = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Fine-tune a captioner (BLIP, GIT, vision encoder-decoder; BLIP-2 through LoRA) on image-caption pairs.
+    """Fine-tune a captioner (BLIP, GIT, vision encoder-decoder; BLIP-2 and chat VLMs through LoRA) on pairs.
 
     Each epoch is scored on the validation pairs (loss, and CIDEr-D of greedy captions); the best
     epoch's weights are saved in OUTPUT with the processor, so `mmcli caption --model OUTPUT` (and

@@ -270,7 +270,7 @@ def _with_lora(family: TrainableFamily, rank: int) -> Any:
     targets = [t for t in family.lora_targets if t in present]
     if not targets:
         raise UsageError(f"no module of this {family.name} model is one LoRA adapts ({', '.join(family.lora_targets)})")
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=family.lora_pattern or targets)
     wrapped = get_peft_model(family.model, config)
     family.model = wrapped
     return wrapped

@@ -42,6 +42,8 @@ class TrainableFamily:
     full: ClassVar[bool] = True
     #: Module names LoRA adapts (the language model's attention projections).
     lora_targets: ClassVar[tuple[str, ...]] = ("query", "value")
+    #: A regular expression over module paths for peft instead, where the names alone would catch more.
+    lora_pattern: ClassVar[str | None] = None
     #: The family's captioner (``module:Class``), which loads its processor and writes its captions.
     captioner_path: ClassVar[str] = ""
 
@@ -214,8 +216,53 @@ class Blip2Family(TrainableFamily):
                 "attention_mask": tokens.attention_mask, "labels": tokens.labels}  # fmt: skip
 
 
+class ChatFamily(TrainableFamily):
+    """Chat vision-language models (``AutoModelForImageTextToText``; through LoRA on the language model):
+    the conversation ``mmcli caption`` writes (the user's turn with the image and the instruction, the
+    assistant's turn opened), then the caption as the assistant's answer and the end token ``generate``
+    stops at. Only the answer is in the loss."""
+
+    name = "chat"
+    model_class = "AutoModelForImageTextToText"
+    captioner_path = "mmcli.captioners.chat:ChatCaptioner"
+    full = False
+    # The language model's attention projections; the vision tower's carry the same names.
+    lora_targets = ("q_proj", "v_proj")
+    lora_pattern = r"^(?!.*(vision|visual|image_encoder)).*\.(q_proj|v_proj)$"
+
+    @classmethod
+    def load_processor(cls, name: str, path: str, *, trust_remote_code: bool = False) -> Any:
+        from mmcli.captioners.chat import _ensure_chat_template
+
+        processor = super().load_processor(name, path, trust_remote_code=trust_remote_code)
+        _ensure_chat_template(name, processor)
+        return processor
+
+    def batch(self, images: Sequence[Any], captions: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        device = str(next(self.model.parameters()).device)
+        prompter = self.captioner_class()("training", self.model, self.processor, device=device, dtype=torch.float32)
+        self.model.train()  # (the captioner puts the model in eval mode)
+        prompt = prompter.prepare(list(images), prompter.default_prompt)  # left-padded, as generate is given it
+        mask = prompt.pop("attention_mask")
+        ids = prompt.pop("input_ids")
+        _, end = self.start_and_end()
+        prefixes = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask, strict=True)]
+        rows = [prefix + self.caption_ids(c, max_length) + [end] for prefix, c in zip(prefixes, captions, strict=True)]
+        tokens = pad_rows(rows, self.pad_id())
+        for index, prefix in enumerate(prefixes):
+            tokens.labels[index, : len(prefix)] = IGNORE
+        for key, value in list(prompt.items()):  # per-token extras (Qwen2-VL's mm_token_type_ids): text after
+            if torch.is_tensor(value) and value.shape == ids.shape:
+                laid = torch.zeros(tokens.input_ids.shape, dtype=value.dtype)
+                for index, row_mask in enumerate(mask.bool()):
+                    laid[index, : len(prefixes[index])] = value[index][row_mask]
+                prompt[key] = laid
+        return {**prompt, "input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask,
+                "labels": tokens.labels}  # fmt: skip
+
+
 FAMILIES: dict[str, type[TrainableFamily]] = {
-    family.name: family for family in (BlipFamily, GitFamily, VisionEncoderDecoderFamily, Blip2Family)
+    family.name: family for family in (BlipFamily, GitFamily, VisionEncoderDecoderFamily, Blip2Family, ChatFamily)
 }
 
 
@@ -224,6 +271,6 @@ def trainable_family(captioner_family: str, name: str) -> type[TrainableFamily]:
     if captioner_family not in FAMILIES:
         raise UsageError(
             f"model {name!r} is a {captioner_family} captioner, which mmcli cannot train; trainable families: "
-            f"{', '.join(FAMILIES)} (blip2 through LoRA adapters, --lora-rank)"
+            f"{', '.join(FAMILIES)} (blip2 and chat models through LoRA adapters, --lora-rank)"
         )
     return FAMILIES[captioner_family]
