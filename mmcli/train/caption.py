@@ -241,16 +241,12 @@ def _default_max_pixels() -> int:
 def _input_size(processor: Any) -> tuple[int, int] | None:
     """The (width, height) the processor resizes every image to, if fixed: pictures are kept at it."""
     image_processor = getattr(processor, "image_processor", processor)
-    size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
-    size = size or getattr(image_processor, "size", None)
-    if (
-        isinstance(size, dict)
-        and "height" in size
-        and "width" in size
-        and not getattr(image_processor, "do_center_crop", False)
+    size = getattr(image_processor, "size", None)
+    if getattr(image_processor, "do_center_crop", False) or not (
+        isinstance(size, dict) and {"height", "width"} <= size.keys()
     ):
-        return int(size["width"]), int(size["height"])
-    return None
+        return None  # (a crop, a shortest edge or tiles: the processor sees the original picture)
+    return int(size["width"]), int(size["height"])
 
 
 def _check_captions(family: TrainableFamily, pairs: Sequence[Pair], max_length: int) -> None:
@@ -432,11 +428,8 @@ class _Trainer:
 
     def _generate(self, images: Sequence[Any], generation: Any) -> list[str]:
         """Greedy captions through the family's own captioner, as ``mmcli caption`` writes them."""
-        model = self.family.model
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA: adapters active
-        captioner = self.family.captioner(inner, device=self.device)
         with self._autocast():
-            return captioner.generate(list(images), options=generation)
+            return self.family.captioner().generate(list(images), options=generation)
 
     # -- files -----------------------------------------------------------------------------
     def _log(self, out: Path, line: dict[str, Any]) -> None:

@@ -49,6 +49,7 @@ class TrainableFamily:
 
     def __init__(self, model: Any, processor: Any) -> None:
         self.model, self.processor = model, processor
+        self._captioner: Any = None
 
     @classmethod
     def captioner_class(cls) -> Any:
@@ -61,11 +62,17 @@ class TrainableFamily:
     def load_processor(cls, name: str, path: str, *, trust_remote_code: bool = False) -> Any:
         return cls.captioner_class().load_processor(name, path, trust_remote_code=trust_remote_code)
 
-    def captioner(self, model: Any, *, device: str) -> Any:
-        """The family's captioner around ``model`` (puts it in eval mode; the trainer turns it back)."""
-        import torch
-
-        return self.captioner_class()("validation", model, self.processor, device=device, dtype=torch.float32)
+    def captioner(self) -> Any:
+        """The family's captioner around the model being trained (a LoRA model's base, its adapters active),
+        built once on first use, after any adapters are in place: it writes the validation captions as
+        ``mmcli caption`` would and renders a chat model's prompts. The model's train or eval mode stays."""
+        if self._captioner is None:
+            model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            training, device = model.training, str(next(model.parameters()).device)
+            self._captioner = self.captioner_class()("training", model, self.processor, device=device,
+                                                     dtype=torch.float32)  # fmt: skip
+            model.train(training)
+        return self._captioner
 
     @property
     def tokenizer(self) -> Any:
@@ -239,9 +246,7 @@ class ChatFamily(TrainableFamily):
         return processor
 
     def batch(self, images: Sequence[Any], captions: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        device = str(next(self.model.parameters()).device)
-        prompter = self.captioner_class()("training", self.model, self.processor, device=device, dtype=torch.float32)
-        self.model.train()  # (the captioner puts the model in eval mode)
+        prompter = self.captioner()
         prompt = prompter.prepare(list(images), prompter.default_prompt)  # left-padded, as generate is given it
         mask = prompt.pop("attention_mask")
         ids = prompt.pop("input_ids")
