@@ -41,7 +41,7 @@ class Detail(str, Enum):
 
 def _generation(kind: Any, help: str | None = None, **limits: Any) -> Any:
     """A generation flag, in its help panel."""
-    return Annotated[kind, typer.Option(help=help, rich_help_panel=GENERATION, **limits)]
+    return opt.in_panel(GENERATION, kind, help, **limits)
 
 
 @reports_errors

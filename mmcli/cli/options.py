@@ -36,6 +36,12 @@ class StorageDType(str, Enum):
     float16 = "float16"
 
 
+def in_panel(panel: str, kind: Any, help: str | None = None, *names: str, **settings: Any) -> Any:
+    """An option of type ``kind`` shown in the help panel ``panel``; ``names`` and ``settings`` go to
+    ``typer.Option`` (limits, ``show_default``)."""
+    return Annotated[kind, typer.Option(*names, help=help, rich_help_panel=panel, **settings)]
+
+
 Inputs = Annotated[
     list[str] | None,
     typer.Argument(

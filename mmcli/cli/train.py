@@ -34,16 +34,14 @@ CHECKPOINTS = "Checkpoints"
 @app.command("caption", epilog=EXAMPLES)
 @reports_errors
 def caption(
-    train: Annotated[
+    train: opt.in_panel(
+        DATA,
         str,
-        typer.Option(
-            help="Training pairs: JSONL of {path, caption} or {path, captions: [...]} records (- for stdin; "
-            "relative paths from here, else from the file's folder), or webdataset shards / Parquet tables "
-            "with captions.",
-            show_default=False,
-            rich_help_panel=DATA,
-        ),
-    ],
+        "Training pairs: JSONL of {path, caption} or {path, captions: [...]} records (- for stdin; "
+        "relative paths from here, else from the file's folder), or webdataset shards / Parquet tables "
+        "with captions.",
+        show_default=False,
+    ),
     output: Annotated[
         str,
         typer.Option(
@@ -54,86 +52,53 @@ def caption(
             show_default=False,
         ),
     ],
-    val: Annotated[
+    val: opt.in_panel(
+        DATA,
         str | None,
-        typer.Option(
-            help="Validation pairs, as --train \\[default: --val-fraction of --train, held out].",
-            show_default=False,
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    val_fraction: Annotated[
-        float,
-        typer.Option(
-            help="Share of --train held out for validation when no --val is given (seeded).", rich_help_panel=DATA
-        ),
-    ] = 0.1,
+        "Validation pairs, as --train \\[default: --val-fraction of --train, held out].",
+        show_default=False,
+    ) = None,
+    val_fraction: opt.in_panel(
+        DATA, float, "Share of --train held out for validation when no --val is given (seeded)."
+    ) = 0.1,
     model: opt.CaptionerModel = opt.DEFAULT_CAPTIONER,
     image_column: opt.ImageColumn = None,
     text_column: opt.TextColumn = None,
     id_column: opt.IdColumn = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training pairs.", rich_help_panel=SCHEDULE)] = 3,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Pairs per forward pass.", rich_help_panel=SCHEDULE)
-    ] = 16,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW).", rich_help_panel=SCHEDULE)] = 5e-5,
-    grad_accum: Annotated[
-        int, typer.Option(min=1, help="Batches whose gradients add up to one optimiser step.", rich_help_panel=SCHEDULE)
-    ] = 1,
-    warmup: Annotated[
+    epochs: opt.in_panel(SCHEDULE, int, "Passes over the training pairs.", min=1) = 3,
+    batch_size: opt.in_panel(SCHEDULE, int, "Pairs per forward pass.", "--batch-size", "-b", min=1) = 16,
+    lr: opt.in_panel(SCHEDULE, float, "Peak learning rate (AdamW).", min=0.0) = 5e-5,
+    grad_accum: opt.in_panel(SCHEDULE, int, "Batches whose gradients add up to one optimiser step.", min=1) = 1,
+    warmup: opt.in_panel(
+        SCHEDULE,
         float,
-        typer.Option(
-            min=0.0,
-            max=0.99,
-            help="Share of the steps spent warming the learning rate up, before its cosine decay.",
-            rich_help_panel=SCHEDULE,
-        ),
-    ] = 0.1,
-    weight_decay: Annotated[
-        float, typer.Option(min=0.0, help="AdamW weight decay (not on biases and norms).", rich_help_panel=SCHEDULE)
-    ] = 0.01,
-    freeze_vision: Annotated[
-        bool,
-        typer.Option(help="Train the text decoder only; the vision tower keeps its weights.", rich_help_panel=SCHEDULE),
-    ] = False,
-    lora_rank: Annotated[
+        "Share of the steps spent warming the learning rate up, before its cosine decay.",
+        min=0.0,
+        max=0.99,
+    ) = 0.1,
+    weight_decay: opt.in_panel(SCHEDULE, float, "AdamW weight decay (not on biases and norms).", min=0.0) = 0.01,
+    freeze_vision: opt.in_panel(
+        SCHEDULE, bool, "Train the text decoder only; the vision tower keeps its weights."
+    ) = False,
+    lora_rank: opt.in_panel(
+        SCHEDULE,
         int | None,
-        typer.Option(
-            min=1,
-            help="Train LoRA adapters of this rank on the language model instead of every "
-            "weight (needs peft; required for BLIP-2 and chat models).",
-            show_default=False,
-            rich_help_panel=SCHEDULE,
-        ),
-    ] = None,
-    max_length: Annotated[
-        int,
-        typer.Option(
-            min=3, help="Tokens per caption, start and end included (longer ones are cut).", rich_help_panel=SCHEDULE
-        ),
-    ] = 40,
-    seed: Annotated[
-        int, typer.Option(help="Seed of the split, the order and the initial state.", rich_help_panel=SCHEDULE)
-    ] = 0,
-    patience: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Stop after this many epochs without a better validation CIDEr-D (0: never).",
-            rich_help_panel=CHECKPOINTS,
-        ),
-    ] = 0,
-    max_new_tokens: Annotated[
-        int, typer.Option(min=1, help="Length limit of the validation captions.", rich_help_panel=CHECKPOINTS)
-    ] = 30,
-    save_every: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Optimiser steps between resumable checkpoints (also at each epoch's end).",
-            rich_help_panel=CHECKPOINTS,
-        ),
-    ] = 200,
+        "Train LoRA adapters of this rank on the language model instead of every weight "
+        "(needs peft; required for BLIP-2 and chat models).",
+        min=1,
+        show_default=False,
+    ) = None,
+    max_length: opt.in_panel(
+        SCHEDULE, int, "Tokens per caption, start and end included (longer ones are cut).", min=3
+    ) = 40,
+    seed: opt.in_panel(SCHEDULE, int, "Seed of the split, the order and the initial state.") = 0,
+    patience: opt.in_panel(
+        CHECKPOINTS, int, "Stop after this many epochs without a better validation CIDEr-D (0: never).", min=0
+    ) = 0,
+    max_new_tokens: opt.in_panel(CHECKPOINTS, int, "Length limit of the validation captions.", min=1) = 30,
+    save_every: opt.in_panel(
+        CHECKPOINTS, int, "Optimiser steps between resumable checkpoints (also at each epoch's end).", min=1
+    ) = 200,
     max_pixels: opt.MaxPixels = 178_956_970,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
@@ -86,43 +85,42 @@ def load_pairs(
     max_pixels: int,
     reporter: Reporter,
     what: str,
-    workers: int = 4,
+    workers: int | None = None,
 ) -> PairSet:
-    """Decode every item (on a few threads: decoding releases the GIL), keeping those with a caption
-    and a readable picture; the others are reported as skipped and counted."""
+    """Decode every item on the pipeline's preparing threads (decoding releases the GIL), keeping those
+    with a caption and a readable picture; the others are reported as skipped and counted."""
     from PIL import Image
 
     from mmcli.media.images import load_image
+    from mmcli.pipeline import default_workers, describe_error, prepared_batches
 
     listed = list(unique_ids(items))
 
-    def decode(item: InputItem) -> Pair | str:
+    def decode(item: InputItem) -> Pair:
         captions = captions_of(item)
         if not captions:
-            return f"no caption ({', '.join(CAPTION_FIELDS)})"
+            raise ItemError(f"no caption ({', '.join(CAPTION_FIELDS)})")
         if item.error:
-            return item.error
-        try:
-            image = load_image(item.media(), max_pixels=max_pixels)
-        except ItemError as exc:
-            return str(exc)
+            raise ItemError(item.error)
+        image = load_image(item.media(), max_pixels=max_pixels)
         if size is not None and image.size != size:
             image = image.resize(size, Image.Resampling.BICUBIC)
         return Pair(item.id, item.source, image, captions)
 
     pairs: list[Pair] = []
     skipped = 0
-    with (
-        reporter.progress(len(listed), unit="image", desc=f"reading {what}") as bar,
-        ThreadPoolExecutor(max(1, workers)) as pool,
-    ):
-        for item, outcome in zip(listed, pool.map(decode, listed), strict=True):
-            bar.update(1)
-            if isinstance(outcome, str):
-                reporter.skipped(item, outcome)
-                skipped += 1
-            else:
-                pairs.append(outcome)
+    threads = default_workers() if workers is None else workers
+    with reporter.progress(len(listed), unit="image", desc=f"reading {what}") as bar:
+        for batch in prepared_batches(decode, listed, batch_size=64, workers=threads, ahead=4 * max(threads, 1)):
+            for item, pair, error in batch:
+                bar.update(1)
+                if error is None:
+                    pairs.append(pair)
+                elif isinstance(error, ItemError):
+                    reporter.skipped(item, describe_error(error))
+                    skipped += 1
+                else:  # not a bad item but a fault: it stops the run, as it did before any step
+                    raise error
     return PairSet(pairs, skipped)
 
 
