@@ -15,7 +15,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -135,6 +135,9 @@ class VideoCaptions:
     summary: bool = True
     videos: int = 0  # videos completed
     images: int = 0
+    #: A video's speech, as :class:`~mmcli.speech.Segment` s (or an ItemError saying why there is none):
+    #: each record then gets the ``speech`` said during it, the summary the whole transcript.
+    speech: Callable[[InputItem], list[Any]] | None = None
     _frames: list[tuple[float, str]] = field(default_factory=list)  # (t, caption) of the open video
 
     @property
@@ -179,11 +182,14 @@ class VideoCaptions:
                 segments[-1][1] = end
             else:
                 segments.append([t, end, caption])
+        speech, speech_error = self._speech(video)
         result = []
         for t, end, caption in segments:
             segment_id = f"{video.id}#t={t:.3f},{end:.3f}"  # a W3C media fragment
             record = {"id": segment_id, "source": video.source, "t": round(t, 6), "end": round(end, 6)}
             record.update(caption=caption, model=self.model)
+            if speech is not None:
+                record["speech"] = speech_during(speech, t, end)
             segment = InputItem(segment_id, "segment", video.source, path=video.path, extra={"video": video.id})
             result.append(Outcome(segment, record))
         if self.summary:
@@ -192,10 +198,29 @@ class VideoCaptions:
                 distinct.setdefault(same_meaning_key(caption), caption)
             record = {"id": video.id, "source": video.source, "summary": join_captions(list(distinct.values()))}
             record.update(segments=len(segments), model=self.model)
+            if speech is not None:
+                record["speech"] = " ".join(segment.text for segment in speech)
+            if speech_error is not None:
+                record["speech_error"] = speech_error
             if video.extra.get("truncated"):
                 record["truncated"] = True
             result.append(Outcome(video, record))
         return result
+
+    def _speech(self, video: InputItem) -> tuple[list[Any] | None, str | None]:
+        """The video's transcript segments, or why there are none."""
+        if self.speech is None:
+            return None, None
+        try:
+            return self.speech(video), None
+        except ItemError as exc:
+            return [], str(exc)
+
+
+def speech_during(segments: Sequence[Any], t: float, end: float) -> str:
+    """The text of the transcript segments that overlap ``[t, end)`` (at ``t``, for an instant)."""
+    said = [s.text for s in segments if (s.t < end and s.end > t) or (end <= t and s.t <= t < s.end)]
+    return " ".join(said)
 
 
 @dataclass
@@ -217,9 +242,12 @@ class _CaptionJob:
 
     unit = "input"
 
-    def __init__(self, captioner: Captioner, sampling: Any, summary: bool, options: dict[str, Any]) -> None:
+    def __init__(
+        self, captioner: Captioner, sampling: Any, summary: bool, options: dict[str, Any], speech: Any = None
+    ) -> None:
         self.captioner, self.sampling, self.summary, self.options = captioner, sampling, summary, options
-        self.videos = VideoCaptions(captioner.name, summary=summary)
+        self.speech = speech
+        self.videos = VideoCaptions(captioner.name, summary=summary, speech=speech)
 
     def batches(self, items: Iterable[InputItem], counters: dict[str, int] | None = None) -> Iterator[Any]:
         from mmcli.media.clips import expand_clips, expand_videos
@@ -235,6 +263,7 @@ class _CaptionJob:
             summary=self.summary,
             images=counters.get("captioned", 0),
             videos=counters.get("videos", 0),
+            speech=self.speech,
         )
         for batch in caption_items(items, self.captioner, **self.options):
             yield self.videos.records(batch), batch
@@ -267,6 +296,8 @@ def caption_files(
     detail: str = "brief",
     options: GenerationOptions | None = None,
     summary: bool = True,
+    speech: str | None = None,
+    speech_language: str | None = None,
     image_column: str | None = None,
     text_column: str | None = None,
     id_column: str | None = None,
@@ -284,6 +315,10 @@ def caption_files(
     ``.tar`` inputs are webdataset shards, ``.parquet`` inputs tables of ``image_column`` (with
     ``text_column`` carried as ``text``, ``id_column`` as ids), URLs read through fsspec (see
     :mod:`mmcli.io.sources`). ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
+
+    ``speech`` names a speech recognition model (Whisper) that transcribes each video's soundtrack
+    (in ``speech_language``, or as detected): every video record gets the ``speech`` said during
+    it, the summary the whole transcript (and ``speech_error`` where there is none to be had).
     """
     from mmcli.captioners import load_captioner
     from mmcli.engine import (
@@ -330,9 +365,20 @@ def caption_files(
         listed = list(items)
         previous = previous_records(output, listed)
 
+    if speech is not None and run.backend != "local":
+        raise UsageError(f"{option('speech')} transcribes on this machine; leave out {option('backend')}")
     reporter.loading(model)
     captioner = load_captioner(model, **run.loading)
     batch_size = run.batch_size or captioner.default_batch_size
+    transcript = None
+    if speech is not None:
+        from mmcli.speech import load_transcriber, transcribe_recording, transcript_windowing
+
+        reporter.loading(speech)
+        transcriber = load_transcriber(speech, **run.loading)
+        windowing = transcript_windowing(transcriber, sampling.start, sampling.end)
+        transcript = partial(transcribe_recording, transcriber, windowing=windowing, language=speech_language,
+                             workers=run.workers)  # fmt: skip
     run_prompt = captioner.prompt_for(prompt, detail)
     video_prompt = None
     if captioner.clip_frames:
@@ -350,13 +396,14 @@ def caption_files(
         "dtype": str(captioner.dtype),
         "quantize": captioner.quantized,
         "video": {**vars(sampling), "summary": summary},
+        **({"speech": {"model": speech, "language": speech_language}} if speech else {}),
         **({"video_prompt": video_prompt, "clip_frames": captioner.clip_frames} if captioner.clip_frames else {}),
     }
     engine_options = {"prompt": run_prompt, "video_prompt": video_prompt, "options": options,
                       "batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
                       "exact_decode": run.exact_decode}  # fmt: skip
     job = run.distribute(
-        _CaptionJob(captioner, sampling, summary, engine_options),
+        _CaptionJob(captioner, sampling, summary, engine_options, transcript),
         partial(_load_caption_job, model, run.loading, sampling, summary, engine_options),
         batch_size=batch_size,
         min_side=captioner.decode_min_side,

@@ -54,13 +54,16 @@ def class_embeddings(encoder: Encoder, labels: Sequence[str], templates: Sequenc
 
 
 def logit_scale_and_bias(encoder: Encoder) -> tuple[float, float | None]:
-    """The learned temperature (exponentiated, as the model applies it) and SigLIP's bias, if any."""
+    """The learned temperature (exponentiated, as the model applies it) and SigLIP's bias, if any.
+    CLAP learns one per direction: the audio-to-text one (``logit_scale_a``) scores recordings."""
     model = encoder.model
     scale = getattr(model, "logit_scale", None)
     if scale is None:
+        scale = getattr(model, "logit_scale_a", None)
+    if scale is None:
         raise UsageError(
             f"model {encoder.name!r} has no logit scale; zero-shot classification needs a "
-            "contrastive image-text model such as CLIP or SigLIP"
+            "contrastive image-text or audio-text model such as CLIP, SigLIP or CLAP"
         )
     bias = getattr(model, "logit_bias", None)
     return float(scale.detach().float().exp()), None if bias is None else float(bias.detach().float().reshape(-1)[0])
@@ -103,12 +106,14 @@ def read_label_file(path: str | os.PathLike[str]) -> list[str]:
 def zero_shot(
     model: str | None,
     labels: Sequence[str],
-    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    templates: Sequence[str] | None = None,
     *,
     feature_set: FeatureSet | None = None,
     **loading: Any,
 ) -> tuple[Encoder, Classes]:
     """The encoder and its class embeddings, for a dual-tower model (``loading`` goes to ``load_encoder``).
+    ``templates`` default to the model's own zero-shot prompt (CLAP's "This is a sound of {}."), else
+    :data:`DEFAULT_TEMPLATES`.
 
     For the rows of ``feature_set``, ``model=None`` means the one model that made them (if they name
     one), and rows that are not in the model's space are refused.
@@ -126,12 +131,13 @@ def zero_shot(
         models = feature_set.models if feature_set is not None else set()
         model = models.pop() if len(models) == 1 else DEFAULT_MODEL
     encoder = load_encoder(model, **loading)
-    for needed in ("image", "text"):
-        if not encoder.supports(needed):
-            raise UsageError(
-                f"model {model!r} does not embed {needed}s; zero-shot classification needs a "
-                "dual-tower image-text model (CLIP, SigLIP, ...)"
-            )
+    if not encoder.supports("text") or not (encoder.supports("image") or encoder.supports("audio")):
+        raise UsageError(
+            f"model {model!r} embeds {', '.join(sorted(encoder.modalities))}; zero-shot classification needs a "
+            "dual-tower image-text or audio-text model (CLIP, SigLIP, CLAP, ...)"
+        )
+    if templates is None:
+        templates = getattr(encoder, "classify_templates", DEFAULT_TEMPLATES)
     classes = class_embeddings(encoder, labels, templates)
     if feature_set is not None and feature_set.vectors.shape[1] != classes.embeddings.shape[1]:
         width, dim = feature_set.vectors.shape[1], classes.embeddings.shape[1]
@@ -169,11 +175,12 @@ def classify_items(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     exact_decode: bool = False,
 ) -> Iterator[list[Outcome[InputItem]]]:
-    """Classify images in input order, one list of outcomes per batch: each ``value`` is the item's
-    prediction record, or its ``error`` says why there is none (see :func:`~mmcli.extract.embed_items`)."""
-    from mmcli.extract import embed_items
+    """Classify images (or recordings, for an audio model: the mean of their windows) in input order,
+    one list of outcomes per batch: each ``value`` is the item's prediction record, or its ``error``
+    says why there is none (see :func:`~mmcli.extract.embed_items`)."""
+    from mmcli.extract import embed_rows
 
-    for batch in embed_items(
+    for batch in embed_rows(
         items, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, exact_decode=exact_decode
     ):
         good = [outcome for outcome in batch if outcome.error is None]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from mmcli.errors import ItemError, UsageError, option
 from mmcli.incremental import Previous, check_same_settings, outcomes_of, plan_update
-from mmcli.io.inputs import STDIN, InputItem
+from mmcli.io.inputs import PART_MODALITIES, STDIN, InputItem
 from mmcli.io.manifest import FileEntries
 from mmcli.media.images import DEFAULT_MAX_PIXELS
 from mmcli.pipeline import Outcome
@@ -348,7 +348,7 @@ def run_fresh(
         for outcomes, batch in job.batches(items, sink.counters):
             failed += sink.write(outcomes, on_error, reporter, kept)
             # Input items, not pipeline items: a video's frames count as the one video (its end marker).
-            done = sum(outcome.item.modality != "frame" for outcome in batch)
+            done = sum(outcome.item.modality not in PART_MODALITIES for outcome in batch)
             bar.update(done)
             consumed += done
             if consumed // batch_size > committed // batch_size and not job.pending:

@@ -19,11 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmcli.encoders import DEFAULT_MODEL
+from mmcli.encoders import DEFAULT_MODEL, input_modality
 from mmcli.encoders.base import Encoder
 from mmcli.errors import ItemError, UnsupportedModel, UsageError, option
-from mmcli.io.inputs import InputItem
+from mmcli.io.inputs import PART_MODALITIES, InputItem
 from mmcli.io.shards import RowBatch
+from mmcli.media.audio import (
+    AUDIO_END,
+    AudioEnd,
+    AudioWindow,
+    Windowing,
+    audio_windowing,
+    expand_audio,
+    silence_error,
+)
 from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, expand_clips, expand_videos
 from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, default_workers, map_batches
@@ -35,12 +44,14 @@ if TYPE_CHECKING:
 POOLING = ("mean", "max", "none", "both")
 
 
-class VideoPooler:
-    """Turns a stream of outcomes with video frames into the rows to write.
+class Pooler:
+    """Turns a stream of outcomes with video frames or audio windows into the rows to write.
 
-    ``pool``: ``mean`` or ``max`` gives one ``modality: video`` row per video, pooled over its
-    frame rows (then re-normalised when rows are normalised); ``none`` gives the frame rows;
-    ``both`` gives the frame rows followed by the pooled row. Images and texts pass through.
+    ``pool``: ``mean`` or ``max`` gives one row per video (``modality: video``) or recording
+    (``modality: audio``), pooled over its frame or window rows (then re-normalised when rows are
+    normalised); ``none`` gives the frame or window rows; ``both`` gives them followed by the pooled
+    row. A recording silent throughout (see :func:`~mmcli.media.audio.silence_error`) is an error and
+    gives no row: its window rows are held until one has sound. Images and texts pass through.
     """
 
     def __init__(self, pool: str = "mean", *, normalize: bool = True) -> None:
@@ -48,52 +59,93 @@ class VideoPooler:
             raise UsageError(f"unknown pooling {pool!r}; choose from {', '.join(POOLING)}")
         self.pool = pool
         self.normalize = normalize
-        self._frames: list[np.ndarray] = []
+        self._parts: list[np.ndarray] = []
+        self._quiet: list[Outcome[InputItem]] = []  # a recording's window rows while none has sound
+        self._heard = False
 
     @property
     def pending(self) -> bool:
-        """Whether a video's frames are held, waiting for its end (no checkpoint may fall here)."""
-        return bool(self._frames)
+        """Whether an input's parts are held, waiting for its end (no checkpoint may fall here)."""
+        return bool(self._parts or self._quiet)
 
     def rows(self, outcomes: Iterable[Outcome[InputItem]]) -> list[Outcome[InputItem]]:
-        result = []
+        result: list[Outcome[InputItem]] = []
         for outcome in outcomes:
-            modality = outcome.item.modality
-            if modality == "frame":
+            item = outcome.item
+            if item.modality in PART_MODALITIES:
                 if outcome.error is None:
-                    self._frames.append(outcome.value)
-                if outcome.error is not None or self.pool in ("none", "both"):
+                    self._parts.append(outcome.value)
+                if outcome.error is None and self.pool in ("none", "both") and isinstance(item, AudioWindow):
+                    self._heard = self._heard or silence_error(item.peak) is None
+                    self._quiet.append(outcome)
+                    if self._heard:
+                        result.extend(self._quiet)
+                        self._quiet = []
+                elif outcome.error is not None or self.pool in ("none", "both"):
                     result.append(outcome)
-            elif modality == VIDEO_END:
-                frames, self._frames = self._frames, []
-                if self.pool == "none":
+            elif item.modality in (VIDEO_END, AUDIO_END):
+                parts, self._parts, self._quiet, self._heard = self._parts, [], [], False
+                pooled = _pooled_item(item, self.pool)
+                silent = silence_error(item.peak) if isinstance(item, AudioEnd) else None
+                if silent:
+                    result.append(replace(outcome, item=pooled, error=silent))
+                elif self.pool == "none":
                     continue
-                if not frames:
-                    result.append(replace(outcome, item=_video_item(outcome.item), error="no frame could be embedded"))
-                    continue
-                result.append(Outcome(_video_item(outcome.item, self.pool), self._pooled(frames)))
+                elif not parts:
+                    what = "frame" if item.modality == VIDEO_END else "window"
+                    result.append(replace(outcome, item=pooled, error=f"no {what} could be embedded"))
+                else:
+                    result.append(Outcome(pooled, self._pooled(parts)))
             else:
                 result.append(outcome)
         return result
 
-    def _pooled(self, frames: list[np.ndarray]) -> np.ndarray:
-        stacked = np.stack(frames)
+    def _pooled(self, parts: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack(parts)
         pooled = stacked.max(axis=0) if self.pool == "max" else stacked.mean(axis=0)
         if self.normalize:
             pooled = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
         return pooled.astype(np.float32)
 
 
-def _video_item(marker: InputItem, pool: str | None = None) -> InputItem:
-    extra = {**marker.extra, **({"pool": "mean" if pool == "both" else pool} if pool else {})}
-    return replace(marker, modality="video", extra=extra)
+VideoPooler = Pooler  # the name it had while it pooled only video frames
+
+
+def _pooled_item(marker: InputItem, pool: str) -> InputItem:
+    extra = {**marker.extra, **({"pool": "mean" if pool == "both" else pool} if pool != "none" else {})}
+    return replace(marker, modality="video" if marker.modality == VIDEO_END else "audio", extra=extra)
 
 
 def _batch_group(item: InputItem) -> str:
-    """Items embedded by one model call share a group: texts, clips, images (video frames included)."""
+    """Items embedded by one model call share a group: texts, clips, audio windows, images (video
+    frames included); end markers ride along as a group of their own."""
     if isinstance(item, ClipItem):
         return "video"
-    return item.modality if item.modality in ("text", VIDEO_END) else "image"
+    if isinstance(item, AudioWindow):
+        return "audio"
+    if item.modality in (VIDEO_END, AUDIO_END):
+        return "end"
+    return "text" if item.modality == "text" else "image"
+
+
+def expand_media(
+    items: Iterable[InputItem],
+    encoder: Encoder,
+    sampling: Any = None,
+    windowing: Windowing | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[InputItem]:
+    """Items as the encoder takes them: videos as sampled frames (or one clip for a native video
+    model), recordings (``modality: audio``) as windows at the model's rate; each followed by its end
+    marker, for :class:`Pooler`."""
+    if encoder.clip_frames:
+        items = expand_clips(items, encoder.clip_frames, sampling, max_pixels=max_pixels)
+    else:
+        items = expand_videos(items, sampling, max_pixels=max_pixels)
+    if encoder.audio_rate:
+        items = expand_audio(items, encoder.audio_rate, windowing or Windowing(encoder.audio_window or 10.0))
+    return items
 
 
 def embed_items(
@@ -122,22 +174,27 @@ def embed_items(
             raise ItemError(item.error)
         if item.modality == "text":
             return item.text
-        if item.modality == VIDEO_END:
+        if item.modality in (VIDEO_END, AUDIO_END):
             return None
         if isinstance(item, FrameItem):
             return encoder.preprocess_image(item.image)
+        if isinstance(item, AudioWindow):
+            samples, item.samples = item.samples, None  # released once preprocessed
+            return encoder.preprocess_audio(samples)
         if isinstance(item, ClipItem):
             frames, item.frames = item.frames, []
             return encoder.preprocess_video(frames)
         return encoder.preprocess_image(load_image(item.media(), max_pixels=max_pixels, min_side=min_side))
 
     def embed(modality: str, values: list[Any]) -> list[np.ndarray | None]:
-        if modality == VIDEO_END:
+        if modality == "end":
             return [None] * len(values)
         if modality == "text":
             vectors = encoder.embed_texts(values, normalize=normalize)
         elif modality == "video":
             vectors = encoder.embed_videos(values, normalize=normalize)
+        elif modality == "audio":
+            vectors = encoder.embed_audio(values, normalize=normalize)
         else:
             vectors = encoder.embed_preprocessed(values, normalize=normalize)
         return list(vectors)
@@ -149,6 +206,7 @@ def embed_items(
         batch_size=batch_size or encoder.default_batch_size,
         workers=default_workers() if workers is None else workers,
         group=_batch_group,
+        markers=("end",),
         fatal=(UnsupportedModel,),
     ):
         for outcome in outcomes:
@@ -172,26 +230,25 @@ class ExtractResult:
 
 class _EmbedJob:
     """Embedding as a :class:`~mmcli.engine.Job`: videos expanded to frames (pooled into video rows) or
-    to clips for a native video model."""
+    to clips for a native video model, recordings to windows (pooled into audio rows)."""
 
     unit = "item"
 
-    def __init__(self, encoder: Encoder, sampling: Any, pool: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, encoder: Encoder, sampling: Any, pool: str, options: dict[str, Any], windowing: Windowing | None = None
+    ) -> None:
         self.encoder, self.sampling, self.pool, self.options = encoder, sampling, pool, options
-        self._pooler = VideoPooler(pool, normalize=options["normalize"])
+        self.windowing = windowing
+        self._pooler = Pooler(pool, normalize=options["normalize"])
 
     def batches(self, items: Iterable[InputItem], counters: dict[str, int] | None = None) -> Iterator[Any]:
-        max_pixels = self.options["max_pixels"]
-        if self.encoder.clip_frames:
-            items = expand_clips(items, self.encoder.clip_frames, self.sampling, max_pixels=max_pixels)
-        else:
-            items = expand_videos(items, self.sampling, max_pixels=max_pixels)
-        self._pooler = VideoPooler(self.pool, normalize=self.options["normalize"])
+        items = expand_media(items, self.encoder, self.sampling, self.windowing, max_pixels=self.options["max_pixels"])
+        self._pooler = Pooler(self.pool, normalize=self.options["normalize"])
         for batch in embed_items(items, self.encoder, **self.options):
             rows = RowBatch()
-            for outcome in batch:  # a video's frames, then its end marker; anything else is an item of its own
+            for outcome in batch:  # an input's parts, then its end marker; anything else is an item of its own
                 rows.extend(self._pooler.rows([outcome]))
-                if outcome.item.modality != "frame":
+                if outcome.item.modality not in PART_MODALITIES:
                     rows.ends.append(len(rows))
             yield rows, batch
 
@@ -203,11 +260,39 @@ class _EmbedJob:
         return {}
 
 
-def _load_embed_job(model: str, loading: dict[str, Any], sampling: Any, pool: str, options: dict[str, Any]) -> Any:
+def embed_rows(
+    items: Iterable[InputItem],
+    encoder: Encoder,
+    *,
+    sampling: Any = None,
+    windowing: Windowing | None = None,
+    pool: str = "mean",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    normalize: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    exact_decode: bool = False,
+) -> Iterator[list[Outcome[InputItem]]]:
+    """The rows :func:`embed_items` gives once videos and recordings are expanded into frames and
+    windows and pooled by ``pool`` (see :class:`Pooler`): one list of outcomes per batch, in input order."""
+    options = {"batch_size": batch_size, "workers": workers, "normalize": normalize,
+               "max_pixels": max_pixels, "exact_decode": exact_decode}  # fmt: skip
+    for rows, _ in _EmbedJob(encoder, sampling, pool, options, windowing).batches(items):
+        yield list(rows)
+
+
+def _load_embed_job(
+    model: str,
+    loading: dict[str, Any],
+    sampling: Any,
+    pool: str,
+    options: dict[str, Any],
+    windowing: Windowing | None = None,
+) -> Any:
     """The embedding job with its model loaded: what each worker of a distributed run builds."""
     from mmcli.encoders import load_encoder
 
-    return _EmbedJob(load_encoder(model, **loading), sampling, pool, options)
+    return _EmbedJob(load_encoder(model, **loading), sampling, pool, options, windowing)
 
 
 def extract_features(
@@ -215,12 +300,14 @@ def extract_features(
     output: str | os.PathLike[str] = "features.npy",
     *,
     texts: Sequence[str] = (),
-    modality: str = "image",
+    modality: str | None = None,
     field: str = "text",
     model: str = DEFAULT_MODEL,
     normalize: bool = True,
     output_dtype: str = "float32",
     pool: str = "mean",
+    window: float | None = None,
+    hop: float | None = None,
     image_column: str | None = None,
     text_column: str | None = None,
     id_column: str | None = None,
@@ -231,7 +318,11 @@ def extract_features(
     """Embed images, videos (files and folders; ``-`` reads paths or JSONL records from stdin) and
     ``texts`` into the feature set ``output`` (``NAME.npy`` + ``NAME.jsonl``).
 
-    ``modality="text"`` reads ``inputs`` as texts instead (``.txt`` lines, JSONL ``field``). Progress is
+    ``modality="text"`` reads ``inputs`` as texts instead (``.txt`` lines, JSONL ``field``);
+    ``modality="audio"`` as recordings (audio files, and videos for their soundtracks), cut into
+    ``window``-second windows every ``hop`` seconds (default: the model's window, end to end) and
+    pooled by ``pool``. Not given, it is what the model reads: recordings for an audio model (CLAP),
+    else images. Progress is
     journalled beside ``output``: a killed run resumes where it stopped (``restart`` discards it);
     ``update`` rewrites an existing set embedding only new or changed files. Videos are sampled by
     ``fps`` (default one frame a second), ``frames`` or ``keyframes`` over ``start``..``end`` and
@@ -275,11 +366,25 @@ def extract_features(
             f"{option('shard_rows')} sizes the parts of a sharded set: give {option('output')} a folder, DIR/"
         )  # fmt: skip
     inputs, texts = [str(i) for i in inputs], list(texts)
-    if modality not in ("image", "text"):
-        raise UsageError(f"unknown input modality {modality!r}; choose image or text")
+    if modality not in (None, "image", "text", "audio"):
+        raise UsageError(f"unknown input modality {modality!r}; choose image, text or audio")
     if pool not in POOLING:
         raise UsageError(f"unknown pooling {pool!r}; choose from {', '.join(POOLING)}")
-    require_inputs(inputs, extra=bool(texts), hint=f"give image files or folders, {option('text')}, or - to read stdin")
+    for name, seconds in (("window", window), ("hop", hop)):
+        if seconds is not None and not seconds > 0:
+            raise UsageError(f"{option(name)} must be a positive number of seconds")
+    require_inputs(
+        inputs,
+        extra=bool(texts),
+        hint=f"give image, audio or video files or folders, {option('text')}, or - to read stdin",
+    )
+    if modality is None:
+        modality = input_modality(model, trust_remote_code=run.trust_remote_code) if inputs else "image"
+    if modality != "audio" and (window is not None or hop is not None):
+        given = option("window") if window is not None else option("hop")
+        raise UsageError(
+            f"{given} cuts recordings into windows; it goes with an audio model or {option('modality', 'audio')}"
+        )
     if run.update and (STDIN in inputs or not (output / "index.json" if sharded else output).exists()):
         raise UsageError(
             f"{option('update')} brings an existing feature set up to date from files: "
@@ -298,9 +403,11 @@ def extract_features(
     columns = Columns(image_column, text_column, id_column)
     if modality == "text":
         discovered = discover_texts(inputs, texts, field_name=field, columns=columns)
+    elif modality == "audio":
+        discovered = chain(discover_images(inputs, audio=True), discover_texts([], texts))
     else:
         discovered = chain(discover_images(inputs, videos=True, columns=columns), discover_texts([], texts))
-    items, total = with_total(discovered, inputs, what=f"{modality}s")
+    items, total = with_total(discovered, inputs, what="recordings" if modality == "audio" else f"{modality}s")
     items = unique_ids(items)
     previous, listed = None, []
     if run.update:  # what cannot be updated is refused before the model loads
@@ -311,7 +418,7 @@ def extract_features(
     encoder = load_encoder(model, **run.loading)
     batch_size = run.batch_size or encoder.default_batch_size
     for needed, modality_name in (
-        (modality == "image" and bool(inputs), "image"),
+        (modality in ("image", "audio") and bool(inputs), modality),
         (bool(texts) or modality == "text", "text"),
     ):
         if needed and not encoder.supports(modality_name):
@@ -332,6 +439,13 @@ def extract_features(
         "quantize": encoder.quantized,
         "video": {"pool": pool, **vars(sampling)},
     }
+    windowing = None
+    if modality == "audio":
+        assert encoder.audio_window and encoder.audio_rate
+        windowing = audio_windowing(
+            encoder.audio_window, window, hop, start=sampling.start, end=sampling.end, model=f"model {model!r}"
+        )
+        settings["audio"] = {"pool": pool, "rate": encoder.audio_rate, **vars(windowing)}
     if encoder.clip_frames:
         kind = getattr(getattr(encoder, "config", None), "model_type", None) or encoder.family
         what = f"model {model!r} ({kind}) embeds each video whole"
@@ -345,8 +459,8 @@ def extract_features(
     embedding = {"batch_size": batch_size, "workers": run.workers, "normalize": normalize,
                  "max_pixels": run.max_pixels, "exact_decode": run.exact_decode}  # fmt: skip
     job = run.distribute(
-        _EmbedJob(encoder, sampling, pool, embedding),
-        partial(_load_embed_job, model, run.loading, sampling, pool, embedding),
+        _EmbedJob(encoder, sampling, pool, embedding, windowing),
+        partial(_load_embed_job, model, run.loading, sampling, pool, embedding, windowing),
         batch_size=batch_size,
         min_side=encoder.decode_min_side,
         reporter=reporter,

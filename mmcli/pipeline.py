@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import groupby, islice
+from itertools import islice
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -35,13 +35,15 @@ def prepared_batches(
     workers: int,
     ahead: int,
     linger: float = 0.05,
+    counts: Callable[[T], bool] | None = None,
 ) -> Iterator[list[tuple[T, R | None, BaseException | None]]]:
     """Batches of ``(item, function(item), error)`` in input order; an exception is returned, not raised.
 
     A feeder thread walks ``items`` (which may block, e.g. on stdin) and hands each to a pool of
     ``workers`` threads (0: the feeder prepares them itself), keeping at most ``ahead`` in flight.
-    A batch is shipped when full, or when no further item arrives within ``linger`` seconds, so a
-    slow stream still gets its results promptly. An exception raised by ``items`` itself ends the
+    A batch is shipped when full (``batch_size`` items for which ``counts`` is true: markers that
+    ride along need not take a model's place), or when no further item arrives within ``linger``
+    seconds, so a slow stream still gets its results promptly. An exception raised by ``items`` itself ends the
     run after the batch before it.
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmcli-prepare") if workers > 0 else None
@@ -70,9 +72,11 @@ def prepared_batches(
     threading.Thread(target=feed, name="mmcli-feed", daemon=True).start()
     try:
         finished = False
+        carried = None  # an entry taken while looking for markers, which starts the next batch
         while not finished:
-            entry = slots.get()
+            entry, carried = (slots.get() if carried is None else carried), None
             batch: list[Any] = []
+            size = 0
             while True:
                 if entry is _END:
                     finished = True
@@ -82,7 +86,18 @@ def prepared_batches(
                         yield [_resolve(e) for e in batch]
                     raise entry.error
                 batch.append(entry)
-                if len(batch) >= batch_size:
+                size += 1 if counts is None else bool(counts(entry[0]))
+                if size >= batch_size:
+                    if counts is not None:  # the markers that follow ride along: an input ends in its batch
+                        while True:
+                            try:
+                                following = slots.get(timeout=linger)
+                            except queue.Empty:
+                                break
+                            if following is _END or isinstance(following, _Raised) or counts(following[0]):
+                                carried = following
+                                break
+                            batch.append(following)
                     break
                 try:
                     entry = slots.get(timeout=linger)
@@ -140,17 +155,32 @@ def map_batches(
     workers: int,
     group: Callable[[T], Any] = lambda item: None,
     fatal: tuple[type[BaseException], ...] = (),
+    markers: Any = (),
 ) -> Iterator[list[Outcome[T]]]:
     """Prepare items on worker threads, run the model on batches, and yield outcomes in input order.
 
-    ``prepare(item)`` runs in a thread (decode, preprocess); ``process(key, prepared)`` runs a batch
-    of items that share ``group(item)`` and returns one value each. An item whose preparation
-    fails gets an error and the batch goes on without it; if ``process`` raises, every item of
-    that batch gets the error, unless it is one of ``fatal``, which propagates.
+    ``prepare(item)`` runs in a thread (decode, preprocess); ``process(key, prepared)`` runs the
+    items of a batch that share ``group(item)``, wherever they stand in it, and returns one value
+    each. Items of the ``markers`` groups (ends of videos and recordings) do not count toward
+    ``batch_size``, so a stream of short recordings still fills each call. An item whose
+    preparation fails gets an error and the batch goes on without it; if ``process`` raises, every
+    item of that call gets the error, unless it is one of ``fatal``, which propagates.
     """
-    for batch in prepared_batches(prepare, items, batch_size=batch_size, workers=workers, ahead=2 * batch_size):
-        for key, entries in groupby(batch, key=lambda entry: group(entry[0])):
-            yield _process_group(key, list(entries), process, fatal)
+    counts = (lambda item: group(item) not in markers) if markers else None
+    batches = prepared_batches(prepare, items, batch_size=batch_size, workers=workers, ahead=2 * batch_size,
+                               counts=counts)  # fmt: skip
+    for batch in batches:
+        keys = [group(entry[0]) for entry in batch]
+        if len(set(keys)) == 1:
+            yield _process_group(keys[0], batch, process, fatal)
+            continue
+        outcomes: list[Any] = [None] * len(batch)
+        for key in dict.fromkeys(keys):  # each group once, in the order it first appears
+            places = [i for i, k in enumerate(keys) if k == key]
+            for place, outcome in zip(places, _process_group(key, [batch[i] for i in places], process, fatal),
+                                      strict=True):  # fmt: skip
+                outcomes[place] = outcome
+        yield outcomes
 
 
 def _process_group(

@@ -24,6 +24,7 @@ class Family:
     model_types: frozenset[str]
     load: Callable[..., Any]
     accepts: Callable[[Any], bool]
+    reads: str = "image"  # what a command reads files as for this family's models when not told
 
 
 def _never(config: Any) -> bool:
@@ -44,11 +45,14 @@ class Registry:
         description: str,
         model_types: tuple[str, ...] | frozenset[str],
         accepts: Callable[[Any], bool] = _never,
+        reads: str = "image",
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator for a loader: ``load(name, path, config, *, device, dtype, trust_remote_code, **options)``."""
+        """Decorator for a loader: ``load(name, path, config, *, device, dtype, trust_remote_code, **options)``.
+        ``reads``: what the files given to one of the family's models are (``image``, ``audio``), where
+        the command is not told."""
 
         def decorate(load: Callable[..., Any]) -> Callable[..., Any]:
-            self._families[name] = Family(name, description, frozenset(model_types), load, accepts)
+            self._families[name] = Family(name, description, frozenset(model_types), load, accepts, reads)
             return load
 
         return decorate
@@ -70,6 +74,12 @@ class Registry:
             f"model {name or '?'!r} has model_type {model_type!r}, which no {self.kind} family handles. "
             f"Supported: {known}"
         )
+
+    def reads(self, name_or_path: str, *, trust_remote_code: bool = False) -> str:
+        """What files given to this model are read as (see :meth:`register`), from its config alone,
+        so inputs are found before the weights load."""
+        config = load_config(name_or_path, trust_remote_code=trust_remote_code)
+        return self.family_for(config, name_or_path).reads
 
     def load(
         self,

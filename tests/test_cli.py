@@ -38,7 +38,7 @@ def test_help_lists_subcommands_without_importing_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "extract-features" in result.stdout
-    assert "Embed images, videos and texts" in result.stdout
+    assert "Embed images, videos, audio and texts" in result.stdout
     assert "HEAVY []" in result.stdout
 
 

@@ -99,8 +99,41 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("caption", "--summary"): (
         "tests/test_video_caption.py::test_cli_captions_videos_with_segments_equal_to_frame_captions",
     ),
+    ("caption", "--speech"): ("tests/test_transcribe.py::test_caption_speech_adds_what_is_said_during_each_segment",),
+    ("caption", "--speech-language"): ("tests/test_transcribe.py::test_caption_speech_language_reaches_whisper",),
     ("caption", "--trust-remote-code"): (PROOF + "test_trust_remote_code_reaches_the_config_loader",),
     ("caption", "--quiet"): (PROOF + "test_quiet_silences_the_summary",),
+    # -- transcribe ------------------------------------------------------------------------------------
+    ("transcribe", "--output"): (
+        "tests/test_transcribe.py::test_a_killed_transcription_resumes_to_the_uninterrupted_output",
+    ),
+    ("transcribe", "--overwrite"): (
+        "tests/test_transcribe.py::test_a_killed_transcription_resumes_to_the_uninterrupted_output",
+    ),
+    ("transcribe", "--restart"): (
+        "tests/test_transcribe.py::test_a_killed_transcription_resumes_to_the_uninterrupted_output",
+    ),
+    ("transcribe", "--model"): ("tests/test_transcribe.py::test_segments_are_the_reference_usage_window_by_window",),
+    ("transcribe", "--language"): (
+        "tests/test_transcribe.py::test_windows_of_several_recordings_share_batches",
+        "tests/test_transcribe.py::test_an_unknown_language_is_a_usage_error",
+    ),
+    ("transcribe", "--task"): ("tests/test_transcribe.py::test_windows_of_several_recordings_share_batches",),
+    ("transcribe", "--batch-size"): ("tests/test_transcribe.py::test_windows_of_several_recordings_share_batches",),
+    ("transcribe", "--workers"): (
+        "tests/test_transcribe.py::test_workers_preprocess_windows_in_threads_and_quantize_makes_int8",
+    ),
+    ("transcribe", "--quantize"): (
+        "tests/test_transcribe.py::test_workers_preprocess_windows_in_threads_and_quantize_makes_int8",
+        "NOTE: the int8 transcript of the random tiny Whisper is not compared with the float one",
+    ),
+    ("transcribe", "--device"): (PROOF + "test_device_reaches_the_loader_and_an_absent_gpu_is_refused", NO_GPU),
+    ("transcribe", "--dtype"): (PROOF + "test_dtype_reaches_the_loader",),
+    ("transcribe", "--on-error"): ("tests/test_transcribe.py::test_silent_and_broken_recordings_are_error_records",),
+    ("transcribe", "--start"): ("tests/test_transcribe.py::test_a_videos_soundtrack_and_a_time_range",),
+    ("transcribe", "--end"): ("tests/test_transcribe.py::test_a_videos_soundtrack_and_a_time_range",),
+    ("transcribe", "--trust-remote-code"): (PROOF + "test_trust_remote_code_reaches_the_config_loader",),
+    ("transcribe", "--quiet"): (PROOF + "test_quiet_silences_the_summary",),
     # -- classify --------------------------------------------------------------------------------------
     ("classify", "--labels"): (
         PROOF + "test_classify_labels_file_adds_its_lines",
@@ -135,6 +168,7 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("extract-features", "--modality"): (
         "tests/test_cli.py::test_texts_from_flags_files_and_jsonl",
         "tests/test_cli.py::test_text_lines_from_stdin_with_float16_and_no_normalize",
+        "tests/test_audio.py::test_modality_audio_embeds_a_videos_soundtrack_not_its_frames",
     ),
     ("extract-features", "--image-column"): (
         "tests/test_sources.py::test_parquet_image_columns_give_the_loose_files_rows",
@@ -216,7 +250,12 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
         "tests/test_sharded_sets.py::test_sharded_run_equals_the_single_file_run_part_by_part",
         "tests/test_sharded_sets.py::test_other_settings_are_refused_naming_the_setting",
     ),
-    ("extract-features", "--pool"): ("tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",),
+    ("extract-features", "--pool"): (
+        "tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",
+        "tests/test_audio.py::test_clap_rows_match_the_reference_usage_and_pool_as_a_hand_computation",
+    ),
+    ("extract-features", "--window"): ("tests/test_audio.py::test_window_and_hop_cut_the_recording",),
+    ("extract-features", "--hop"): ("tests/test_audio.py::test_window_and_hop_cut_the_recording",),
     ("extract-features", "--fps"): ("tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",),
     ("extract-features", "--frames"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),
     ("extract-features", "--keyframes"): ("tests/test_video_extract.py::test_frame_rows_only_with_sampling_modes",),

@@ -121,7 +121,7 @@ def decodes(monkeypatch):
     return seen
 
 
-MODEL_COMMANDS = ["caption", "classify", "extract-features", "retrieve", "evaluate captions"]
+MODEL_COMMANDS = ["caption", "classify", "extract-features", "retrieve", "evaluate captions", "transcribe"]
 
 
 def model_command(name, tiny_models, photos, photo_set, tmp_path):
@@ -135,6 +135,11 @@ def model_command(name, tiny_models, photos, photo_set, tmp_path):
         return ["extract-features", photo, "-o", tmp_path / "out.npy", "--model", tiny_models["clip"], "--overwrite"]
     if name == "retrieve":
         return ["retrieve", "--index", photo_set, "--query", "a cat"]
+    if name == "transcribe":
+        from audio_media import speech_like, write_wav
+
+        speech = write_wav(tmp_path / "speech.wav", speech_like(3.0, 16_000), 16_000)
+        return ["transcribe", speech, "--model", tiny_models["whisper"]]
     pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": "coffee.jpg", "caption": "a cup"}])
     refs = write_jsonl(tmp_path / "refs.jsonl", [{"id": "coffee.jpg", "captions": ["coffee in a cup"]}])
     return ["evaluate", "captions", "--pred", pred, "--refs", refs, "--metrics", "bleu", "--clipscore",
@@ -191,7 +196,7 @@ def test_dtype_changes_the_rows(run_mmcli, tiny_models, photos, photo_set, tmp_p
     np.testing.assert_allclose(low, full, atol=0.05)  # the same model, in coarser numerics
 
 
-@pytest.mark.parametrize("command", ["caption", "classify", "extract-features", "retrieve"])
+@pytest.mark.parametrize("command", ["caption", "classify", "extract-features", "retrieve", "transcribe"])
 def test_trust_remote_code_reaches_the_config_loader(
     command, run_mmcli, tiny_models, photos, photo_set, tmp_path, loads
 ):
@@ -296,7 +301,7 @@ def test_on_error_fail_stops_at_the_bad_item(command, run_mmcli, tiny_models, ph
     assert not any("caption" in r or "label" in r for r in jsonl(stopped.stdout))
 
 
-@pytest.mark.parametrize("command", ["caption", "classify", "extract-features", "fuse", "index build"])
+@pytest.mark.parametrize("command", ["caption", "classify", "extract-features", "fuse", "index build", "transcribe"])
 def test_quiet_silences_the_summary(command, run_mmcli, tiny_models, photos, photo_set, tmp_path):
     if command == "fuse":
         args = ["fuse", photo_set, photo_set, "-o", tmp_path / "fused.npy", "--overwrite"]

@@ -303,6 +303,7 @@ def build_videomae(folder: Path) -> Path:
 
 def registry() -> dict[str, Builder]:
     """Every tiny builder by name, encoders' and captioners' alike (the captioner modules register on import)."""
+    import tiny_audio  # noqa: F401
     import tiny_captioners_a  # noqa: F401
     import tiny_captioners_b  # noqa: F401
     import tiny_captioners_c  # noqa: F401

@@ -24,10 +24,12 @@ from mmcli.cli.retrieve import retrieve
 from mmcli.cli.serve import EXAMPLES as SERVE_EXAMPLES
 from mmcli.cli.serve import serve
 from mmcli.cli.train import app as train_app
+from mmcli.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES
+from mmcli.cli.transcribe import transcribe
 
 app = typer.Typer(
     name="mmcli",
-    help="Multimodal models from the shell: embed, caption, search and score images, videos and texts.",
+    help="Multimodal models from the shell: embed, caption, transcribe, search and score images, video, audio, text.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -47,7 +49,7 @@ def root(
         bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
-    """Multimodal models from the shell: embed, caption, search and score images, videos and texts."""
+    """Multimodal models from the shell: embed, caption, transcribe, search and score images, video, audio, text."""
 
 
 app.command("caption", epilog=CAPTION_EXAMPLES)(caption)
@@ -57,6 +59,7 @@ app.command("fuse", epilog=FUSE_EXAMPLES)(fuse)
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
 app.command("report", epilog=REPORT_EXAMPLES)(report)
 app.command("serve", epilog=SERVE_EXAMPLES)(serve)
+app.command("transcribe", epilog=TRANSCRIBE_EXAMPLES)(transcribe)
 app.add_typer(index_app, name="index")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(train_app, name="train")

@@ -22,6 +22,8 @@ Examples:
   mmcli caption photos/ --prompt "a photography of" -o captions.jsonl
 
   mmcli caption photos/ --model HuggingFaceTB/SmolVLM-256M-Instruct --detail detailed
+
+  mmcli caption talk.mp4 --speech openai/whisper-small | jq -r '[.t, .caption, .speech] | @tsv'
 """
 
 GENERATION = "Generation"
@@ -98,6 +100,24 @@ def caption(
             help="After a video's segments, a record joining their distinct captions.", rich_help_panel=opt.VIDEO
         ),
     ] = True,
+    speech: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="Transcribe each video's soundtrack with this speech model (Whisper: openai/whisper-small, ...): "
+            "every video record gets the speech said during it, the summary the whole transcript.",
+            show_default=False,
+            rich_help_panel=opt.VIDEO,
+        ),
+    ] = None,
+    speech_language: Annotated[
+        str | None,
+        typer.Option(
+            help="With --speech: the spoken language (en, de, ...) \\[default: detected].",
+            show_default=False,
+            rich_help_panel=opt.VIDEO,
+        ),
+    ] = None,
     trust_remote_code: opt.TrustRemoteCode = False,
     backend: opt.BackendOption = opt.Backend.local,
     ray_address: opt.RayAddress = None,
@@ -110,6 +130,7 @@ def caption(
     A video is captioned scene by scene (--keyframes, the default; or --fps, --frames): one
     {"id", "source", "t", "end", "caption"} record per segment, neighbours that say the same thing
     merged, then a {"id", "source", "summary"} record joining the distinct captions (--no-summary).
+    With --speech MODEL, each also gets the "speech" said in it, from the video's soundtrack.
 
     With -o, progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed),
     the same command resumes where it stopped and gives exactly the output of an uninterrupted run.
@@ -139,6 +160,8 @@ def caption(
         detail=detail.value,
         options=options,
         summary=summary,
+        speech=speech,
+        speech_language=speech_language,
         image_column=image_column,
         text_column=text_column,
         id_column=id_column,

@@ -32,7 +32,8 @@ def classify(
     template: Annotated[
         list[str] | None,
         typer.Option(
-            help='Prompt template with {} for the label (repeatable; averaged) \\[default: "a photo of a {}."].',
+            help="Prompt template with {} for the label (repeatable; averaged) "
+            '\\[default: the model\'s own, else "a photo of a {}."; CLAP: "This is a sound of {}."].',
             show_default=False,
         ),
     ] = None,
@@ -62,7 +63,8 @@ def classify(
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Zero-shot classify images: one {"id", "source", "label", "score", "scores"} record per image."""
+    """Zero-shot classify images, or recordings with an audio-text model (CLAP): one {"id", "source",
+    "label", "score", "scores"} record per input."""
     from mmcli.engine import RecordSink, require_inputs, with_total
     from mmcli.io.atomic import check_writable
     from mmcli.io.inputs import discover_images
@@ -70,17 +72,21 @@ def classify(
     inputs = inputs or []
     label_list = _labels(labels, labels_file)
     if features is None:
-        require_inputs(inputs, hint="give image files or folders, - for stdin, or --features FEATS.npy")
+        require_inputs(inputs, hint="give image or audio files or folders, - for stdin, or --features FEATS.npy")
     elif inputs:
         raise UsageError("give images or --features, not both")
     if output is not None:
         check_writable(output, overwrite=overwrite)
     items = None
     if features is None:
-        items, _ = with_total(discover_images(inputs), inputs, what="images")
+        from mmcli.encoders import input_modality
+
+        audio = input_modality(model, trust_remote_code=trust_remote_code) == "audio"
+        found = discover_images(inputs, audio=audio)
+        items, _ = with_total(found, inputs, what="recordings" if audio else "images")
 
     quiet_libraries()
-    from mmcli.classify import DEFAULT_TEMPLATES, classify_features, classify_items, zero_shot
+    from mmcli.classify import classify_features, classify_items, zero_shot
     from mmcli.io.features import read_feature_set
     from mmcli.io.records import RecordWriter
 
@@ -88,7 +94,7 @@ def classify(
     encoder, classes = zero_shot(
         None if model == opt.DEFAULT_ENCODER else model,
         label_list,
-        template or DEFAULT_TEMPLATES,
+        template or None,
         feature_set=feature_set,
         **opt.model_loading(device, dtype, quantize, trust_remote_code),
     )

@@ -19,6 +19,8 @@ Examples:
 
   mmcli extract-features photos/ -o photos-feats/ --shard-rows 100000
 
+  mmcli extract-features sounds/ -o sounds.npy --model laion/clap-htsat-unfused --pool both
+
   find . -name '*.jpg' | mmcli extract-features - -o feats.npy --model google/siglip-base-patch16-224
 """
 
@@ -33,6 +35,7 @@ class VideoPool(str, Enum):
 class InputModality(str, Enum):
     image = "image"
     text = "text"
+    audio = "audio"
 
 
 @reports_errors
@@ -43,9 +46,13 @@ def extract_features(
         list[str] | None, typer.Option("--text", "-t", help="A text to embed (repeatable).", show_default=False)
     ] = None,
     modality: Annotated[
-        InputModality,
-        typer.Option(help="What INPUTS hold: images, or texts (.txt, one per line; .jsonl with --field; -)."),
-    ] = InputModality.image,
+        InputModality | None,
+        typer.Option(
+            help="What INPUTS hold: images; texts (.txt, one per line; .jsonl with --field; -); or audio (audio "
+            "files, and the soundtracks of videos) \\[default: what the model reads: audio for CLAP, else image].",
+            show_default=False,
+        ),
+    ] = None,
     field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
     image_column: opt.ImageColumn = None,
     text_column: opt.TextColumn = None,
@@ -82,11 +89,27 @@ def extract_features(
     pool: Annotated[
         VideoPool,
         typer.Option(
-            help="Video rows: one per video, the mean or max of its frame rows; none: the frame rows; "
-            "both: frame rows then the mean row.",
+            help="Video and audio rows: one per video or recording, the mean or max of its frame or window rows; "
+            "none: the frame or window rows; both: those rows then the mean row.",
             rich_help_panel=opt.VIDEO,
         ),
     ] = VideoPool.mean,
+    window: Annotated[
+        float | None,
+        typer.Option(
+            help="Audio: seconds per window \\[default: the model's input length, 10 for CLAP; no longer].",
+            show_default=False,
+            rich_help_panel=opt.AUDIO,
+        ),
+    ] = None,
+    hop: Annotated[
+        float | None,
+        typer.Option(
+            help="Audio: seconds from one window's start to the next \\[default: the window, no overlap].",
+            show_default=False,
+            rich_help_panel=opt.AUDIO,
+        ),
+    ] = None,
     fps: opt.VideoFps = None,
     frames: opt.VideoFrames = None,
     keyframes: opt.VideoKeyframes = False,
@@ -100,12 +123,16 @@ def extract_features(
     gpus_per_worker: opt.GpusPerWorker = 0.0,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Embed images, videos and texts into a feature set: OUT.npy rows with an OUT.jsonl record each.
+    """Embed images, videos, audio and texts into a feature set: OUT.npy rows with an OUT.jsonl record each.
 
     Videos (mp4, mov, mkv, webm, avi, ...) are sampled at --fps (or --frames, --keyframes) and give
     one row each, pooled over their frames (--pool), or a row per frame with its time t. A native video
     model (X-CLIP, VideoMAE) instead embeds each video whole, as one clip of the frame count it was
     built for, evenly spaced over --start..--end.
+
+    An audio model (CLAP) reads audio files (wav, flac, ogg, opus, mp3, m4a) and the soundtracks of
+    videos, cut into --window second windows every --hop seconds, one row each (pooled by --pool) with
+    its time t and end; a last window ends where the recording does. Texts (--text) embed beside them.
 
     Progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed), the
     same command resumes where it stopped and gives exactly the output of an uninterrupted run.
@@ -122,12 +149,14 @@ def extract_features(
         inputs or [],
         output,
         texts=text or [],
-        modality=modality.value,
+        modality=modality.value if modality else None,
         field=field,
         model=model,
         normalize=normalize,
         output_dtype=output_dtype.value,
         pool=pool.value,
+        window=window,
+        hop=hop,
         image_column=image_column,
         text_column=text_column,
         id_column=id_column,

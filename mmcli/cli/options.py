@@ -190,7 +190,8 @@ IdColumn = Annotated[
 ]
 
 
-VIDEO = "Video"
+VIDEO = "Video and audio"
+AUDIO = VIDEO  # the time range and pooling flags apply to both
 
 
 def _video_fps(help: str) -> Any:
@@ -223,9 +224,12 @@ SceneThreshold = Annotated[
         rich_help_panel=VIDEO,
     ),
 ]
-VideoStart = Annotated[float, typer.Option(min=0.0, help="Seconds into each video to start.", rich_help_panel=VIDEO)]
+VideoStart = Annotated[
+    float, typer.Option(min=0.0, help="Seconds into each video (or recording) to start.", rich_help_panel=VIDEO)
+]
 VideoEnd = Annotated[
-    float | None, typer.Option(help="Seconds into each video to stop.", show_default=False, rich_help_panel=VIDEO)
+    float | None,
+    typer.Option(help="Seconds into each video (or recording) to stop.", show_default=False, rich_help_panel=VIDEO),
 ]
 Restart = Annotated[
     bool, typer.Option(help="Discard the progress of an interrupted run (OUT.partial) instead of resuming it.")

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 # Families register on import, in this order (the order shape-based guesses are tried in).
-from mmcli.encoders import dual_tower, text, video, vision  # noqa: F401
+from mmcli.encoders import audio, dual_tower, text, video, vision  # noqa: F401
 from mmcli.encoders.base import Encoder, batched
 from mmcli.encoders.registry import ENCODERS
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
-__all__ = ["DEFAULT_MODEL", "Encoder", "batched", "list_encoder_families", "load_encoder"]
+__all__ = ["DEFAULT_MODEL", "Encoder", "batched", "input_modality", "list_encoder_families", "load_encoder"]
 
 
 def load_encoder(
@@ -36,6 +36,14 @@ def load_encoder(
     return ENCODERS.load(
         name_or_path, device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code, **options
     )
+
+
+def input_modality(name_or_path: str, *, trust_remote_code: bool = False) -> str:
+    """What files given to the model are read as, ``image`` or ``audio`` (CLAP), from its config only,
+    so inputs are found and checked before the weights load (the default model reads images)."""
+    if name_or_path == DEFAULT_MODEL:
+        return "image"
+    return ENCODERS.reads(name_or_path, trust_remote_code=trust_remote_code)
 
 
 def list_encoder_families() -> list[dict[str, Any]]:

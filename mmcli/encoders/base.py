@@ -28,12 +28,16 @@ class Encoder(LoadedModel):
         modalities: what this model can embed, e.g. ``frozenset({"image", "text"})``.
         clip_frames: frames per clip of a native video model (X-CLIP, VideoMAE), which embeds a whole
             clip at once; ``None`` for image models, which see videos as sampled frames to pool.
+        audio_rate, audio_window: for an audio model (CLAP), the sampling rate it takes (Hz) and the
+            longest input it takes at once (seconds); longer recordings are cut into windows and pooled.
     """
 
     modalities: ClassVar[frozenset[str]] = frozenset()
     # Two CPU cores run eager ViTs no faster beyond about 16 images a call; a GPU needs larger batches to fill.
     cpu_batch_size = 16
     gpu_batch_size = 64
+    audio_rate: int | None = None
+    audio_window: float | None = None
     _dim: int | None = None
 
     # -- what families implement -------------------------------------------------------------
@@ -54,6 +58,14 @@ class Encoder(LoadedModel):
 
     def _video_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise self._unsupported("video")
+
+    def preprocess_audio(self, samples: np.ndarray) -> dict[str, torch.Tensor]:
+        """One window of mono float32 samples at :attr:`audio_rate` -> inputs with batch dimension 1
+        (thread-safe)."""
+        raise self._unsupported("audio")
+
+    def _audio_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise self._unsupported("audio")
 
     def _config_dim(self) -> int | None:
         return None
@@ -101,6 +113,13 @@ class Encoder(LoadedModel):
             batch = self.to_device(collate(inputs))
             return self._finish(self._video_features(batch), normalize)
 
+    def embed_audio(self, inputs: Sequence[dict[str, torch.Tensor]], *, normalize: bool = True) -> np.ndarray:
+        """Embed a batch of :meth:`preprocess_audio` outputs; float32 rows, one per window."""
+        self.require("audio")
+        with torch.inference_mode():
+            batch = self.to_device(collate(inputs))
+            return self._finish(self._audio_features(batch), normalize)
+
     def encode_images(
         self, images: Iterable[Any], *, batch_size: int = cpu_batch_size, normalize: bool = True
     ) -> np.ndarray:
@@ -128,6 +147,18 @@ class Encoder(LoadedModel):
         chunks = [
             self.embed_videos([self.preprocess_video(frames) for frames in batch], normalize=normalize)
             for batch in batched(videos, batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def encode_audio(
+        self, clips: Iterable[np.ndarray], *, batch_size: int = cpu_batch_size, normalize: bool = True
+    ) -> np.ndarray:
+        """Embed any iterable of sample arrays (mono, at :attr:`audio_rate`, each no longer than
+        :attr:`audio_window`), in batches; an (N, dim) float32 matrix."""
+        self.require("audio")
+        chunks = [
+            self.embed_audio([self.preprocess_audio(samples) for samples in batch], normalize=normalize)
+            for batch in batched(clips, batch_size)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 

@@ -19,6 +19,9 @@ from mmcli.media.images import is_image_path
 from mmcli.media.video import is_video_path
 
 STDIN = "-"
+# Items that are pieces of one input (a video's sampled frames, a recording's windows), not inputs of
+# their own: progress and resumed runs count the input, once, at its end marker.
+PART_MODALITIES = frozenset({"frame", "window"})
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
@@ -60,10 +63,16 @@ class InputItem:
 
 
 def discover_images(
-    inputs: Iterable[str], *, stdin: IO[str] | None = None, videos: bool = False, columns: Any = None
+    inputs: Iterable[str],
+    *,
+    stdin: IO[str] | None = None,
+    videos: bool = False,
+    columns: Any = None,
+    audio: bool = False,
 ) -> Iterator[InputItem]:
     """Image items (and with ``videos``, video items) from files, folders (recursive, sorted), glob
-    patterns, brace patterns (``data-{000..009}.tar``), URLs and ``-``.
+    patterns, brace patterns (``data-{000..009}.tar``), URLs and ``-``. With ``audio``, the items are
+    recordings instead (``modality: audio``): audio files, and videos for their soundtracks.
 
     Files in a folder that are not images (or videos) by extension are skipped silently; a path
     named explicitly is always an item, so a wrong one becomes an error record rather than vanishing.
@@ -75,7 +84,9 @@ def discover_images(
         if given == STDIN:
             for found in _image_records_from_stream(stdin or sys.stdin, "<stdin>"):
                 path = found.path
-                if path is not None and _is_container(path, columns, text_mode=False):
+                if audio:
+                    yield replace(found, modality="audio")
+                elif path is not None and _is_container(path, columns, text_mode=False):
                     yield from _container_items(path, columns, videos=videos, defaults=found.extra)
                 elif path is not None and is_url(path):
                     yield replace(_url(path, videos=videos), id=found.id, extra=found.extra)
@@ -84,25 +95,28 @@ def discover_images(
                 else:
                     yield found
         else:
-            yield from _discover_images(given, videos, columns)
+            yield from _discover_images(given, videos, columns, audio)
 
 
-def _discover_images(given: str, videos: bool, columns: Any) -> Iterator[InputItem]:
+def _discover_images(given: str, videos: bool, columns: Any, audio: bool = False) -> Iterator[InputItem]:
     def item(path: str) -> InputItem:
-        modality = "video" if videos and is_video_path(path) else "image"
+        modality = "audio" if audio else "video" if videos and is_video_path(path) else "image"
         return InputItem(id=path, modality=modality, source=path, path=path)
 
     def named(path: str) -> Iterator[InputItem]:
-        if _is_container(path, columns, text_mode=False, named=True):
+        if not audio and _is_container(path, columns, text_mode=False, named=True):
             yield from _container_items(path, columns, videos=videos)
         elif is_url(path):
-            yield _url(path, videos=videos)
+            yield replace(_url(path, videos=True), modality="audio") if audio else _url(path, videos=videos)
         else:
             yield item(path)
 
     def wanted(path: str) -> bool:
+        if audio:
+            return _is_audio_path(path) or is_video_path(path)
         return is_image_path(path) or (videos and is_video_path(path)) or _is_container(path, columns, text_mode=False)
 
+    what = "audio or video file" if audio else "image"
     if is_url(given) and not has_braces(given):
         from mmcli.io.sources import is_media_url, is_remote_folder, walk_url
 
@@ -115,28 +129,31 @@ def _discover_images(given: str, videos: bool, columns: Any) -> Iterator[InputIt
         elif pattern or (not web and is_remote_folder(given)):
             found = walk_url(given, wanted)
             if not found:
-                yield _missing(given, "no image matches this pattern" if pattern else "no image found")
+                yield _missing(given, f"no {what} matches this pattern" if pattern else f"no {what} found")
             for path in found:
                 yield from named(path)
         else:
             yield from named(given)
     elif os.path.isdir(given):
-        for path in walk_images(given, videos=videos, also=_container_suffixes(columns, text_mode=False)):
+        also = () if audio else _container_suffixes(columns, text_mode=False)
+        for path in walk_images(given, videos=videos, also=also, audio=audio):
             yield from named(path)
     elif os.path.lexists(given):
         yield from named(given)
     elif has_braces(given):
         for expanded in expand_braces(given):
-            yield from _discover_images(expanded, videos, columns)
+            yield from _discover_images(expanded, videos, columns, audio)
     elif glob.has_magic(given):
         found: set[str] = set()  # `**/*` matches folders and the files inside them: list each once
         for path in glob.glob(given, recursive=True):
             if os.path.isdir(path):
-                found.update(walk_images(path, videos=videos, also=_container_suffixes(columns, text_mode=False)))
+                found.update(
+                    walk_images(path, videos=videos, also=_container_suffixes(columns, text_mode=False), audio=audio)
+                )
             elif wanted(path):
                 found.add(path)
         if not found:
-            yield _missing(given, "no image matches this pattern")
+            yield _missing(given, f"no {what} matches this pattern")
         for path in sorted(found, key=path_sort_key):
             yield from named(path)
     else:
@@ -282,9 +299,10 @@ def queries_from_stream(stream: IO[str], name: str) -> Iterator[InputItem]:
         yield item
 
 
-def walk_images(root: str, *, videos: bool = False, also: tuple[str, ...] = ()) -> list[str]:
+def walk_images(root: str, *, videos: bool = False, also: tuple[str, ...] = (), audio: bool = False) -> list[str]:
     """All image (and with ``videos``, video) files under ``root``, sorted; symlinked folders
-    followed once, loops broken. ``also``: further extensions to list (``.tar`` shards ...)."""
+    followed once, loops broken. ``also``: further extensions to list (``.tar`` shards ...). With
+    ``audio``, the audio and video files instead of the images."""
     found: list[str] = []
     seen: set[tuple[int, int]] = set()
 
@@ -309,7 +327,9 @@ def walk_images(root: str, *, videos: bool = False, also: tuple[str, ...] = ()) 
             if is_dir:
                 visit(entry.path)
             elif (
-                is_image_path(entry.name)
+                (_is_audio_path(entry.name) or is_video_path(entry.name))
+                if audio
+                else is_image_path(entry.name)
                 or (videos and is_video_path(entry.name))
                 or (also and os.path.splitext(entry.name)[1].lower() in also)
             ):
@@ -317,6 +337,12 @@ def walk_images(root: str, *, videos: bool = False, also: tuple[str, ...] = ()) 
 
     visit(root.rstrip(os.sep) if root not in (os.sep, "") else root)
     return sorted(found, key=path_sort_key)
+
+
+def _is_audio_path(path: str) -> bool:
+    from mmcli.media.audio import is_audio_path  # the audio module builds on this one's items
+
+    return is_audio_path(path)
 
 
 def path_sort_key(path: str) -> list[str]:

@@ -70,7 +70,8 @@ def expand_videos(
             continue
         facts = {"frames": count, **({"truncated": True} if truncated else {})}
         extra = {**item.extra, **facts}
-        yield VideoEnd(item.id, VIDEO_END, item.source, path=item.path, text=item.text, extra=extra, span_end=span_end)
+        yield VideoEnd(item.id, VIDEO_END, item.source, path=item.path, text=item.text, extra=extra, blob=item.blob,
+                       span_end=span_end)  # fmt: skip
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mmcli.errors import MmcliError, UsageError, option
-from mmcli.io.inputs import InputItem
+from mmcli.io.inputs import PART_MODALITIES, InputItem
 from mmcli.pipeline import Outcome
 from mmcli.reporting import Reporter
 
@@ -211,7 +211,7 @@ class ModelWorker:
             offset = len(outcomes)
             outcomes.extend(_light(outcome) for outcome in rows)
             outcomes.ends.extend(offset + end for end in getattr(rows, "ends", ()))
-            inputs.extend(_light(outcome) for outcome in pipeline if outcome.item.modality != "frame")
+            inputs.extend(_light(outcome) for outcome in pipeline if outcome.item.modality not in PART_MODALITIES)
         if not outcomes.ends:  # a job that does not mark item ends (captions) leaves the list plain
             outcomes = list(outcomes)
         result = (outcomes, inputs, self.job.counters(), f"{socket.gethostname()}:{os.getpid()}")
@@ -219,9 +219,11 @@ class ModelWorker:
 
 
 def _light(outcome: Outcome[InputItem]) -> Outcome[InputItem]:
-    """The outcome without the pixels its item carried, which the driver does not need back."""
+    """The outcome without the pixels or samples its item carried, which the driver does not need back."""
     if getattr(outcome.item, "image", None) is not None:
         return replace(outcome, item=replace(outcome.item, image=None))
+    if getattr(outcome.item, "samples", None) is not None:
+        return replace(outcome, item=replace(outcome.item, samples=None))
     return outcome
 
 
