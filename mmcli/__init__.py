@@ -66,6 +66,12 @@ _LAZY = {
     "train_captioner": "mmcli.train.caption",
     "TrainOptions": "mmcli.train.caption",
     "TrainResult": "mmcli.train.caption",
+    "transcribe_files": "mmcli.speech",
+    "TranscribeResult": "mmcli.speech",
+    "load_transcriber": "mmcli.speech",
+    "Transcriber": "mmcli.speech",
+    "decode_audio": "mmcli.media.audio",
+    "embed_rows": "mmcli.extract",
 }
 
 __all__ = [
@@ -85,14 +91,18 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "TrainingOptions",
+    "TranscribeResult",
+    "Transcriber",
     "__version__",
     "align",
     "caption_files",
     "caption_items",
+    "decode_audio",
     "discover_images",
     "discover_texts",
     "embed_items",
     "embed_queries",
+    "embed_rows",
     "evaluate_caption_files",
     "evaluate_captions",
     "evaluate_classification",
@@ -110,11 +120,13 @@ __all__ = [
     "load_encoder",
     "load_head",
     "load_image",
+    "load_transcriber",
     "read_feature_set",
     "search",
     "search_set",
     "train_captioner",
     "train_head",
+    "transcribe_files",
     "write_report",
 ]
 
@@ -124,13 +136,14 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from mmcli.captioners import Captioner, GenerationOptions, list_captioner_families, load_captioner
     from mmcli.encoders import Encoder, list_encoder_families, load_encoder
     from mmcli.engine import RunStats
-    from mmcli.extract import ExtractResult, embed_items, extract_features
+    from mmcli.extract import ExtractResult, embed_items, embed_rows, extract_features
     from mmcli.fusion.align import align
     from mmcli.fusion.early import fuse_rows
     from mmcli.fusion.late import fuse_results
     from mmcli.fusion.learned import TrainingOptions, load_head, train_head
     from mmcli.io.features import FeatureSet, FeatureSetWriter, read_feature_set
     from mmcli.io.inputs import InputItem, discover_images, discover_texts
+    from mmcli.media.audio import decode_audio
     from mmcli.media.images import load_image
     from mmcli.media.video import SamplingOptions
     from mmcli.metrics.captions import evaluate_captions
@@ -145,6 +158,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from mmcli.reporting import Reporter
     from mmcli.retrieval import hits_for, search
     from mmcli.search import SetSearch, embed_queries, search_set
+    from mmcli.speech import Transcriber, TranscribeResult, load_transcriber, transcribe_files
     from mmcli.train.caption import TrainOptions, TrainResult, train_captioner
     from mmcli.web.report import ReportResult, write_report
 

@@ -145,9 +145,12 @@ def flat_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def input_id(outcome: Any) -> str:
-    """The id of the input an outcome belongs to: a video's frames and segments name it in ``extra``."""
+    """The id of the input an outcome belongs to: a video's frames and segments, and a recording's
+    windows, name it in ``extra``."""
     item = outcome.item
-    return item.extra.get("video", item.id) if item.modality in ("frame", "segment") else item.id
+    if item.modality in ("frame", "segment", "window"):
+        return item.extra.get("video", item.extra.get("audio", item.id))
+    return item.id
 
 
 def outcomes_of(
@@ -244,8 +247,9 @@ def plan_update(
 def _input_id(records: Sequence[dict[str, Any]]) -> str:
     """The id of the input that made ``records`` (one file's rows): frame rows name it as ``video``; an
     image's row, a pooled video row and a summary carry it as their id; segments as ``ID#t=START,END``."""
-    if "video" in records[0]:
-        return records[0]["video"]
+    for parent in ("video", "audio"):  # frame and window rows name their input
+        if parent in records[0]:
+            return records[0][parent]
     whole = next((record["id"] for record in records if "#t=" not in record["id"]), None)
     return whole if whole is not None else records[0]["id"].rpartition("#t=")[0]
 
@@ -256,8 +260,9 @@ def _renamed(record: dict[str, Any], old_id: str, new_id: str, source: str) -> d
     renamed = dict(record)
     if record["id"] == old_id or record["id"].startswith(old_id + "#"):
         renamed["id"] = new_id + record["id"][len(old_id) :]
-    if record.get("video") == old_id:
-        renamed["video"] = new_id
+    for parent in ("video", "audio"):
+        if record.get(parent) == old_id:
+            renamed[parent] = new_id
     if "source" in record:
         renamed["source"] = source
     return renamed

@@ -253,3 +253,22 @@ def test_classify_scores_recordings_with_claps_prompt_and_audio_temperature(run_
     for label, probability in zip(labels, probabilities, strict=True):
         assert record["scores"][label] == pytest.approx(float(probability), abs=1e-4)
     assert record["label"] == labels[int(np.argmax(probabilities))]
+
+
+def test_update_keeps_renamed_recordings_and_equals_a_fresh_run(run_mmcli, clap, tmp_path):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    write_wav(folder / "long.wav", speech_like(22.0, RATE, seed=5), RATE)
+    write_mp3(folder / "short.mp3", tone(3.0, RATE), RATE)
+    out = tmp_path / "library.npy"
+    args = ["-m", clap[0], "--pool", "both"]
+    assert run_mmcli("extract-features", folder, "-o", out, *args).returncode == 0
+    (folder / "short.mp3").rename(folder / "renamed.mp3")
+    write_wav(folder / "new.wav", speech_like(4.0, RATE, seed=6), RATE)
+    updated = run_mmcli("extract-features", folder, "-o", out, *args, "--update")
+    assert updated.returncode == 0, updated.stderr
+    assert "2 inputs kept (1 recognised by content), 1 embedded, 0 dropped" in updated.stderr
+    fresh = tmp_path / "fresh.npy"
+    assert run_mmcli("extract-features", folder, "-o", fresh, *args).returncode == 0
+    assert (tmp_path / "library.jsonl").read_text() == (tmp_path / "fresh.jsonl").read_text()
+    np.testing.assert_allclose(np.load(out), np.load(fresh), atol=1e-6)

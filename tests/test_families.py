@@ -1,5 +1,6 @@
-"""Every registered encoder and captioner family has a tiny checkpoint, is chosen from that checkpoint's
-config, loads, and gives real outputs: a sweep over the registries, as timm tests its whole model list.
+"""Every registered encoder, captioner and speech recognition family has a tiny checkpoint, is chosen
+from that checkpoint's config, loads, and gives real outputs: a sweep over the registries, as timm
+tests its whole model list.
 
 A family registered without a tiny checkpoint here fails ``test_every_family_has_a_tiny_checkpoint`` by
 name: add a builder to ``tiny_models.py`` (or a ``tiny_captioners_*.py``) and an entry below.
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from audio_media import speech_like
 from PIL import Image
 
 from mmcli.captioners import GenerationOptions, load_captioner
 from mmcli.captioners.registry import CAPTIONERS
 from mmcli.encoders import load_encoder
 from mmcli.encoders.registry import ENCODERS
+from mmcli.speech import TRANSCRIBERS, load_transcriber
 
 # Family name -> the tiny checkpoints (names in tiny_models) whose configs must choose it.
 ENCODER_CHECKPOINTS = {
@@ -23,7 +26,9 @@ ENCODER_CHECKPOINTS = {
     "text": ("bert",),
     "video-text": ("xclip",),
     "video": ("videomae",),
+    "clap": ("clap",),
 }
+TRANSCRIBER_CHECKPOINTS = {"whisper": ("whisper",)}
 # Where a family captions both images and, for some checkpoints, whole clips, one of each.
 CAPTIONER_CHECKPOINTS = {
     "blip": ("blip",),
@@ -33,7 +38,12 @@ CAPTIONER_CHECKPOINTS = {
     "florence2": ("florence2",),
     "chat": ("llava", "qwen2_vl"),
 }
-REGISTRIES = {"encoder": (ENCODERS, ENCODER_CHECKPOINTS), "captioner": (CAPTIONERS, CAPTIONER_CHECKPOINTS)}
+REGISTRIES = {
+    "encoder": (ENCODERS, ENCODER_CHECKPOINTS),
+    "captioner": (CAPTIONERS, CAPTIONER_CHECKPOINTS),
+    "transcriber": (TRANSCRIBERS, TRANSCRIBER_CHECKPOINTS),
+}
+LOADERS = {"encoder": load_encoder, "captioner": load_captioner, "transcriber": load_transcriber}
 SWEEP = [
     pytest.param(kind, family, name, id=f"{kind}-{name}")
     for kind, (_, table) in REGISTRIES.items()
@@ -73,7 +83,7 @@ def _load_choosing(kind: str, path: str):
         chosen.append(family.name)
         return family
 
-    load = load_encoder if kind == "encoder" else load_captioner
+    load = LOADERS[kind]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(registry, "family_for", spy)
         loaded = load(path, device="cpu", dtype="float32")
@@ -86,8 +96,10 @@ def test_family_loads_from_its_config_and_runs(kind, family, name, tiny_models, 
     assert chosen == [family], f"tiny {name} chose {chosen}, not {family!r}"
     if kind == "encoder":
         _check_encoder(loaded, images[0])
-    else:
+    elif kind == "captioner":
         _check_captioner(loaded, images[0])
+    else:
+        _check_transcriber(loaded)
 
 
 def _check_encoder(encoder, photo: Image.Image) -> None:
@@ -101,6 +113,9 @@ def _check_encoder(encoder, photo: Image.Image) -> None:
         elif modality == "video":
             assert encoder.clip_frames, "a video encoder without a clip length"
             matrices[modality] = encoder.encode_videos([_clip(photo, encoder.clip_frames)])
+        elif modality == "audio":
+            assert encoder.audio_rate and encoder.audio_window, "an audio encoder without a rate and window"
+            matrices[modality] = encoder.encode_audio([speech_like(encoder.audio_window, encoder.audio_rate)])
         else:
             pytest.fail(f"no input made for modality {modality!r}")
     dims = {matrix.shape[1] for matrix in matrices.values()}
@@ -109,6 +124,12 @@ def _check_encoder(encoder, photo: Image.Image) -> None:
         assert matrix.shape[0] == 1 and matrix.dtype == np.float32, (modality, matrix.shape, matrix.dtype)
         assert np.isfinite(matrix).all(), modality
         np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5, err_msg=modality)
+
+
+def _check_transcriber(transcriber) -> None:
+    samples = speech_like(5.0, transcriber.audio_rate)
+    (segments,) = transcriber.transcribe([transcriber.preprocess_audio(samples)], [5.0])
+    assert segments and all(0 <= s.t <= s.end <= 5.0 and s.text for s in segments), segments
 
 
 def _check_captioner(captioner, photo: Image.Image) -> None:

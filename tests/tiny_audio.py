@@ -50,6 +50,11 @@ def roberta_tokenizer():
     return tokenizer
 
 
+# Ten times the default initialisation (std 0.2, as the captioners use): at the default, a random CLAP
+# embeds every text, and every tone, nearly alike, so tests could not tell them apart.
+CLAP_INIT = 10.0
+
+
 @tiny("clap")
 def build_clap(folder: Path) -> Path:
     """CLAP: a RoBERTa text tower and an HTSAT (Swin) audio tower over 64-bin mels of 48 kHz audio.
@@ -75,6 +80,7 @@ def build_clap(folder: Path) -> Path:
         pad_token_id=1,
         eos_token_id=2,
         projection_dim=projection,
+        initializer_factor=CLAP_INIT,
     )
     audio = dict(
         num_mel_bins=64,
@@ -88,8 +94,9 @@ def build_clap(folder: Path) -> Path:
         window_size=8,
         enable_fusion=False,
         projection_dim=projection,
+        initializer_factor=CLAP_INIT,
     )
-    config = ClapConfig(text_config=text, audio_config=audio, projection_dim=projection)
+    config = ClapConfig(text_config=text, audio_config=audio, projection_dim=projection, initializer_factor=CLAP_INIT)
     torch.manual_seed(20)
     ClapModel(config).eval().save_pretrained(folder)
     feature_extractor = ClapFeatureExtractor(
@@ -165,13 +172,59 @@ def whisper_generation_config(tokenizer):
     )
 
 
+WHISPER_INIT = 0.2  # wider than the default 0.02, so a random model's transcripts depend on the audio
+BIAS, AFTER_TIMESTAMP = 0, 1  # the decoder's residual channels that steer_whisper_decoder takes over
+
+
+def steer_whisper_decoder(model, tokenizer) -> None:
+    """Make a random Whisper decoder write what a trained one's output looks like: readable text between
+    timestamps, from ``<|0.00|>`` to a timestamp near 2 s, then the end of the window.
+
+    Whisper ties its logits to the token embeddings, so two residual channels are given over to steering.
+    The final layer norm holds channel ``BIAS`` at 1, so that column of the embeddings is a per-token
+    bias: readable text 0; timestamps below it (none wins unless timestamps are asked for), ``<|0.00|>``
+    the best first one and the others peaking at 2 s; every other token (bytes that are not printable
+    ASCII, languages, tasks) far below. Channel ``AFTER_TIMESTAMP`` carries the input token's own value
+    past every layer (none writes into it) and the final norm negates it, so after a timestamp the
+    end-of-text token is favoured and timestamps are not. Without that, a random decoder runs into
+    ``max_length`` mid-segment and ``generate`` seeks on through the window, one decoding per segment.
+    """
+    vocab = tokenizer.get_vocab()
+    first = vocab["<|0.00|>"]
+    timestamps = slice(first, first + TIMESTAMPS)
+    eot = vocab["<|endoftext|>"]
+    readable = {chr(code) for code in range(33, 127)} | {left + right for left, right in MERGES}
+    bias = torch.full((len(tokenizer),), -10.0)
+    bias[[index for token, index in vocab.items() if token in readable]] = 0.0
+    bias[timestamps] = -1.2 - 0.02 * (torch.arange(TIMESTAMPS) - 100).abs()  # 100 steps of 20 ms: 2 s
+    bias[first] = 1.0
+    bias[eot] = -2.0
+    decoder = model.model.decoder
+    with torch.no_grad():
+        embeddings = decoder.embed_tokens.weight
+        embeddings[timestamps] *= 0.2  # timestamps and end-of-text follow the bias, not the noise
+        embeddings[eot] *= 0.2
+        embeddings[:, [BIAS, AFTER_TIMESTAMP]] = 0.0
+        embeddings[:, BIAS] = bias
+        embeddings[first + 1 : first + TIMESTAMPS, AFTER_TIMESTAMP] = 3.0
+        embeddings[eot, AFTER_TIMESTAMP] = -3.0
+        decoder.embed_positions.weight[:, [BIAS, AFTER_TIMESTAMP]] = 0.0
+        for layer in decoder.layers:
+            for output in (layer.self_attn.out_proj, layer.encoder_attn.out_proj, layer.fc2):
+                output.weight[[BIAS, AFTER_TIMESTAMP]] = 0.0
+                output.bias[[BIAS, AFTER_TIMESTAMP]] = 0.0
+        decoder.layer_norm.weight[[BIAS, AFTER_TIMESTAMP]] = torch.tensor([0.0, -1.0])
+        decoder.layer_norm.bias[[BIAS, AFTER_TIMESTAMP]] = torch.tensor([1.0, 0.0])
+
+
 @tiny("whisper")
 def build_whisper(folder: Path) -> Path:
     """Whisper: a conv + transformer encoder over 80-bin mels of 30 s of 16 kHz audio, and a decoder
     whose prompt (language, task, timestamps) the generation config describes, as whisper-tiny's does.
 
     The encoder keeps Whisper's 1500 positions (3000 mel frames after its stride-2 conv), so the real
-    feature extractor's output fits it.
+    feature extractor's output fits it. ``generate(..., return_timestamps=True)`` gives timestamped
+    segments in one pass over a window (see :func:`steer_whisper_decoder`).
     """
     from transformers import (
         WhisperConfig,
@@ -194,6 +247,7 @@ def build_whisper(folder: Path) -> Path:
         decoder_ffn_dim=64,
         max_source_positions=1500,
         max_target_positions=448,
+        init_std=WHISPER_INIT,
         bos_token_id=generation_config.bos_token_id,
         eos_token_id=generation_config.eos_token_id,
         pad_token_id=generation_config.pad_token_id,
@@ -201,6 +255,7 @@ def build_whisper(folder: Path) -> Path:
     )
     torch.manual_seed(21)
     model = WhisperForConditionalGeneration(config).eval()
+    steer_whisper_decoder(model, tokenizer)
     model.generation_config = generation_config
     model.save_pretrained(folder)
     feature_extractor = WhisperFeatureExtractor(
