@@ -76,7 +76,9 @@ class Transcriber(LoadedModel):
         """The segments of each window (times from the window's start, none past its ``durations``)."""
         from mmcli.encoders.base import collate
 
-        kwargs: dict[str, Any] = {"return_timestamps": True, "task": task}
+        kwargs: dict[str, Any] = {"return_timestamps": True}
+        if task != "transcribe":  # the default; English-only checkpoints refuse to be told any task
+            kwargs["task"] = task
         if language:
             kwargs["language"] = language
         with torch.inference_mode():

@@ -243,3 +243,45 @@ def test_workers_preprocess_windows_in_threads_and_quantize_makes_int8(run_mmcli
     int8 = run_mmcli("transcribe", talk[0], "-m", whisper[0], "--quantize", "int8")
     assert int8.returncode == 0, int8.stderr
     assert quantized == ["WhisperForConditionalGeneration"]
+
+
+SAID = "The weather today is sunny and warm. Please call me back after lunch."
+
+
+@pytest.fixture(scope="module")
+def real_whisper(tmp_path_factory):
+    """Whisper tiny.en with its real weights (see tests/real_whisper.py), as a transformers checkpoint."""
+    from real_whisper import convert
+
+    return convert(tmp_path_factory.mktemp("whisper-tiny-en"))
+
+
+def words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower()).split()
+
+
+def test_a_real_whisper_transcribes_speech(run_mmcli, real_whisper, tmp_path):
+    import shutil
+    import subprocess
+
+    espeak = shutil.which("espeak-ng")
+    assert espeak, "espeak-ng speaks the test sentences (.ci/run installs it)"
+    spoken = tmp_path / "spoken.wav"  # 22.05 kHz, resampled to Whisper's 16 kHz on the way in
+    subprocess.run([espeak, "-v", "en-us", "-s", "130", "-w", str(spoken), SAID], check=True)
+    video = write_mp4(tmp_path / "spoken.mp4", as_pcm16(_read_wav(spoken, RATE)), RATE, codec="aac")
+    run = run_mmcli("transcribe", spoken, video, "--model", real_whisper)
+    assert run.returncode == 0, run.stderr
+    for source in (spoken, video):
+        segments = [r for r in records(run) if r["source"] == str(source)]
+        heard = words(" ".join(r["text"] for r in segments))
+        expected = words(SAID)
+        # the smallest Whisper mishears a word or two of a synthetic voice; it must get the sentences
+        assert len(set(heard) & set(expected)) >= 0.6 * len(set(expected)), heard
+        assert {"today", "sunny", "warm", "please", "call", "lunch"} <= set(heard), heard
+        assert segments and all(0 <= r["t"] <= r["end"] for r in segments), segments
+
+
+def _read_wav(path, rate: int) -> np.ndarray:
+    from mmcli.media.audio import decode_audio
+
+    return decode_audio(str(path), rate)
