@@ -423,7 +423,8 @@ def extract_features(
     ):
         if needed and not encoder.supports(modality_name):
             raise UsageError(
-                f"model {model!r} embeds {', '.join(sorted(encoder.modalities))} only, not {modality_name}s; "
+                f"model {model!r} embeds {', '.join(sorted(encoder.modalities))} only, not "
+                f"{'audio' if modality_name == 'audio' else modality_name + 's'}; "
                 f"choose a model for that modality with {option('model')}"
             )
     # What decides the rows' values; recorded in the manifest so an update can insist on the same.

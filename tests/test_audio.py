@@ -217,7 +217,7 @@ def test_modality_audio_embeds_a_videos_soundtrack_not_its_frames(run_mmcli, cla
     assert cosine(read_feature_set(out).vectors[0], reference_audio(clap, as_pcm16(samples))) >= 0.9999
     frames = run_mmcli("extract-features", video, "-m", tiny_models["clip"], "--modality", "audio", "-o",
                        tmp_path / "clip.npy")  # fmt: skip
-    assert frames.returncode == 2 and "embeds image, text only, not audios" in frames.stderr
+    assert frames.returncode == 2 and "embeds image, text only, not audio;" in frames.stderr
 
 
 def test_retrieve_finds_recordings_with_a_text_query(run_mmcli, clap, tmp_path):
