@@ -254,6 +254,12 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
         "tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",
         "tests/test_audio.py::test_clap_rows_match_the_reference_usage_and_pool_as_a_hand_computation",
     ),
+    ("extract-features", "--compile"): (
+        PROOF + "test_compile_on_runs_full_batches_through_the_compiled_tower",
+        PROOF + "test_compile_auto_compiles_only_runs_large_enough",
+        PROOF + "test_a_failing_compile_falls_back_to_eager_and_says_so",
+        PROOF + "test_compiled_rows_equal_the_eager_rows",
+    ),
     ("extract-features", "--window"): ("tests/test_audio.py::test_window_and_hop_cut_the_recording",),
     ("extract-features", "--hop"): ("tests/test_audio.py::test_window_and_hop_cut_the_recording",),
     ("extract-features", "--fps"): ("tests/test_video_extract.py::test_pooled_row_is_the_mean_of_the_frame_rows",),

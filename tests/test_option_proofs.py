@@ -943,3 +943,78 @@ def test_evaluate_retrieval_match_field_names_the_owner_field(run_mmcli, tmp_pat
     by_owner = json.loads(evaluate(run_mmcli, *args, "--match-field", "owner").stdout)["metrics"]
     assert by_default["text->image R@1"] == pytest.approx(0.0)
     assert by_owner["text->image R@1"] == pytest.approx(100.0)
+
+
+@pytest.fixture
+def compiles(monkeypatch):
+    """torch.compile replaced by a wrapper that runs the eager function and records each batch's size."""
+    import torch
+
+    seen: dict[str, list] = {"compiled": [], "batches": []}
+
+    def fake_compile(function, **kwargs):
+        seen["compiled"].append(kwargs)
+
+        def compiled(batch):
+            seen["batches"].append(int(batch["pixel_values"].shape[0]))
+            return function(batch)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    return seen
+
+
+def test_compile_on_runs_full_batches_through_the_compiled_tower(run_mmcli, tiny_models, photos, tmp_path, compiles):
+    args = ["extract-features", photos, "--model", tiny_models["clip"], "-b", "3"]
+    done = run_mmcli(*args, "-o", tmp_path / "on.npy", "--compile", "on")
+    assert done.returncode == 0, done.stderr
+    assert compiles["compiled"] == [{"dynamic": False}] and compiles["batches"] == [3]  # the last batch of 1 is eager
+    assert "compiling the image tower with torch.compile for batches of 3" in done.stderr
+    off = run_mmcli(*args, "-o", tmp_path / "off.npy", "--compile", "off")
+    assert off.returncode == 0 and compiles["batches"] == [3] and "compiling" not in off.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "on.npy"), np.load(tmp_path / "off.npy"), atol=1e-6)
+
+
+def test_compile_auto_compiles_only_runs_large_enough(run_mmcli, tiny_models, photos, tmp_path, compiles, monkeypatch):
+    from mmcli import extract
+
+    args = ["extract-features", photos, "--model", tiny_models["clip"], "-b", "2", "--device", "cpu"]
+    small = run_mmcli(*args, "-o", tmp_path / "small.npy")
+    assert small.returncode == 0 and compiles["compiled"] == []  # 4 images: not worth a compile
+    monkeypatch.setattr(extract, "COMPILE_MIN_IMAGES", 4)
+    large = run_mmcli(*args, "-o", tmp_path / "large.npy")
+    assert large.returncode == 0 and compiles["batches"] == [2, 2]
+    quantized = run_mmcli(*args, "-o", tmp_path / "int8.npy", "--quantize", "int8")
+    assert quantized.returncode == 0 and len(compiles["compiled"]) == 1  # int8 layers stay eager
+
+
+def test_a_failing_compile_falls_back_to_eager_and_says_so(run_mmcli, tiny_models, photos, tmp_path, monkeypatch):
+    import torch
+
+    def broken(function, **kwargs):
+        def compiled(batch):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken)
+    out = tmp_path / "x.npy"
+    done = run_mmcli(
+        "extract-features", photos, "-o", out, "--model", tiny_models["clip"], "-b", "2", "--compile", "on"
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        "torch.compile failed (RuntimeError: no C++ compiler found); the rows were embedded without it" in done.stderr
+    )
+    assert len(read_feature_set(out)) == 4
+
+
+def test_compiled_rows_equal_the_eager_rows(run_mmcli, tiny_models, photos, photo_set, tmp_path):
+    out = tmp_path / "compiled.npy"
+    done = run_mmcli(
+        "extract-features", photos, "-o", out, "--model", tiny_models["clip"], "-b", "4", "--compile", "on"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "torch.compile failed" not in done.stderr
+    np.testing.assert_allclose(read_feature_set(out).vectors, read_feature_set(photo_set).vectors, atol=1e-5)

@@ -32,6 +32,12 @@ class VideoPool(str, Enum):
     both = "both"
 
 
+class Compile(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class InputModality(str, Enum):
     image = "image"
     text = "text"
@@ -69,6 +75,13 @@ def extract_features(
     ] = opt.StorageDType.float32,
     max_pixels: opt.MaxPixels = 178_956_970,
     exact_decode: opt.ExactDecode = False,
+    compile: Annotated[
+        Compile,
+        typer.Option(
+            help="Compile the image tower with torch.compile (a one-off compile of tens of seconds, then a few "
+            "percent faster on a CPU); auto: for local CPU runs of 20,000 images or more.",
+        ),
+    ] = Compile.auto,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
     restart: opt.Restart = False,
@@ -157,6 +170,7 @@ def extract_features(
         pool=pool.value,
         window=window,
         hop=hop,
+        compile=compile.value,
         image_column=image_column,
         text_column=text_column,
         id_column=id_column,

@@ -39,6 +39,8 @@ class Encoder(LoadedModel):
     audio_rate: int | None = None
     audio_window: float | None = None
     _dim: int | None = None
+    _compiled: tuple[int, Any] | None = None  # (batch size, compiled image tower), see compile_images
+    compile_error: str | None = None  # why the compiled tower was given up, if it was
 
     # -- what families implement -------------------------------------------------------------
     def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
@@ -93,11 +95,28 @@ class Encoder(LoadedModel):
         if modality not in self.modalities:
             raise self._unsupported(modality)
 
+    def compile_images(self, batch_size: int) -> None:
+        """Compile the image tower with ``torch.compile`` for batches of ``batch_size`` (static shapes,
+        so one compile serves the run): inductor fuses the elementwise work around the matrix products
+        (the quick-GELU, attention reshapes, layer norms: about 15 % of a ViT-B/32's time on a CPU), after
+        a compile of tens of seconds. Batches of other sizes (a run's last) stay eager, as a new shape
+        would compile again."""
+        import logging
+
+        self.require("image")
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPUs
+        self._compiled = (batch_size, torch.compile(self._image_features, dynamic=False))
+
     def embed_preprocessed(self, inputs: Sequence[dict[str, torch.Tensor]], *, normalize: bool = True) -> np.ndarray:
         """Embed a batch of :meth:`preprocess_image` outputs; float32 rows, one per input."""
         self.require("image")
         with torch.inference_mode():
             batch = self.to_device(collate(inputs))
+            if self._compiled is not None and len(inputs) == self._compiled[0]:
+                try:
+                    return self._finish(self._compiled[1](batch), normalize)
+                except Exception as exc:  # no C++ toolchain, an operation inductor cannot lower: run eager
+                    self._compiled, self.compile_error = None, f"{type(exc).__name__}: {exc}".splitlines()[0]
             return self._finish(self._image_features(batch), normalize)
 
     def embed_texts(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
