@@ -2,7 +2,7 @@
 pipeline under it, :func:`embed_items`.
 
 Videos enter the stream as their sampled frames (see :mod:`mmcli.media.clips`) and
-:class:`VideoPooler` turns the frames' embeddings into frame rows and/or one pooled row per video.
+:class:`Pooler` turns the frames' embeddings into frame rows and/or one pooled row per video.
 For a native video encoder (``encoder.clip_frames`` set: X-CLIP, VideoMAE) each video enters instead
 as one :class:`~mmcli.media.clips.ClipItem` of that many frames, embedded whole into one video row.
 """
@@ -112,9 +112,6 @@ class Pooler:
         if self.normalize:
             pooled = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
         return pooled.astype(np.float32)
-
-
-VideoPooler = Pooler  # the name it had while it pooled only video frames
 
 
 def _pooled_item(marker: InputItem, pool: str) -> InputItem:

@@ -171,9 +171,6 @@ def map_batches(
                                counts=counts)  # fmt: skip
     for batch in batches:
         keys = [group(entry[0]) for entry in batch]
-        if len(set(keys)) == 1:
-            yield _process_group(keys[0], batch, process, fatal)
-            continue
         outcomes: list[Any] = [None] * len(batch)
         for key in dict.fromkeys(keys):  # each group once, in the order it first appears
             places = [i for i, k in enumerate(keys) if k == key]

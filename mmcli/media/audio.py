@@ -146,14 +146,6 @@ class AudioReader:
             raise ItemError("has no audio track")
         self._stream = streams[0]
 
-    @property
-    def duration(self) -> float | None:
-        """The track's length as the container announces it (seconds), if it does."""
-        stream, container = self._stream, self._container
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        return container.duration / 1_000_000 if container.duration else None
-
     def chunks(self) -> Iterator[np.ndarray]:
         av = self._av
         resampler = None
