@@ -8,6 +8,7 @@ import torch
 
 from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
 from mmcli.encoders.registry import ENCODERS
+from mmcli.speedups import fold_quick_gelu, fuse_vision_attention
 
 # SigLIP towers were trained on texts padded to a fixed length; their reference usage pads so.
 PAD_TO_MAX_LENGTH = frozenset({"siglip", "siglip2"})
@@ -21,6 +22,8 @@ class DualTowerEncoder(Encoder):
 
     def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
         super().__init__(name, model, processor, **kwargs)
+        fold_quick_gelu(model)
+        fuse_vision_attention(model)
         self.config = config
         text_config = getattr(config, "text_config", config)
         self.max_length = text_max_length(text_config, processor.tokenizer)
