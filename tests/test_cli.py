@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -411,3 +412,28 @@ def test_file_name_that_is_not_utf8_round_trips_through_the_records(run_mmcli, t
     captions = run_mmcli("caption", folder, "--model", tiny_models["blip"], "--max-new-tokens", "3", "--quiet")
     assert captions.returncode == 0, captions.stderr
     assert os.fsencode(json.loads(captions.stdout)["id"]) == raw
+
+
+def test_help_shows_flags_choices_and_brackets_as_written(run_mmcli):
+    """Help renders what the options say: no ``<bool>`` beside on/off flags, choices spelled out, and
+    bracketed words in help texts (which rich would read as markup) kept."""
+    import typer
+
+    from mmcli.cli import app
+
+    def walk(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    wide = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    bracketed = 0
+    for path, command in walk(typer.main.get_command(app), []):
+        shown = run_mmcli(*path, "--help", env=wide).stdout
+        assert "<bool>" not in shown, path
+        for param in command.params:
+            for word in re.findall(r"(\[[a-z][a-z ,]*\])", (param.help or "").replace("\\[", "[")):
+                assert word in shown, (path, param.name, word)
+                bracketed += 1
+    assert bracketed >= 2  # evaluate retrieval --qrels's [ids], index build --nlist's [default: ...]
+    assert "<ivf|hnsw>" in run_mmcli("index", "build", "--help", env=wide).stdout

@@ -11,6 +11,7 @@ from mmcli.cli.caption import EXAMPLES as CAPTION_EXAMPLES
 from mmcli.cli.caption import caption
 from mmcli.cli.classify import EXAMPLES as CLASSIFY_EXAMPLES
 from mmcli.cli.classify import classify
+from mmcli.cli.common import Command, Group
 from mmcli.cli.evaluate import app as evaluate_app
 from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
 from mmcli.cli.extract_features import extract_features
@@ -28,6 +29,7 @@ from mmcli.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES
 from mmcli.cli.transcribe import transcribe
 
 app = typer.Typer(
+    cls=Group,
     name="mmcli",
     help="Multimodal models from the shell: embed, caption, transcribe, search and score images, video, audio, text.",
     no_args_is_help=True,
@@ -52,14 +54,14 @@ def root(
     """Multimodal models from the shell: embed, caption, transcribe, search and score images, video, audio, text."""
 
 
-app.command("caption", epilog=CAPTION_EXAMPLES)(caption)
-app.command("classify", epilog=CLASSIFY_EXAMPLES)(classify)
-app.command("extract-features", epilog=EXTRACT_EXAMPLES)(extract_features)
-app.command("fuse", epilog=FUSE_EXAMPLES)(fuse)
-app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
-app.command("report", epilog=REPORT_EXAMPLES)(report)
-app.command("serve", epilog=SERVE_EXAMPLES)(serve)
-app.command("transcribe", epilog=TRANSCRIBE_EXAMPLES)(transcribe)
+app.command("caption", cls=Command, epilog=CAPTION_EXAMPLES)(caption)
+app.command("classify", cls=Command, epilog=CLASSIFY_EXAMPLES)(classify)
+app.command("extract-features", cls=Command, epilog=EXTRACT_EXAMPLES)(extract_features)
+app.command("fuse", cls=Command, epilog=FUSE_EXAMPLES)(fuse)
+app.command("retrieve", cls=Command, epilog=RETRIEVE_EXAMPLES)(retrieve)
+app.command("report", cls=Command, epilog=REPORT_EXAMPLES)(report)
+app.command("serve", cls=Command, epilog=SERVE_EXAMPLES)(serve)
+app.command("transcribe", cls=Command, epilog=TRANSCRIBE_EXAMPLES)(transcribe)
 app.add_typer(index_app, name="index")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(train_app, name="train")

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from mmcli.errors import MmcliError, OutputCompleted, options_as_flags
 from mmcli.reporting import NoProgress, Reporter
@@ -20,6 +21,36 @@ EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1
 
 _JOURNALS: list[Any] = []  # journal folders of this run's resumable outputs, named if it is interrupted
+
+
+class Command(TyperCommand):
+    """Every mmcli command: an on/off flag's help shows its two spellings, not a ``<bool>`` type."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _no_type_shown(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _no_type_shown(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """mmcli and its command groups, with :class:`Command`'s help for their own flags."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _no_type_shown(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _no_type_shown(super().get_help_option(ctx))
+
+
+def _no_type_shown(param: Any) -> Any:
+    if getattr(param, "is_flag", False) and param.metavar is None:
+        param.metavar = ""
+    return param
 
 
 def error_line(message: str) -> None:

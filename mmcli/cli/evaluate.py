@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from mmcli.cli.common import Command, Group
 from mmcli.cli.evaluate_captions import EXAMPLES as CAPTION_EXAMPLES
 from mmcli.cli.evaluate_captions import captions
 from mmcli.cli.evaluate_classification import EXAMPLES as CLASSIFICATION_EXAMPLES
@@ -12,9 +13,10 @@ from mmcli.cli.evaluate_retrieval import EXAMPLES as RETRIEVAL_EXAMPLES
 from mmcli.cli.evaluate_retrieval import retrieval
 
 app = typer.Typer(
+    cls=Group,
     help="Score captions (BLEU, ROUGE-L, CIDEr-D, METEOR, CLIPScore), retrieval runs and classifications.",
     no_args_is_help=True,
 )
-app.command("captions", epilog=CAPTION_EXAMPLES)(captions)
-app.command("retrieval", epilog=RETRIEVAL_EXAMPLES)(retrieval)
-app.command("classification", epilog=CLASSIFICATION_EXAMPLES)(classification)
+app.command("captions", cls=Command, epilog=CAPTION_EXAMPLES)(captions)
+app.command("retrieval", cls=Command, epilog=RETRIEVAL_EXAMPLES)(retrieval)
+app.command("classification", cls=Command, epilog=CLASSIFICATION_EXAMPLES)(classification)

@@ -29,7 +29,7 @@ def retrieval(
     ] = None,
     qrels: Annotated[
         Path | None,
-        typer.Option(help='Relevance judgements: {"query_id", "relevant": [ids]} JSONL.', show_default=False),
+        typer.Option(help='Relevance judgements: {"query_id", "relevant": \\[ids]} JSONL.', show_default=False),
     ] = None,
     images: Annotated[
         Path | None, typer.Option(help="Cross-modal protocol: the image feature set.", show_default=False)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from mmcli.cli.common import note, reports_errors
+from mmcli.cli.common import Command, Group, note, reports_errors
 
 EXAMPLES = """\
 Examples:
@@ -17,14 +17,18 @@ Examples:
   mmcli index build photos.npy --kind hnsw --overwrite
 """
 
-app = typer.Typer(help="Approximate-search indexes for large feature sets (needs faiss-cpu).", no_args_is_help=True)
+app = typer.Typer(
+    cls=Group, help="Approximate-search indexes for large feature sets (needs faiss-cpu).", no_args_is_help=True
+)
 
 
-@app.command("build", epilog=EXAMPLES)
+@app.command("build", cls=Command, epilog=EXAMPLES)
 @reports_errors
 def build(
     features: Annotated[Path, typer.Argument(help="Feature set (.npy with its .jsonl, or a sharded DIR/).")],
-    kind: Annotated[str, typer.Option(help="ivf (fast to build) or hnsw (high recall, slow to build).")] = "ivf",
+    kind: Annotated[
+        Literal["ivf", "hnsw"], typer.Option(help="ivf (fast to build) or hnsw (high recall, slow to build).")
+    ] = "ivf",
     nlist: Annotated[
         int | None, typer.Option(min=1, help="IVF lists \\[default: about 4 sqrt(rows)].", show_default=False)
     ] = None,

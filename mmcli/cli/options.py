@@ -250,7 +250,7 @@ class Backend(str, Enum):
 BackendOption = Annotated[
     Backend,
     typer.Option(
-        help="Where the model runs: in this process, or on a Ray cluster (Ray Data; pip install 'mmcli[ray]'), "
+        help="Where the model runs: in this process, or on a Ray cluster (Ray Data; pip install 'mmcli\\[ray]'), "
         "with the same output.",
         rich_help_panel=SCALE,
     ),

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mmcli.cli import options as opt
-from mmcli.cli.common import CommandReporter, note, reports_errors
+from mmcli.cli.common import Command, CommandReporter, Group, note, reports_errors
 
 EXAMPLES = """\
 Examples:
@@ -24,14 +24,14 @@ Examples:
   mmcli caption photos/ --model my-captioner/
 """
 
-app = typer.Typer(help="Fine-tune models on your own data.", no_args_is_help=True)
+app = typer.Typer(cls=Group, help="Fine-tune models on your own data.", no_args_is_help=True)
 
 DATA = "Data"
 SCHEDULE = "Optimisation"
 CHECKPOINTS = "Checkpoints"
 
 
-@app.command("caption", epilog=EXAMPLES)
+@app.command("caption", cls=Command, epilog=EXAMPLES)
 @reports_errors
 def caption(
     train: opt.in_panel(
