@@ -76,7 +76,15 @@ def build_index(vectors: np.ndarray, *, kind: str = "ivf", nlist: int | None = N
         index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
     elif kind == "ivf":
         nlist = nlist or default_nlist(rows)
+        if nlist > rows:
+            raise UsageError(
+                f"--nlist {nlist} asks for more lists than the set's {rows} rows; give at most {rows} "
+                f"(the default, about sqrt(rows), is {default_nlist(rows)} here)"
+            )
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # faiss prints "WARNING clustering N points to K centroids" on stderr below 39 rows a list;
+        # small sets train fine and the default nlist keeps 39, so the line would only be noise.
+        index.cp.min_points_per_centroid = 1
         sample = np.random.default_rng(seed).choice(rows, size=min(rows, max(64 * nlist, 50_000)), replace=False)
         index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
     else:

@@ -90,3 +90,16 @@ def test_index_build_and_retrieve_with_faiss(run_mmcli, tmp_path):
     hits = [[h["id"] for h in json.loads(line)["hits"]] for line in approximate.stdout.splitlines()]
     assert hits == [[h["id"] for h in json.loads(line)["hits"]] for line in exact.stdout.splitlines()]
     assert all(f"r{i}" not in row and len(row) == 3 for i, row in enumerate(hits))
+
+
+def test_small_sets_train_without_faiss_noise_and_too_many_lists_are_refused(capfd):
+    from mmcli.errors import UsageError
+
+    rows = _clustered(np.random.default_rng(3), 12, 16, 3)
+    index = build_index(rows, nlist=4)  # 3 rows a list, far below faiss's 39
+    assert index.nlist == 4 and index.ntotal == 12
+    assert "WARNING clustering" not in capfd.readouterr().err  # faiss writes it on the C stderr
+    hits = ann_search(index, rows[:2], k=1, nprobe=4)
+    assert [int(r[0]) for r in hits.rows] == [0, 1]
+    with pytest.raises(UsageError, match=r"--nlist 20 asks for more lists than the set's 12 rows"):
+        build_index(rows, nlist=20)
