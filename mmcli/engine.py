@@ -178,13 +178,41 @@ def with_total(items: Iterable[Any], inputs: list[str], *, what: str) -> tuple[I
     if STDIN not in inputs:
         listed = list(items)
         if not listed:
-            raise UsageError(f"no {what} found in {', '.join(inputs) or 'the arguments'}")
+            raise UsageError(f"no {what} found in {', '.join(inputs) or 'the arguments'}{_what_is_there(inputs)}")
         return iter(listed), len(listed)
     stream = iter(items)
     first = next(stream, None)
     if first is None:
         raise UsageError("no inputs: stdin was empty")
     return chain([first], stream), None
+
+
+TEXT_SUFFIXES = frozenset({".txt", ".jsonl", ".json", ".csv", ".tsv"})
+
+
+def _what_is_there(inputs: list[str], *, look_at: int = 10_000) -> str:
+    """What the named folders hold instead, so the refusal says what to do: "(it is empty)", or the
+    kinds of file found, with the way to read texts where they are texts."""
+    suffixes: dict[str, int] = {}
+    for name in inputs:
+        if not Path(name).is_dir():
+            continue
+        for seen, path in enumerate(Path(name).rglob("*")):
+            if seen >= look_at:
+                break
+            if path.is_file():
+                suffixes[path.suffix.lower() or "(no suffix)"] = (
+                    suffixes.get(path.suffix.lower() or "(no suffix)", 0) + 1
+                )
+    if not suffixes:
+        return " (no files there)" if any(Path(name).is_dir() for name in inputs) else ""
+    common = ", ".join(f"{count} {suffix}" for suffix, count in sorted(suffixes.items(), key=lambda kv: -kv[1])[:4])
+    hint = (
+        "; to embed the lines of text files, use extract-features --modality text"
+        if TEXT_SUFFIXES & set(suffixes)
+        else ""
+    )
+    return f" (found {common}){hint}"
 
 
 @dataclass(frozen=True)

@@ -437,3 +437,19 @@ def test_help_shows_flags_choices_and_brackets_as_written(run_mmcli):
                 bracketed += 1
     assert bracketed >= 2  # evaluate retrieval --qrels's [ids], index build --nlist's [default: ...]
     assert "<ivf|hnsw>" in run_mmcli("index", "build", "--help", env=wide).stdout
+
+
+def test_a_folder_without_images_says_what_it_holds(run_mmcli, tiny_models, tmp_path):
+    empty, texts = tmp_path / "empty", tmp_path / "texts"
+    empty.mkdir()
+    texts.mkdir()
+    (texts / "captions.txt").write_text("a dog\na cat\n")
+    model = str(tiny_models["clip"])
+    result = run_mmcli("extract-features", empty, "-o", tmp_path / "a.npy", "--model", model)
+    assert result.returncode == 2 and "no images found" in result.stderr and "(no files there)" in result.stderr
+    result = run_mmcli("extract-features", texts, "-o", tmp_path / "b.npy", "--model", model)
+    assert result.returncode == 2 and "(found 1 .txt)" in result.stderr and "--modality text" in result.stderr
+    result = run_mmcli(
+        "extract-features", texts / "captions.txt", "-o", tmp_path / "b.npy", "--model", model, "--modality", "text"
+    )
+    assert result.returncode == 0, result.stderr
