@@ -27,6 +27,30 @@ class Family:
     reads: str = "image"  # what a command reads files as for this family's models when not told
 
 
+# Each registry's module and the command its models serve, for pointing a model given to the wrong
+# command at the right one.
+COMMANDS = {
+    "encoder": ("mmcli.encoders", "ENCODERS", "extract-features", "an embedding model"),
+    "captioner": ("mmcli.captioners", "CAPTIONERS", "caption", "a captioning model"),
+    "speech recognition": ("mmcli.speech", "TRANSCRIBERS", "transcribe", "a speech recognition model"),
+}
+
+
+def other_command_hint(kind: str, config: Any, name: str) -> str:
+    """ " It is a captioner model: use `mmcli caption --model NAME`." where another registry claims the
+    config's ``model_type`` (claims only, never shape guesses), else ``""``."""
+    import importlib
+
+    model_type = getattr(config, "model_type", "") or ""
+    for other, (module, attribute, command, what) in COMMANDS.items():
+        if other == kind:
+            continue
+        registry = getattr(importlib.import_module(module), attribute)
+        if any(model_type in family.model_types for family in registry.families()):
+            return f" It is {what}: use `mmcli {command} --model {name}`."
+    return ""
+
+
 def _never(config: Any) -> bool:
     return False
 
@@ -70,9 +94,10 @@ class Registry:
             if family.accepts(config):
                 return family
         known = "; ".join(f"{f.name} ({', '.join(sorted(f.model_types))})" for f in self._families.values())
+        hint = other_command_hint(self.kind, config, name or "?")
         raise UnsupportedModel(
-            f"model {name or '?'!r} has model_type {model_type!r}, which no {self.kind} family handles. "
-            f"Supported: {known}"
+            f"model {name or '?'!r} has model_type {model_type!r}, which no {self.kind} family handles."
+            + (hint or f" Supported: {known}")
         )
 
     def reads(self, name_or_path: str, *, trust_remote_code: bool = False) -> str:
@@ -99,15 +124,21 @@ class Registry:
         check_quantize(quantize, resolved_device, dtype)
         config = load_config(name_or_path, trust_remote_code=trust_remote_code)
         family = self.family_for(config, name_or_path)
-        loaded = family.load(
-            name_or_path,
-            os.path.expanduser(name_or_path),
-            config,
-            device=resolved_device,
-            dtype=resolve_dtype("float32" if quantize else dtype, resolved_device, config),
-            trust_remote_code=trust_remote_code,
-            **options,
-        )
+        try:
+            loaded = family.load(
+                name_or_path,
+                os.path.expanduser(name_or_path),
+                config,
+                device=resolved_device,
+                dtype=resolve_dtype("float32" if quantize else dtype, resolved_device, config),
+                trust_remote_code=trust_remote_code,
+                **options,
+            )
+        except UnsupportedModel as exc:  # a checkpoint saved for another task: name the command for it
+            hint = other_command_hint(self.kind, config, name_or_path)
+            if not hint:
+                raise
+            raise UnsupportedModel(f"{exc}.{hint}") from None
         if quantize:
             quantize_linear_layers(loaded.model)
             loaded.quantized = quantize

@@ -139,3 +139,21 @@ def _check_captioner(captioner, photo: Image.Image) -> None:
         captions = captioner.generate_videos([_clip(photo, captioner.clip_frames)], None, OPTIONS)
     assert len(captions) == 1 and isinstance(captions[0], str), captions
     assert captions[0].strip(), "an empty caption"
+
+
+@pytest.mark.parametrize(
+    ("command", "model", "pointed_to"),
+    [
+        ("extract-features", "blip", "mmcli caption --model"),  # saved for captioning: weights missing
+        ("extract-features", "git", "mmcli caption --model"),  # a type no encoder family claims
+        ("extract-features", "whisper", "mmcli transcribe --model"),
+        ("caption", "clip", "mmcli extract-features --model"),
+    ],
+)
+def test_a_model_given_to_the_wrong_command_is_pointed_at_the_right_one(
+    run_mmcli, tiny_models, photos, tmp_path, command, model, pointed_to
+):
+    args = [command, photos / "chelsea.jpg", "--model", tiny_models[model]]
+    result = run_mmcli(*args, *(["-o", tmp_path / "x.npy"] if command == "extract-features" else []))
+    assert result.returncode == 2, result.stderr
+    assert f"`{pointed_to} {tiny_models[model]}`" in result.stderr
