@@ -147,3 +147,13 @@ def test_update_keeps_a_vanished_videos_rows_together_with_keep_missing(run_mmcl
     photo_row = next(row for row in range(len(before)) if row not in video_rows)  # clip.mp4 sorts first
     assert after.records == [before.records[photo_row], *(before.records[row] for row in video_rows)]
     np.testing.assert_array_equal(after.vectors[1:], before.vectors[video_rows])
+
+
+@pytest.mark.parametrize("model", ["clip", "xclip"])  # sampled frames, and one clip of frames
+def test_a_start_past_the_end_gives_the_videos_duration(run_mmcli, tiny_models, media, tmp_path, model):
+    out = tmp_path / "late.npy"
+    args = ["extract-features", media / "clip.mp4", "-o", out, "--model", tiny_models[model], "--start", "60"]
+    result = run_mmcli(*args)
+    assert result.returncode == 1
+    (error,) = [json.loads(line) for line in out.with_suffix(".errors.jsonl").read_text().splitlines()]
+    assert error["error"] == "--start 60 is at or past the end of the video, which is 4.0 s long"

@@ -37,6 +37,14 @@ class VideoEnd(InputItem):
     span_end: float | None = None
 
 
+def no_frames_error(reader: Any) -> str:
+    """Why a video gave no frame: a --start at or past its end says how long the video is."""
+    start, duration = reader.options.start, reader.info.duration
+    if start and duration is not None and start >= duration:
+        return f"--start {start:g} is at or past the end of the video, which is {duration:.1f} s long"
+    return "no decodable frame in the sampled range"
+
+
 def expand_videos(
     items: Iterable[InputItem], sampling: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Iterator[InputItem]:
@@ -62,11 +70,12 @@ def expand_videos(
                     frame_id = f"{item.id}#t={frame.t:.3f}"  # a W3C media fragment
                     yield FrameItem(frame_id, "frame", item.source, path=item.path, extra=extra, image=frame.image)
                 truncated, span_end = reader.truncated, reader.span_end
+                empty = None if count else no_frames_error(reader)
         except ItemError as exc:
             yield replace(item, error=str(exc))
             continue
-        if count == 0:
-            yield replace(item, error="no decodable frame in the sampled range")
+        if empty:
+            yield replace(item, error=empty)
             continue
         facts = {"frames": count, **({"truncated": True} if truncated else {})}
         extra = {**item.extra, **facts}
@@ -140,11 +149,12 @@ def expand_clips(
             with local_video(item.path, item.blob) as path, VideoReader(path, options, max_pixels=max_pixels) as reader:
                 frames = [frame.image for frame in reader.frames()]
                 truncated, span_end = reader.truncated, reader.span_end
+                empty = None if frames else no_frames_error(reader)
         except ItemError as exc:
             yield replace(item, error=str(exc))
             continue
-        if not frames:
-            yield replace(item, error="no decodable frame in the sampled range")
+        if empty:
+            yield replace(item, error=empty)
             continue
         facts: dict[str, Any] = {"frames": len(frames)}
         if len(frames) < clip_frames:
