@@ -144,6 +144,24 @@ def flat_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# Settings a refusal names as they are, not as a flag (they are no flag, or not one by that name).
+NOT_FLAGS = frozenset({"command", "inputs", "texts", "device", "settings"})
+
+
+def describe_differences(stored: dict[str, Any], now: dict[str, Any], *, first_only: bool = False) -> str:
+    """``--batch-size was 32, now 8`` for each setting (nested ones as ``video.pool``) that differs
+    between a stored run and this one, compared as JSON, as stored settings were written."""
+    import json
+
+    was, wanted = flat_settings(stored or {}), flat_settings(json.loads(json.dumps(now)))
+    keys = [key for key in {**was, **wanted} if was.get(key) != wanted.get(key)]
+    shown = [
+        f"{key if '.' in key or key in NOT_FLAGS else option(key)} was {was.get(key)!r}, now {wanted.get(key)!r}"
+        for key in (keys[:1] if first_only else keys)
+    ]
+    return "; ".join(shown)
+
+
 def input_id(outcome: Any) -> str:
     """The id of the input an outcome belongs to: a video's frames and segments, and a recording's
     windows, name it in ``extra``."""

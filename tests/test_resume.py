@@ -193,3 +193,19 @@ def test_a_run_stopped_before_its_first_commit_leaves_no_journal(tiny_models, al
     with pytest.raises(KeyboardInterrupt):
         extract_features([album], tmp_path / "late.npy", reporter=_InterruptingReporter(6), **options)
     assert committed(tmp_path / "late.partial" / "state.json") >= 4
+
+
+def test_a_resume_with_other_settings_names_each_setting_that_differs(tmp_path):
+    from mmcli.errors import UsageError, options_as_flags
+    from mmcli.io.journal import Journal
+
+    settings = {"model": "clip", "batch_size": 32, "video": {"pool": "mean", "fps": 1.0}}
+    journal = Journal(tmp_path / "out.partial", settings)
+    journal.commit(consumed=1, rows=1, dim=4)
+    journal.close()
+    changed = {"model": "clip", "batch_size": 8, "video": {"pool": "max", "fps": 1.0}}
+    with options_as_flags(), pytest.raises(UsageError) as refused:
+        Journal(tmp_path / "out.partial", changed)
+    assert "(--batch-size was 32, now 8; video.pool was 'mean', now 'max')" in str(refused.value)
+    assert "--restart" in str(refused.value)
+    Journal(tmp_path / "out.partial", settings).close()  # the same settings resume

@@ -239,7 +239,7 @@ def test_other_settings_are_refused_naming_the_setting(run_mmcli, tiny_models, p
     (folder / "index.json").write_text(json.dumps(index))
     (folder / "part-00003.npy").unlink()
 
-    for extra, named in ((("--shard-rows", "2"), "--shard-rows: 1 then, 2 now"), (("--no-normalize",), "--normalize")):
+    for extra, named in ((("--shard-rows", "2"), "--shard-rows was 1, now 2"), (("--no-normalize",), "--normalize")):
         refused = extract(run_mmcli, [photos], target, model, *extra)
         assert refused.returncode == 2 and named in refused.stderr and "--restart" in refused.stderr, refused.stderr
     before = parts_mtimes(folder)

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import IO, Any
 
-from mmcli.errors import UsageError
+from mmcli.errors import UsageError, option
 
 STATE_VERSION = 1
 
@@ -37,9 +37,12 @@ class Journal:
         self.fingerprint = fingerprint
         state = self._load_state()
         if state is not None and not restart and state.get("fingerprint") != fingerprint:
+            from mmcli.incremental import describe_differences
+
+            differences = describe_differences(state.get("fingerprint") or {}, fingerprint)
             raise UsageError(
-                f"{folder} holds an unfinished run with other settings; run the same command again to "
-                "resume it, or pass --restart to discard it"
+                f"{folder} holds an unfinished run with other settings ({differences}); "
+                f"run the same command again to resume it, or pass {option('restart')} to discard it"
             )
         if restart or state is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -385,17 +385,13 @@ def resume_sharded(
         return ShardedResume(new_index(settings, run, rows), rows)
     stored = {"shard_rows": index.get("shard_rows"), **(index.get("run") or {}), **(index.get("settings") or {})}
     wanted = {"shard_rows": shard_rows or index.get("shard_rows"), **run, **settings}
-    from mmcli.incremental import flat_settings
+    from mmcli.incremental import describe_differences
 
-    stored, wanted = flat_settings(stored), flat_settings(wanted)
-    differing = [key for key in {**stored, **wanted} if stored.get(key) != wanted.get(key)]
+    differing = describe_differences(stored, wanted, first_only=True)
     if differing:
-        key = differing[0]
-        shown = key if "." in key or key in ("command", "inputs", "texts", "device") else option(key)
         raise UsageError(
-            f"{folder}/ holds an unfinished run with other settings ({shown}: {stored.get(key)!r} then, "
-            f"{wanted.get(key)!r} now); run the same command again to resume it, or pass {option('restart')} "
-            "to discard it"
+            f"{folder}/ holds an unfinished run with other settings ({differing}); run the same command "
+            f"again to resume it, or pass {option('restart')} to discard it"
         )
     parts = list(index["parts"])
     return ShardedResume(

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmcli.errors import OutputExists, UsageError, option
+from mmcli.incremental import describe_differences
 from mmcli.io.sources import Columns
 from mmcli.reporting import Reporter
 from mmcli.train.data import Pair, discover_pairs, load_pairs, split_pairs
@@ -191,7 +192,7 @@ def _check_output(out: Path, fingerprint: dict[str, Any], *, overwrite: bool, re
     if checkpoint.exists() and not restart and not overwrite:
         saved = json.loads(checkpoint.read_text())
         if saved.get("fingerprint") != fingerprint:
-            differs = _first_difference(saved.get("fingerprint", {}), fingerprint)
+            differs = describe_differences(saved.get("fingerprint", {}), fingerprint, first_only=True)
             raise UsageError(
                 f"{out} holds an unfinished training run with other settings ({differs}); run the same command "
                 "again to resume it, or pass --restart to discard it"
@@ -204,18 +205,6 @@ def _check_output(out: Path, fingerprint: dict[str, Any], *, overwrite: bool, re
     elif out.is_dir() and any(out.iterdir()) and not checkpoint.exists():
         raise OutputExists(f"{out} is a folder that is not empty; name a new one, or pass --overwrite")
     return None
-
-
-def _first_difference(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> str:
-    for key in sorted(set(saved) | set(now)):
-        a, b = saved.get(key), now.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = _first_difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}{key} was {a!r}, now {b!r}"
-    return ""
 
 
 def _autocast_dtype(dtype: str, device: str) -> Any:
