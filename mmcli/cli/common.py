@@ -23,8 +23,10 @@ EXIT_ITEMS_FAILED = 1
 _JOURNALS: list[Any] = []  # journal folders of this run's resumable outputs, named if it is interrupted
 
 
-class Command(TyperCommand):
-    """Every mmcli command: an on/off flag's help shows its two spellings, not a ``<bool>`` type."""
+class _FlagsShowNoType:
+    """An on/off flag's help shows its two spellings, not a ``<bool>`` type beside them."""
+
+    params: list[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -32,19 +34,15 @@ class Command(TyperCommand):
             _no_type_shown(param)
 
     def get_help_option(self, ctx: Any) -> Any:
-        return _no_type_shown(super().get_help_option(ctx))
+        return _no_type_shown(super().get_help_option(ctx))  # type: ignore[misc]
 
 
-class Group(TyperGroup):
-    """mmcli and its command groups, with :class:`Command`'s help for their own flags."""
+class Command(_FlagsShowNoType, TyperCommand):
+    """Every mmcli command."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for param in self.params:
-            _no_type_shown(param)
 
-    def get_help_option(self, ctx: Any) -> Any:
-        return _no_type_shown(super().get_help_option(ctx))
+class Group(_FlagsShowNoType, TyperGroup):
+    """mmcli and its command groups."""
 
 
 def _no_type_shown(param: Any) -> Any:
