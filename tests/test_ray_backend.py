@@ -132,16 +132,6 @@ def test_caption_on_ray_equals_local(run_mmcli, tiny_models, mixed, ray_cluster,
     assert (inputs, batches) == (16, 4) and workers in (1, 2)
 
 
-def test_without_an_address_a_ray_is_started_for_the_run(run_mmcli, tiny_models, photos, tmp_path):
-    run = run_mmcli("extract-features", photos, "-o", tmp_path / "out.npy", "--model", tiny_models["clip"],
-                    "--backend", "ray")  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert workers_note(run.stderr) == (4, 1, 1)
-    import ray
-
-    assert not ray.is_initialized()  # the Ray started for the run is stopped with it
-
-
 def _actor_processes():
     """Process ids of Ray actors running the model (Ray titles them after the actor class)."""
     found = []
@@ -331,3 +321,14 @@ def test_an_unreachable_cluster_is_a_clear_error(run_mmcli, tiny_models, photos,
     assert run.returncode == 2, run.stderr
     assert f"cannot start or reach a Ray cluster at {address!r} (--ray-address)" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+# Last in the module: a Ray of its own in this process, started and stopped while the cluster above runs.
+def test_without_an_address_a_ray_is_started_for_the_run(run_mmcli, tiny_models, photos, tmp_path):
+    run = run_mmcli("extract-features", photos, "-o", tmp_path / "out.npy", "--model", tiny_models["clip"],
+                    "--backend", "ray")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert workers_note(run.stderr) == (4, 1, 1)
+    import ray
+
+    assert not ray.is_initialized()  # the Ray started for the run is stopped with it

@@ -334,6 +334,10 @@ def _pool_started(dataset_batches: Iterable[Any], cluster: RayCluster) -> Iterat
             f"{actor_start_timeout():g} s (MMCLI_RAY_START_TIMEOUT): its CPUs or GPUs are held by other work, "
             "or a worker fails while it loads the model"
         ) from None
+    except ray.exceptions.ActorDiedError as exc:
+        # (Ray Data cancels the whole pool when one of its actors cannot start; its message says why)
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise MmcliError(f"the Ray cluster's {_count(cluster.num_workers, 'worker')} did not start: {reason}") from None
     yield from batches
 
 
