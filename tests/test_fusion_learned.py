@@ -218,8 +218,6 @@ def test_training_refuses_bad_data_with_a_clear_message(train):
         train_head(blocks, labels[:49], TrainingOptions(**FAST))
     with pytest.raises(UsageError, match="unknown learned fusion method 'sum'"):
         train_head(blocks, labels, TrainingOptions(method="sum"))
-    with pytest.raises(UsageError, match=r"3 labelled rows.*--val-fraction"):
-        train_head([block[:3] for block in blocks], ["yes", "no", "no"], TrainingOptions(val_fraction=0.1))
     with pytest.raises(UsageError, match="--val-fraction"):
         train_head(blocks, labels, TrainingOptions(val_fraction=1.0))
 
@@ -228,3 +226,23 @@ def test_head_is_built_from_its_config_alone(heads):
     head = heads["attention"]
     rebuilt = FusionHead(json.loads(json.dumps(head.config)))
     assert rebuilt.state_dict().keys() == head.model.state_dict().keys()
+
+
+@pytest.mark.parametrize("fraction, held_out", [(0.2, 1), (0.25, 1), (0.5, 2)])
+def test_a_set_too_small_to_stratify_is_split_over_all_rows_and_says_so(fraction, held_out):
+    # One row per label, as the example photos are labelled: each label's share rounds to no row
+    # (0.2, 0.25) or to its only row (0.5), so the per-label split would leave a set empty.
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)]
+    notes = []
+    options = TrainingOptions(method="attention", hidden=8, epochs=3, val_fraction=fraction)
+    head = train_head(blocks, ["astronaut", "cat", "coffee", "rocket"], options, on_note=notes.append)
+    assert all(epoch.val_loss is not None for epoch in head.history)
+    train_rows, val_rows = _split(np.arange(4), fraction, options.seed)
+    assert len(val_rows) == held_out and len(train_rows) == 4 - held_out
+    assert len(notes) == 1 and f"validating on {held_out} row" in notes[0] and "each label" in notes[0], notes
+
+
+def test_one_labelled_row_cannot_be_split():
+    with pytest.raises(UsageError, match="at least 2 labelled rows"):
+        _split(np.array([0]), 0.2, 0)

@@ -215,8 +215,10 @@ def train_head(
     options: TrainingOptions,
     *,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TrainedHead:
-    """Train a head with AdamW and cross-entropy; seeded throughout, so one seed gives one set of weights."""
+    """Train a head with AdamW and cross-entropy; seeded throughout, so one seed gives one set of weights.
+    ``on_note`` hears how the validation rows were drawn when the per-label split cannot apply."""
     _check_options(options)
     arrays = _checked_blocks(blocks)
     rows = arrays[0].shape[0]
@@ -229,7 +231,7 @@ def train_head(
         raise InputError(f"training a head needs at least 2 distinct labels, but the rows have {found}")
     index = {name: position for position, name in enumerate(classes)}
     targets = np.array([index[name] for name in names], dtype=np.int64)
-    train_rows, val_rows = _split(targets, options.val_fraction, options.seed)
+    train_rows, val_rows = _split(targets, options.val_fraction, options.seed, on_note)
 
     config = head_config(
         options.method,
@@ -408,8 +410,12 @@ def _checked_blocks(blocks: Sequence[np.ndarray]) -> list[np.ndarray]:
     return arrays
 
 
-def _split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded train/validation row indices (each sorted)."""
+def _split(
+    targets: np.ndarray, fraction: float, seed: int, on_note: Callable[[str], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation row indices (each sorted), drawn per label so each label keeps its share.
+    A set too small for that (each label's share rounds to none, or to all its rows) is split over all
+    rows instead, so a few labelled examples still train with a validation row or more."""
     rows = len(targets)
     if fraction == 0:
         return np.arange(rows), np.zeros(0, dtype=np.int64)
@@ -420,13 +426,21 @@ def _split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray,
         val.append(members[: math.floor(fraction * len(members) + 0.5)])
     val_rows = np.sort(np.concatenate(val))
     train_rows = np.setdiff1d(np.arange(rows), val_rows)
-    if len(val_rows) == 0 or len(train_rows) == 0:
-        empty = "validation" if len(val_rows) == 0 else "training"
+    if len(val_rows) and len(train_rows):
+        return train_rows, val_rows
+    if rows < 2:
         raise UsageError(
-            f"a validation fraction of {fraction} of {rows} labelled rows leaves an empty {empty} set; "
-            "label more rows, or pass another --val-fraction (0 trains on all rows without validation)"
+            f"a validation fraction of {fraction} needs at least 2 labelled rows, one to train on and one to "
+            f"validate, but there is {rows}; label more rows, or pass --val-fraction 0 to train without validation"
         )
-    return train_rows, val_rows
+    count = min(rows - 1, max(1, math.floor(fraction * rows + 0.5)))
+    val_rows = np.sort(rng.permutation(rows)[:count])
+    if on_note is not None:
+        on_note(
+            f"{rows} labelled rows are too few to hold out {fraction:g} of each label; validating on "
+            f"{count} row{'s' if count != 1 else ''} drawn from all labels (label more rows per label to stratify)"
+        )
+    return np.setdiff1d(np.arange(rows), val_rows), val_rows
 
 
 def _evaluate(

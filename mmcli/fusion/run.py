@@ -179,7 +179,9 @@ def train_fusion(
     labelled = _read_labels(Path(labels), set(ids))
     rows = [row for row, identifier in enumerate(ids) if identifier in labelled]
     targets = [labelled[ids[row]] for row in rows]
-    trained = train_head([block[rows] for block in blocks], targets, options or TrainingOptions(), on_epoch=on_epoch)
+    trained = train_head(
+        [block[rows] for block in blocks], targets, options or TrainingOptions(), on_epoch=on_epoch, on_note=on_note
+    )
     trained.config["inputs"] = [
         {"set": str(fs.path), "models": sorted(fs.models), "width": width}
         for fs, width in zip(aligned.sets, aligned.widths, strict=True)
