@@ -408,7 +408,7 @@ def extract_features(
     sampling = run.video_sampling()
     columns = Columns(image_column, text_column, id_column)
     if modality == "text":
-        discovered = discover_texts(inputs, texts, field_name=field, columns=columns)
+        discovered = discover_texts(inputs, texts, field_name=field, columns=columns, on_note=reporter.note)
     elif modality == "audio":
         discovered = chain(discover_images(inputs, audio=True), discover_texts([], texts))
     else:

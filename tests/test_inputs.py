@@ -269,13 +269,40 @@ def test_texts_from_jsonl_with_custom_field(tmp_path):
     assert items[1].extra == {"lang": "de", "text": "not this one"}
 
 
-def test_texts_jsonl_missing_field_names_line_and_field(tmp_path):
+def test_records_without_the_field_are_skipped_and_counted(tmp_path):
+    # caption's output: results, then a video's summary record and an error record, which have no caption
     path = tmp_path / "captions.jsonl"
-    path.write_text('{"caption": "ok"}\n{"text": "wrong field"}\n', encoding="utf-8")
-    with pytest.raises(InputError) as caught:
+    path.write_text('{"id": "a.jpg", "caption": "ok"}\n{"id": "talk.mp4", "summary": "s; t"}\n'
+                    '{"id": "b.jpg", "error": "cannot decode"}\n{"id": "c.jpg", "caption": null}\n'
+                    '{"id": "d.jpg", "caption": "fine"}\n', encoding="utf-8")  # fmt: skip
+    notes = []
+    items = list(discover_texts([str(path)], field_name="caption", on_note=notes.append))
+    assert [(item.id, item.text) for item in items] == [("a.jpg", "ok"), ("d.jpg", "fine")]
+    assert notes == [f"{path}: skipped 3 of 5 records without 'caption' (summary or error records)"]
+
+
+def test_a_field_no_record_has_names_the_field(tmp_path):
+    path = tmp_path / "captions.jsonl"
+    path.write_text('{"text": "wrong field"}\n{"text": "again"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"no record has a text field 'caption'"):
         list(discover_texts([str(path)], field_name="caption"))
-    assert f"{path}:2" in str(caught.value)
-    assert "'caption'" in str(caught.value)
+
+
+def test_a_field_that_is_not_text_names_the_line(tmp_path):
+    path = tmp_path / "captions.jsonl"
+    path.write_text('{"caption": "ok"}\n{"caption": 3}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=rf"{path.name}:2: the field 'caption' is int, not a text or a list"):
+        list(discover_texts([str(path)], field_name="caption"))
+
+
+def test_a_list_field_gives_a_text_per_element_with_its_parent(tmp_path):
+    path = tmp_path / "references.jsonl"
+    path.write_text('{"id": "cat.jpg", "captions": ["a cat", "a tabby"], "split": "test"}\n'
+                    '{"captions": ["a cup"]}\n', encoding="utf-8")  # fmt: skip
+    items = list(discover_texts([str(path)], field_name="captions"))
+    assert [(item.id, item.text) for item in items] == [("cat.jpg#1", "a cat"), ("cat.jpg#2", "a tabby"),
+                                                         ("2#1", "a cup")]  # fmt: skip
+    assert items[0].extra == {"split": "test", "parent": "cat.jpg"} and items[2].extra == {"parent": "2"}
 
 
 def test_texts_jsonl_broken_line_names_the_line(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
@@ -223,12 +223,16 @@ def discover_texts(
     field_name: str = "text",
     stdin: IO[str] | None = None,
     columns: Any = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Iterator[InputItem]:
     """Text items from ``--text`` values, ``.txt`` files (a text per line), JSONL files, ``-``,
     webdataset shards (their ``txt`` members, id the sample's key) and Parquet tables (``columns.text``).
 
     A bare text's id is its line number; when several sources are given, the id is prefixed with
-    the source (``notes.txt:3``, ``text:2``) so ids stay unique and predictable.
+    the source (``notes.txt:3``, ``text:2``) so ids stay unique and predictable. A JSONL record whose
+    ``field_name`` is a list gives a text per element (ids ``ID#1``, ``ID#2``, ..., with ``parent``:
+    the record's id); records without the field, such as the summary and error records another
+    command's output holds beside its results, are skipped, and ``on_note`` hears how many.
     """
     inputs = [expanded for given in inputs for expanded in _braces_unless_present(given)]
     texts = list(texts)
@@ -238,7 +242,7 @@ def discover_texts(
     for given in inputs:
         prefix = given if several else None
         if given == STDIN:
-            yield from _texts_from_stream(stdin or sys.stdin, "<stdin>", prefix, field_name)
+            yield from _texts_from_stream(stdin or sys.stdin, "<stdin>", prefix, field_name, on_note)
             continue
         if _is_container(given, columns, text_mode=True, named=True):
             yield from _container_items(given, columns, text_mode=True)
@@ -266,7 +270,7 @@ def discover_texts(
         except OSError as exc:
             raise UsageError(f"{given}: cannot read ({exc.strerror or exc})") from None
         with handle:
-            yield from _texts_from_stream(handle, given, prefix, field_name)
+            yield from _texts_from_stream(handle, given, prefix, field_name, on_note)
 
 
 def _braces_unless_present(given: str) -> list[str]:
@@ -371,24 +375,44 @@ def _image_records_from_stream(stream: IO[str], name: str) -> Iterator[InputItem
             yield InputItem(id=line, modality="image", source=line, path=line)
 
 
-def _texts_from_stream(stream: IO[str], name: str, prefix: str | None, field_name: str) -> Iterator[InputItem]:
+def _texts_from_stream(
+    stream: IO[str], name: str, prefix: str | None, field_name: str, on_note: Callable[[str], None] | None = None
+) -> Iterator[InputItem]:
     as_jsonl = name.endswith(JSONL_SUFFIXES)
+    records = skipped = 0
     for number, line in text_lines(stream, name):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
         if as_jsonl or (name == "<stdin>" and line.lstrip().startswith("{")):
+            records += 1
             record = parse_line(line, f"{name}:{number}")
-            text = record.get(field_name)
-            if not isinstance(text, str):
-                raise InputError(f"{name}:{number}: record has no text field {field_name!r} (see {option('field')})")
+            value = record.get(field_name)
+            if value is None or value == []:
+                skipped += 1
+                continue
+            texts = value if isinstance(value, list) else [value]
+            if not all(isinstance(text, str) for text in texts):
+                raise InputError(
+                    f"{name}:{number}: the field {field_name!r} is {type(value).__name__}, not a text or a list "
+                    f"of texts (see {option('field')})"
+                )
             extra = {k: v for k, v in record.items() if k not in (field_name, "id")}
-            item = _text_item(text, number, prefix, extra)
-            if "id" in record:
-                item.id = str(record["id"])
-            yield item
+            item = _text_item(texts[0], number, prefix, extra)
+            own = str(record["id"]) if "id" in record else item.id
+            if not isinstance(value, list):
+                item.id = own
+                yield item
+                continue
+            for position, text in enumerate(texts, start=1):
+                yield InputItem(id=f"{own}#{position}", modality="text", source=text, text=text,
+                                extra={**extra, "parent": own})  # fmt: skip
         else:
             yield _text_item(line, number, prefix, {})
+    if skipped and records == skipped:
+        raise InputError(f"{name}: no record has a text field {field_name!r} (see {option('field')})")
+    if skipped and on_note is not None:
+        on_note(f"{name}: skipped {skipped} of {records} records without {field_name!r} (summary or error records)")
 
 
 def _text_item(text: str, number: int, prefix: str | None, extra: dict[str, Any]) -> InputItem:
