@@ -135,6 +135,23 @@ def test_caption_folder_streams_jsonl_and_reports_corrupt_images(run_mmcli, tiny
     assert "captioned 4 images; 1 failed" in result.stderr
 
 
+@pytest.mark.parametrize("fmt", ["text", "tsv"])
+def test_text_and_tsv_keep_a_line_per_input_when_one_fails(run_mmcli, tiny_models, photos, tmp_path, fmt):
+    # `paste inputs.txt <(mmcli caption - --format text < inputs.txt)` pairs lines only if none is dropped
+    paths = [photos / "chelsea.jpg", tmp_path / "broken.jpg", photos / "coffee.jpg"]
+    paths[1].write_bytes((photos / "rocket.jpg").read_bytes()[:200])
+    result = run_mmcli("caption", "-", "--model", tiny_models["blip"], "--format", fmt, "--min-new-tokens", "3",
+                       input="".join(f"{path}\n" for path in paths))  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stdout.split("\n")[:-1]
+    assert len(lines) == 3, result.stdout
+    texts = [line.split("\t")[-1] for line in lines]
+    assert texts[0] and texts[1] == "" and texts[2], lines
+    if fmt == "tsv":
+        assert [line.split("\t")[0] for line in lines] == [str(path) for path in paths]
+    assert f"skipping {paths[1]}" in result.stderr
+
+
 def test_caption_stdin_records_keep_ids_and_extra_fields(run_mmcli, tiny_models, photos):
     lines = "\n".join(
         json.dumps({"path": str(photos / n), "id": f"img{i}", "split": "val"})

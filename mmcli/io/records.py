@@ -74,16 +74,16 @@ class RecordWriter:
         )
 
     def write(self, record: dict[str, Any], file: dict[str, Any] | None = None) -> None:
-        """One record; error records appear only in JSONL (tsv/text carry results alone). ``file``
-        (a :func:`~mmcli.io.features.file_entry`) goes to the manifest, if there is one."""
+        """One record. In tsv and text an error record is an empty text (``ID<TAB>``, or an empty line),
+        so the lines still pair with the inputs, as ``paste`` or ``while read`` pair them; the error itself
+        is on stderr. ``file`` (a :func:`~mmcli.io.features.file_entry`) goes to the manifest, if there is one."""
         if file is not None and self._manifest is not None:
             self._manifest.write((dumps(file) + "\n").encode("utf-8"))
         if self.fmt == "jsonl":
             line = dumps(record)
-        elif "error" in record:
-            return
         else:
-            text = _one_line(str(next(record[key] for key in self.text_fields if key in record)))
+            shown = next((record[key] for key in self.text_fields if key in record), None)
+            text = "" if "error" in record or shown is None else _one_line(str(shown))
             line = f"{_one_line(str(record['id']))}\t{text}" if self.fmt == "tsv" else text
         self._handle.write(line + "\n")
         self.count += 1
