@@ -166,6 +166,14 @@ def embed_queries(
     blocks = []
     if queries and is_feature_set_path(queries):
         given = read_feature_set(queries)
+        same_width = given.vectors.shape[1] == feature_set.vectors.shape[1]  # (else the width is refused below)
+        if model is None and same_width and given.models and feature_set.models and given.models != feature_set.models:
+            # one width does not make one space: two models' rows are not comparable
+            raise UsageError(
+                f"{queries} was made by {_models(given.models)} but {feature_set.path} by "
+                f"{_models(feature_set.models)}: their rows live in different spaces; embed the queries with "
+                f"the index's model, or pass {option('model')} to search with them anyway"
+            )
         found.ids += given.ids
         found.texts += [str(record.get("source")) for record in given.records]
         blocks.append(np.asarray(given.vectors, dtype=np.float32))
@@ -214,6 +222,10 @@ def embed_queries(
             "embed them with the index's model"
         )
     return found
+
+
+def _models(models: set[str]) -> str:
+    return " and ".join(repr(name) for name in sorted(models))
 
 
 def index_model(feature_set: FeatureSet) -> str:

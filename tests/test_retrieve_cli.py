@@ -103,6 +103,25 @@ def test_stdin_queries_and_errors(run_mmcli, feature_sets, tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
+def test_queries_of_the_same_width_from_another_model_are_refused_unless_model_is_given(
+    run_mmcli, tiny_models, feature_sets, tmp_path
+):
+    texts = read_feature_set(feature_sets / "texts.npy")
+    np.save(tmp_path / "other.npy", np.asarray(texts.vectors))
+    with open(tmp_path / "other.jsonl", "w") as handle:
+        for record in texts.records:
+            handle.write(json.dumps({**record, "model": "openai/clip-vit-large-patch14"}) + "\n")
+    index = feature_sets / "photos.npy"
+    refused = run_mmcli("retrieve", "--index", index, "--queries", tmp_path / "other.npy", "-k", "1")
+    assert refused.returncode == 2, refused.stderr
+    assert "'openai/clip-vit-large-patch14'" in refused.stderr and repr(str(tiny_models["clip"])) in refused.stderr
+    assert "--model" in refused.stderr and refused.stdout == ""
+    forced = run_mmcli("retrieve", "--index", index, "--queries", tmp_path / "other.npy", "-k", "1",
+                       "--model", tiny_models["clip"])  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    assert len(forced.stdout.splitlines()) == 3
+
+
 def test_example_search_pipeline_with_jq(tiny_models):
     import os
     import subprocess
