@@ -24,5 +24,5 @@ labels="astronaut,cat,cup of coffee,rocket"
 mmcli classify --features "$work/clip.npy" --labels "$labels" --template "a photo of a {}." --quiet > "$work/photo.jsonl"
 mmcli classify --features "$work/clip.npy" --labels "$labels" --template "a picture of a {}." --quiet > "$work/picture.jsonl"
 mmcli fuse --results "$work/photo.jsonl" "$work/picture.jsonl" --method rrf --quiet > "$work/fused.jsonl"
-mmcli evaluate classification --pred "$work/fused.jsonl" --labels examples/labels.jsonl --format json \
+mmcli evaluate classification --pred "$work/fused.jsonl" --truth examples/labels.jsonl --format json \
   | jq '.metrics | {accuracy, "macro f1"}'

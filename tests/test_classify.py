@@ -77,7 +77,7 @@ def test_classify_command_from_images_and_from_features_agree(run_mmcli, tiny_mo
         "--labels",
         ",".join(LABELS),
         *[arg for t in TEMPLATES for arg in ("--template", t)],
-        "--top",
+        "--top-k",
         "2",
     )
     assert from_features.returncode == 0, from_features.stderr

@@ -439,6 +439,72 @@ def test_help_shows_flags_choices_and_brackets_as_written(run_mmcli):
     assert "<ivf|hnsw>" in run_mmcli("index", "build", "--help", env=wide).stdout
 
 
+def _every_command_help(run_mmcli):
+    import typer
+
+    from mmcli.cli import app
+
+    def walk(command, path):
+        if not getattr(command, "commands", None):
+            yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    wide = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    return {" ".join(path): run_mmcli(*path, "--help", env=wide).stdout for path in walk(typer.main.get_command(app), [])}
+
+
+def test_one_flag_name_per_idea_in_every_commands_help(run_mmcli):
+    """A cut-off is --top-k, true labels are --truth, a written matrix's dtype is --output-dtype, and
+    --batch-size is always items per model call; the old spellings are in no help."""
+    helps = _every_command_help(run_mmcli)
+    assert len(helps) >= 12
+    for old in ("--top ", "--k ", "--storage"):
+        assert not [name for name, shown in helps.items() if old in shown], old
+    for name in ("retrieve", "classify", "evaluate retrieval", "evaluate classification", "fuse"):
+        assert "--top-k" in helps[name], name
+    for name in ("fuse", "evaluate classification"):
+        options = "\n".join(line for line in helps[name].splitlines() if line.lstrip().startswith("│"))
+        assert "--truth" in options and "--labels" not in options, name
+    assert "--labels" in helps["classify"]  # the labels to choose from
+    for name in ("extract-features", "fuse"):
+        assert "--output-dtype" in helps[name], name
+    assert "--train-batch-size" in helps["fuse"] and "--batch-size" not in helps["fuse"]
+
+
+def test_default_model_names_are_whole_in_help_at_120_columns(run_mmcli):
+    from mmcli.captioners import DEFAULT_CAPTIONER
+    from mmcli.encoders import DEFAULT_MODEL
+    from mmcli.speech import DEFAULT_TRANSCRIBER
+
+    columns = {"COLUMNS": "120", "TERMINAL_WIDTH": "120"}
+    for command, name in ((["extract-features"], DEFAULT_MODEL), (["classify"], DEFAULT_MODEL),
+                          (["caption"], DEFAULT_CAPTIONER), (["train", "caption"], DEFAULT_CAPTIONER),
+                          (["transcribe"], DEFAULT_TRANSCRIBER)):  # fmt: skip
+        shown = run_mmcli(*command, "--help", env=columns).stdout
+        assert max(len(line) for line in shown.splitlines()) <= 120, command
+        assert name in shown and "…" not in shown, (command, shown)
+
+
+def test_old_flag_spellings_still_work(run_mmcli, tmp_path):
+    pred, truth = tmp_path / "pred.jsonl", tmp_path / "truth.jsonl"
+    pred.write_text('{"id": "a", "label": "cat", "scores": {"cat": 0.9, "dog": 0.1}}\n'
+                    '{"id": "b", "label": "cat", "scores": {"cat": 0.6, "dog": 0.4}}\n')  # fmt: skip
+    truth.write_text('{"id": "a", "label": "cat"}\n{"id": "b", "label": "dog"}\n')
+    new = run_mmcli("evaluate", "classification", "--pred", pred, "--truth", truth, "--top-k", "2", "--format", "json")
+    old = run_mmcli("evaluate", "classification", "--pred", pred, "--labels", truth, "-k", "2", "--format", "json")
+    assert new.returncode == old.returncode == 0, new.stderr + old.stderr
+    assert json.loads(new.stdout) == json.loads(old.stdout)
+    assert json.loads(new.stdout)["metrics"]["accuracy"] == 0.5
+    run = tmp_path / "run.jsonl"
+    run.write_text('{"query_id": "q", "hits": [{"id": "x", "rank": 1}, {"id": "y", "rank": 2}]}\n')
+    qrels = tmp_path / "qrels.jsonl"
+    qrels.write_text('{"query_id": "q", "relevant": ["y"]}\n')
+    by_k = [run_mmcli("evaluate", "retrieval", "--results", run, "--qrels", qrels, flag, "1,2", "--format", "json")
+            for flag in ("--top-k", "--k")]  # fmt: skip
+    assert by_k[0].returncode == 0 and json.loads(by_k[0].stdout) == json.loads(by_k[1].stdout)
+
+
 def test_a_folder_without_images_says_what_it_holds(run_mmcli, tiny_models, tmp_path):
     empty, texts = tmp_path / "empty", tmp_path / "texts"
     empty.mkdir()

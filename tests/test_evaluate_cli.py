@@ -29,7 +29,7 @@ def test_classification_metrics_and_confusion_csv(tmp_path, run_mmcli):
     )
     truth = [("1", "cat"), ("2", "dog"), ("3", "dog"), ("4", "cat")]
     labels = write_jsonl(tmp_path / "labels.jsonl", [{"id": i, "label": label} for i, label in truth])
-    done = run_mmcli("evaluate", "classification", "--pred", pred, "--labels", labels, "--top-k", "1,2",
+    done = run_mmcli("evaluate", "classification", "--pred", pred, "--truth", labels, "--top-k", "1,2",
                      "--confusion", tmp_path / "confusion.csv")  # fmt: skip
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)["metrics"]
@@ -37,7 +37,7 @@ def test_classification_metrics_and_confusion_csv(tmp_path, run_mmcli):
     assert metrics["top-2 accuracy"] == pytest.approx(1.0)
     assert "1 ids in" in done.stderr and "1 predictions in" in done.stderr  # id 4 missing, id 7 unknown
     assert (tmp_path / "confusion.csv").read_text().splitlines() == ["true \\ predicted,cat,dog", "cat,1,0", "dog,1,1"]
-    strict = run_mmcli("evaluate", "classification", "--pred", pred, "--labels", labels, "--strict")
+    strict = run_mmcli("evaluate", "classification", "--pred", pred, "--truth", labels, "--strict")
     assert strict.returncode == 2 and "--strict" in strict.stderr
 
 
@@ -51,7 +51,7 @@ def test_retrieval_metrics_from_retrieve_output(tmp_path, run_mmcli):
     )
     qrels = write_jsonl(tmp_path / "qrels.jsonl", [{"query_id": "q1", "relevant": ["x"]},
                                                     {"query_id": "q2", "relevant": ["y", "z"]}])  # fmt: skip
-    done = run_mmcli("evaluate", "retrieval", "--results", run, "--qrels", qrels, "--k", "1,2")
+    done = run_mmcli("evaluate", "retrieval", "--results", run, "--qrels", qrels, "--top-k", "1,2")
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)["metrics"]
     assert metrics["R@1"] == pytest.approx((1 + 0) / 2)

@@ -87,7 +87,7 @@ def test_a_repeated_hit_counts_once_at_its_first_rank():
 def test_repeated_hits_from_the_command(tmp_path, run_mmcli):
     run = write_jsonl(tmp_path / "run.jsonl", [{"query_id": "q", "query": "a", "hits": [{"id": "x"}, {"id": "x"}]}])
     qrels = write_jsonl(tmp_path / "qrels.jsonl", [{"query_id": "q", "relevant": ["x"]}])
-    done = run_mmcli("evaluate", "retrieval", "--results", run, "--qrels", qrels, "--k", "1,5")
+    done = run_mmcli("evaluate", "retrieval", "--results", run, "--qrels", qrels, "--top-k", "1,5")
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)["metrics"]
     assert metrics["R@5"] == 1.0 and metrics["mAP"] == 1.0
@@ -109,7 +109,7 @@ def test_duplicate_query_ids_are_refused(tmp_path, run_mmcli, which):
 def test_a_result_without_its_query_text_is_scored(tmp_path, run_mmcli):
     run = write_jsonl(tmp_path / "run.jsonl", [{"query_id": "q", "hits": [{"id": "y"}, {"id": "x"}]}])
     qrels = write_jsonl(tmp_path / "qrels.jsonl", [{"query_id": "q", "relevant": ["x"]}])
-    done = run_mmcli("evaluate", "retrieval", "--results", run, "--qrels", qrels, "--k", "1,2")
+    done = run_mmcli("evaluate", "retrieval", "--results", run, "--qrels", qrels, "--top-k", "1,2")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["metrics"]["MRR"] == pytest.approx(0.5)
 
@@ -137,7 +137,7 @@ def test_a_non_numeric_label_score(tmp_path, run_mmcli, score):
     pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": "1", "label": "cat", "scores": {"cat": 0.9}},
                                                  {"id": "2", "label": "cat", "scores": {"cat": score}}])  # fmt: skip
     truth = write_jsonl(tmp_path / "truth.jsonl", [{"id": "1", "label": "cat"}, {"id": "2", "label": "cat"}])
-    line = one_error_line(run_mmcli("evaluate", "classification", "--pred", pred, "--labels", truth))
+    line = one_error_line(run_mmcli("evaluate", "classification", "--pred", pred, "--truth", truth))
     assert "pred.jsonl:2" in line and "'cat'" in line, line
 
 
@@ -229,7 +229,7 @@ def test_a_null_label_is_an_error_for_its_record(tmp_path, run_mmcli, which):
     broken = [records[0], {"id": "2", "label": None}]
     pred = write_jsonl(tmp_path / "pred.jsonl", broken if which == "pred" else records)
     truth = write_jsonl(tmp_path / "truth.jsonl", broken if which == "truth" else records)
-    line = one_error_line(run_mmcli("evaluate", "classification", "--pred", pred, "--labels", truth))
+    line = one_error_line(run_mmcli("evaluate", "classification", "--pred", pred, "--truth", truth))
     assert f"{which}.jsonl:2" in line and "label" in line, line
 
 
@@ -239,6 +239,6 @@ def test_duplicate_ids_in_classification_files_are_refused(tmp_path, run_mmcli, 
     repeated = [*good, {"id": "a", "label": "dog"}]
     pred = write_jsonl(tmp_path / "pred.jsonl", repeated if which == "pred" else good)
     truth = write_jsonl(tmp_path / "truth.jsonl", repeated if which == "truth" else good)
-    result = run_mmcli("evaluate", "classification", "--pred", pred, "--labels", truth)
+    result = run_mmcli("evaluate", "classification", "--pred", pred, "--truth", truth)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert ":3: a second" in result.stderr and "'a'" in result.stderr

@@ -51,7 +51,7 @@ def test_attention_head_learns_xor_and_reloads_identically(tmp_path, run_mmcli, 
     (a, b), labels = xor
     head, fused = tmp_path / "head", tmp_path / "fused.npy"
     trained = run_mmcli(
-        "fuse", a, b, "--labels", labels, "--method", "attention", "--save-head", head, "-o", fused,
+        "fuse", a, b, "--truth", labels, "--method", "attention", "--save-head", head, "-o", fused,
         "--epochs", "150", "--seed", "3",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
@@ -80,7 +80,7 @@ def test_attention_head_learns_xor_and_reloads_identically(tmp_path, run_mmcli, 
 def test_head_on_features_of_the_wrong_width_is_refused(tmp_path, run_mmcli, xor):
     (a, b), labels = xor
     head = tmp_path / "head"
-    done = run_mmcli("fuse", a, b, "--labels", labels, "--method", "mlp", "--save-head", head, "--predict",
+    done = run_mmcli("fuse", a, b, "--truth", labels, "--method", "mlp", "--save-head", head, "--predict",
                      "--epochs", "2", "-q")  # fmt: skip
     assert done.returncode == 0, done.stderr
     with FeatureSetWriter(tmp_path / "narrow.npy") as writer:
@@ -94,7 +94,7 @@ def test_labels_for_ids_not_in_the_features_are_refused(tmp_path, run_mmcli, xor
     (a, b), _ = xor
     labels = tmp_path / "labels.jsonl"
     labels.write_text(json.dumps({"id": "item0000", "label": "x"}) + "\n" + json.dumps({"id": "nope", "label": "y"}))
-    done = run_mmcli("fuse", a, b, "--labels", labels, "-o", tmp_path / "out.npy")
+    done = run_mmcli("fuse", a, b, "--truth", labels, "-o", tmp_path / "out.npy")
     assert done.returncode == 2 and "'nope'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out.npy").exists()
 

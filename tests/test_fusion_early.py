@@ -175,7 +175,7 @@ def test_cli_fuses_and_reuses_a_projection(tmp_path, run_mmcli):
         (["--method", "mean"], "one width"),
         (["--method", "weighted"], "needs --weights"),
         (["--method", "concat", "--weights", "1,2"], "--weights goes with --method weighted"),
-        (["--method", "attention"], "--labels"),
+        (["--method", "attention"], "--truth"),
         (["--method", "rrf"], "--results"),
         (["--projection", "missing.safetensors"], "does not exist"),
     ],

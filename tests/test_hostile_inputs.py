@@ -715,7 +715,7 @@ def test_every_reading_command_stops_on_hostile_text_with_one_line(run_mmcli, ti
         "fuse results": (["fuse", "--results", bad, bad], None),
         "evaluate captions": (["evaluate", "captions", "--pred", bad, "--refs", bad], None),
         "evaluate retrieval": (["evaluate", "retrieval", "--results", bad, "--qrels", bad], None),
-        "evaluate classification": (["evaluate", "classification", "--pred", bad, "--labels", bad], None),
+        "evaluate classification": (["evaluate", "classification", "--pred", bad, "--truth", bad], None),
     }
     if case == "binary":
         commands["classify labels file"] = (["classify", photos, "--labels-file", bad, *clip], None)

@@ -619,7 +619,7 @@ def test_fuse_no_normalize_keeps_raw_scale(run_mmcli, two_sets, tmp_path):
 
 def test_fuse_storage_float16(run_mmcli, two_sets, tmp_path):
     a, b = two_sets
-    fused(run_mmcli, tmp_path / "h.npy", a, b, "--storage", "float16")
+    fused(run_mmcli, tmp_path / "h.npy", a, b, "--output-dtype", "float16")
     assert np.load(tmp_path / "h.npy").dtype == np.float16
     fused(run_mmcli, tmp_path / "f.npy", a, b)
     assert np.load(tmp_path / "f.npy").dtype == np.float32
@@ -650,7 +650,7 @@ def labelled(tmp_path):
 
 def train(run_mmcli, labelled, out, *extra):
     a, b, labels = labelled
-    done = run_mmcli("fuse", a, b, "--labels", labels, "--method", "mlp", "-o", out, "--overwrite", "--hidden", "8",
+    done = run_mmcli("fuse", a, b, "--truth", labels, "--method", "mlp", "-o", out, "--overwrite", "--hidden", "8",
                      *extra)  # fmt: skip
     assert done.returncode == 0, done.stderr
     epochs = [line for line in done.stderr.splitlines() if line.startswith("epoch")]
@@ -683,7 +683,7 @@ def test_fuse_hidden_is_the_width_of_the_fused_rows(run_mmcli, labelled, tmp_pat
 
 def test_fuse_batch_size_changes_the_training(run_mmcli, labelled, tmp_path):
     whole, _, _ = train(run_mmcli, labelled, tmp_path / "out_a.npy", "--epochs", "2")
-    steps, _, _ = train(run_mmcli, labelled, tmp_path / "out_b.npy", "--epochs", "2", "--batch-size", "4")
+    steps, _, _ = train(run_mmcli, labelled, tmp_path / "out_b.npy", "--epochs", "2", "--train-batch-size", "4")
     assert not np.allclose(whole, steps)
 
 
@@ -892,7 +892,7 @@ def test_evaluate_strict_quiet_and_format(command, run_mmcli, caption_files, tmp
     else:
         pred = write_jsonl(tmp_path / "p.jsonl", [{"id": "1", "label": "cat"}, {"id": "9", "label": "dog"}])
         labels = write_jsonl(tmp_path / "l.jsonl", [{"id": "1", "label": "cat"}])
-        args = ["classification", "--pred", pred, "--labels", labels]
+        args = ["classification", "--pred", pred, "--truth", labels]
     loose = evaluate(run_mmcli, *args)
     assert loose.stderr.startswith("mmcli: ") and json.loads(loose.stdout)["metrics"]  # a note on the unknown id
     assert evaluate(run_mmcli, *args, "--quiet").stderr == ""
@@ -916,7 +916,7 @@ def test_evaluate_overwrite_replaces_the_written_file(run_mmcli, caption_files, 
     confusion = tmp_path / "confusion.csv"
     confusion.write_text("old\n")
     cls = write_jsonl(tmp_path / "c.jsonl", [{"id": "1", "label": "cat"}])
-    args = ["classification", "--pred", cls, "--labels", cls, "--confusion", confusion]
+    args = ["classification", "--pred", cls, "--truth", cls, "--confusion", confusion]
     refused = run_mmcli("evaluate", *args)
     assert refused.returncode == 2 and "--overwrite" in refused.stderr and confusion.read_text() == "old\n"
     evaluate(run_mmcli, *args, "--overwrite")

@@ -18,7 +18,7 @@ Examples:
 
   mmcli classify photos/ --labels-file labels.txt --template "a photo of a {}." --template "a drawing of a {}."
 
-  mmcli classify --features photos.npy --labels cat,dog --top 1 | jq -r '[.id, .label] | @tsv'
+  mmcli classify --features photos.npy --labels cat,dog --top-k 1 | jq -r '[.id, .label] | @tsv'
 """
 
 
@@ -45,7 +45,8 @@ def classify(
         ),
     ] = None,
     top: Annotated[
-        int | None, typer.Option(min=1, help="Keep only the best K labels in scores.", show_default=False)
+        int | None,
+        typer.Option("--top-k", "-k", "--top", min=1, help="Keep only the best K labels in scores.", show_default=False),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)

@@ -23,8 +23,20 @@ EXIT_ITEMS_FAILED = 1
 _JOURNALS: list[Any] = []  # journal folders of this run's resumable outputs, named if it is interrupted
 
 
-class _FlagsShowNoType:
-    """An on/off flag's help shows its two spellings, not a ``<bool>`` type beside them."""
+# Old spellings of renamed flags, each with the name it now has: one name per idea across the commands.
+# An option declared with both keeps the old one working but shows only the new one in its help.
+RENAMED_FLAGS = {
+    "--top": "--top-k",  # classify
+    "--k": "--top-k",  # evaluate retrieval
+    "--storage": "--output-dtype",  # fuse
+    "--labels": "--truth",  # fuse, evaluate classification: true labels, not labels to choose from
+    "--batch-size": "--train-batch-size",  # fuse: rows per training step
+}
+
+
+class _ShownFlags:
+    """How options show in help: an on/off flag's two spellings without a ``<bool>`` type beside them,
+    and a renamed flag under its new name only (its old one, in :data:`RENAMED_FLAGS`, still parses)."""
 
     params: list[Any]
 
@@ -32,16 +44,33 @@ class _FlagsShowNoType:
         super().__init__(*args, **kwargs)
         for param in self.params:
             _no_type_shown(param)
+            opts = list(getattr(param, "opts", ()))
+            old = [name for name in opts if RENAMED_FLAGS.get(name) in opts]
+            if old:
+                param.opts = [name for name in opts if name not in old]
+                param.old_spellings = old
 
     def get_help_option(self, ctx: Any) -> Any:
         return _no_type_shown(super().get_help_option(ctx))  # type: ignore[misc]
 
+    def make_parser(self, ctx: Any) -> Any:
+        parser = super().make_parser(ctx)  # type: ignore[misc]
+        for param in self.get_params(ctx):  # type: ignore[attr-defined]
+            old = getattr(param, "old_spellings", None)
+            if old:
+                shown, param.opts = param.opts, old
+                try:
+                    param.add_to_parser(parser, ctx)
+                finally:
+                    param.opts = shown
+        return parser
 
-class Command(_FlagsShowNoType, TyperCommand):
+
+class Command(_ShownFlags, TyperCommand):
     """Every mmcli command."""
 
 
-class Group(_FlagsShowNoType, TyperGroup):
+class Group(_ShownFlags, TyperGroup):
     """mmcli and its command groups."""
 
 

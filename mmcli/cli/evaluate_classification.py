@@ -25,7 +25,7 @@ EXAMPLES = """\
 Examples:
 
   mmcli classify photos/ --labels cat,dog > pred.jsonl
-  mmcli evaluate classification --pred pred.jsonl --labels truth.jsonl --top-k 1,2 --confusion confusion.csv
+  mmcli evaluate classification --pred pred.jsonl --truth truth.jsonl --top-k 1,2 --confusion confusion.csv
 """
 
 
@@ -34,9 +34,12 @@ def classification(
     pred: Annotated[
         Path, typer.Option(help='Predictions: {"id", "label"} JSONL, with "scores" for top-k (mmcli classify).')
     ] = ...,  # type: ignore[assignment]
-    labels: Annotated[Path, typer.Option(help='Truth: {"id", "label"} JSONL.')] = ...,  # type: ignore[assignment]
+    labels: Annotated[
+        Path, typer.Option("--truth", "--labels", help='The true labels: {"id", "label"} JSONL.')
+    ] = ...,  # type: ignore[assignment]
     top_k: Annotated[
-        str | None, typer.Option(help="Top-k accuracies to report, e.g. 1,5 (needs scores).", show_default=False)
+        str | None,
+        typer.Option("--top-k", "-k", help="Top-k accuracies to report, e.g. 1,5 (needs scores).", show_default=False),
     ] = None,
     confusion: Annotated[
         Path | None, typer.Option(help="Write the confusion matrix here (CSV).", show_default=False)

@@ -25,7 +25,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr."
 
 
 def parse_ints(text: str, option: str) -> list[int]:
-    """Positive integers separated by commas, as ``--k 1,5,10`` gives them."""
+    """Positive integers separated by commas, as ``--top-k 1,5,10`` gives them."""
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:

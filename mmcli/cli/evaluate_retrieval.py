@@ -16,7 +16,7 @@ EXAMPLES = """\
 Examples:
 
   mmcli retrieve --index photos.npy --queries queries.jsonl -k 10 > run.jsonl
-  mmcli evaluate retrieval --results run.jsonl --qrels qrels.jsonl --k 1,5,10
+  mmcli evaluate retrieval --results run.jsonl --qrels qrels.jsonl --top-k 1,5,10
 
   mmcli evaluate retrieval --images images.npy --texts captions.npy --match-field image_id
 """
@@ -40,13 +40,13 @@ def retrieval(
     match_field: Annotated[
         str, typer.Option(help="Field of the text records naming the image (by id) each text describes.")
     ] = "image_id",
-    k: Annotated[str, typer.Option("--k", help="Cut-offs for Recall@K.")] = "1,5,10",
+    k: Annotated[str, typer.Option("--top-k", "-k", "--k", help="Cut-offs for Recall@K.")] = "1,5,10",
     fmt: FormatOption = Format.auto,
     strict: StrictOption = False,
     quiet: Quiet = False,
 ) -> None:
     """Recall@K, MRR, median rank, mAP and nDCG@10; or image<->text R@K in one step."""
-    ks = parse_ints(k, "--k")
+    ks = parse_ints(k, "--top-k")
     if images is not None or texts is not None:
         if images is None or texts is None or results is not None or qrels is not None:
             raise UsageError("the cross-modal protocol takes --images and --texts (and no --results/--qrels)")

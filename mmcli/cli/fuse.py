@@ -19,7 +19,7 @@ Examples:
 
   mmcli fuse clip.npy dino.npy -o fused.npy --method mean --project pca:256 --save-projection pca.safetensors
 
-  mmcli fuse images.npy texts.npy --labels labels.jsonl --method attention --save-head head -o fused.npy
+  mmcli fuse images.npy texts.npy --truth labels.jsonl --method attention --save-head head -o fused.npy
 
   mmcli fuse new_images.npy new_texts.npy --head head --predict > predictions.jsonl
 
@@ -102,11 +102,11 @@ def fuse(
         return
     chosen = chosen or "concat"
     if chosen in HEAD_METHODS:
-        raise UsageError(f"--method {chosen} trains a head: give --labels LABELS.jsonl (or apply one with --head)")
+        raise UsageError(f"--method {chosen} trains a head: give --truth LABELS.jsonl (or apply one with --head)")
     if chosen not in EARLY_METHODS:
         raise UsageError(f"--method {chosen} combines result lists: add --results")
     if predict or save_head:
-        raise UsageError("--predict and --save-head need a head: --labels to train one, or --head")
+        raise UsageError("--predict and --save-head need a head: --truth to train one, or --head")
     if output is None:
         raise UsageError(NO_OUTPUT)
     fused = run.fuse_sets(

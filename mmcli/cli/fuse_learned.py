@@ -1,4 +1,4 @@
-"""``mmcli fuse --labels`` / ``--head``: train a fusion head, or apply a saved one, and say what it did."""
+"""``mmcli fuse --truth`` / ``--head``: train a fusion head, or apply a saved one, and say what it did."""
 
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ def fuse_learned(
     from mmcli.fusion import run
 
     if labels is not None and head is not None:
-        raise UsageError("give --labels to train a head or --head to apply one, not both")
+        raise UsageError("give --truth to train a head or --head to apply one, not both")
     if labels is not None and method not in (None, *HEAD_METHODS):
         raise UsageError(f"learned fusion methods are {', '.join(HEAD_METHODS)}; --method {method} is not one")
     if output is None and not predict:
         raise UsageError(NO_OUTPUT)
     if save_head is not None and head is not None:
-        raise UsageError("--save-head saves a head trained with --labels")
+        raise UsageError("--save-head saves a head trained with --truth")
     if head is not None:
         done = run.apply_fusion_head(paths, head, output=output, predict=predict, method=method, **shared)
     else:

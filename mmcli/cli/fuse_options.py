@@ -38,7 +38,7 @@ MethodOption = Annotated[
         "--method",
         help="Early: concat, mean, weighted, max. Learned: attention, gated, mlp. "
         "Late (--results): rrf, weighted, max, borda. \\[default: concat; rrf with --results; "
-        "attention with --labels]",
+        "attention with --truth]",
         show_default=False,
     ),
 ]
@@ -70,7 +70,13 @@ ProjectionOption = Annotated[
 ]
 Labels = Annotated[
     Path | None,
-    typer.Option(help='Train a head on {"id", "label"} JSONL records.', show_default=False, rich_help_panel=TRAINING),
+    typer.Option(
+        "--truth",
+        "--labels",
+        help='Train a head on these true labels: {"id", "label"} JSONL records.',
+        show_default=False,
+        rich_help_panel=TRAINING,
+    ),
 ]
 Head = Annotated[
     Path | None, typer.Option(help="Apply a head saved by --save-head.", show_default=False, rich_help_panel=TRAINING)
@@ -90,7 +96,10 @@ Lr = Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.", rich_he
 Hidden = Annotated[
     int, typer.Option(min=1, help="Width of the head's layers and of its fused rows.", rich_help_panel=TRAINING)
 ]
-BatchSize = Annotated[int, typer.Option(min=1, help="Rows per training step.", rich_help_panel=TRAINING)]
+BatchSize = Annotated[
+    int,
+    typer.Option("--train-batch-size", "--batch-size", min=1, help="Rows per training step.", rich_help_panel=TRAINING),
+]
 ValFraction = Annotated[
     float, typer.Option(min=0.0, max=0.9, help="Labelled rows held out for validation.", rich_help_panel=TRAINING)
 ]
@@ -117,4 +126,6 @@ TopK = Annotated[
         rich_help_panel=LATE_PANEL,
     ),
 ]
-Storage = Annotated[opt.StorageDType, typer.Option("--storage", help="Dtype of the written matrix.")]
+Storage = Annotated[
+    opt.StorageDType, typer.Option("--output-dtype", "--storage", help="Dtype of the written matrix.")
+]

@@ -83,8 +83,9 @@ DTypeOption = Annotated[
     DType,
     typer.Option(
         envvar="MMCLI_DTYPE",
-        help="Model numerics. auto: bfloat16 on CPUs with native bfloat16 (AVX-512 BF16, AMX), else float32; "
-        "float16 on GPUs (bfloat16 for models released in it).",
+        metavar="<dtype>",  # (the choices are in the help: spelled out there, they leave the model's name room)
+        help="Model numerics: auto, float32, float16 or bfloat16. auto: bfloat16 on CPUs with native bfloat16 "
+        "(AVX-512 BF16, AMX), else float32; float16 on GPUs (bfloat16 for models released in it).",
         rich_help_panel="Model",
     ),
 ]
