@@ -451,7 +451,8 @@ def _every_command_help(run_mmcli):
             yield from walk(sub, [*path, name])
 
     wide = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
-    return {" ".join(path): run_mmcli(*path, "--help", env=wide).stdout for path in walk(typer.main.get_command(app), [])}
+    paths = list(walk(typer.main.get_command(app), []))
+    return {" ".join(path): run_mmcli(*path, "--help", env=wide).stdout for path in paths}
 
 
 def test_one_flag_name_per_idea_in_every_commands_help(run_mmcli):

@@ -46,7 +46,9 @@ def classify(
     ] = None,
     top: Annotated[
         int | None,
-        typer.Option("--top-k", "-k", "--top", min=1, help="Keep only the best K labels in scores.", show_default=False),
+        typer.Option(
+            "--top-k", "-k", "--top", min=1, help="Keep only the best K labels in scores.", show_default=False
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)

@@ -34,9 +34,7 @@ def classification(
     pred: Annotated[
         Path, typer.Option(help='Predictions: {"id", "label"} JSONL, with "scores" for top-k (mmcli classify).')
     ] = ...,  # type: ignore[assignment]
-    labels: Annotated[
-        Path, typer.Option("--truth", "--labels", help='The true labels: {"id", "label"} JSONL.')
-    ] = ...,  # type: ignore[assignment]
+    labels: Annotated[Path, typer.Option("--truth", "--labels", help='The true labels: {"id", "label"} JSONL.')] = ...,  # type: ignore[assignment]
     top_k: Annotated[
         str | None,
         typer.Option("--top-k", "-k", help="Top-k accuracies to report, e.g. 1,5 (needs scores).", show_default=False),

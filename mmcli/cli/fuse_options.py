@@ -126,6 +126,4 @@ TopK = Annotated[
         rich_help_panel=LATE_PANEL,
     ),
 ]
-Storage = Annotated[
-    opt.StorageDType, typer.Option("--output-dtype", "--storage", help="Dtype of the written matrix.")
-]
+Storage = Annotated[opt.StorageDType, typer.Option("--output-dtype", "--storage", help="Dtype of the written matrix.")]
