@@ -179,6 +179,10 @@ def with_total(items: Iterable[Any], inputs: list[str], *, what: str) -> tuple[I
         listed = list(items)
         if not listed:
             raise UsageError(f"no {what} found in {', '.join(inputs) or 'the arguments'}{_what_is_there(inputs)}")
+        if all(getattr(item, "error", None) for item in listed):  # every one missing: no model to load for them
+            shown = "; ".join(f"{item.source}: {item.error}" for item in listed[:3])
+            more = f"; and {len(listed) - 3} more" if len(listed) > 3 else ""
+            raise UsageError(f"none of the inputs can be read: {shown}{more}")
         return iter(listed), len(listed)
     stream = iter(items)
     first = next(stream, None)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmcli.encoders import DEFAULT_MODEL, input_modality
+from mmcli.encoders import DEFAULT_MODEL, input_modality, video_clip
 from mmcli.encoders.base import Encoder
 from mmcli.errors import ItemError, UnsupportedModel, UsageError, option
 from mmcli.io.inputs import PART_MODALITIES, InputItem
@@ -420,6 +420,17 @@ def extract_features(
         listed = list(items)
         previous = previous_feature_set(output, listed, model)
 
+    clip = video_clip(model, trust_remote_code=run.trust_remote_code) if modality == "image" and inputs else None
+    if clip is not None:  # sampling flags that cannot apply to a model of whole clips, refused before it loads
+        frames, kind = clip
+        what = f"model {model!r} ({kind}) embeds each video whole"
+        if pool != "mean":
+            raise UsageError(
+                f"{what}, into one row per video; {option('pool', pool)} does not apply "
+                "(it pools image models' frame rows)"
+            )
+        sampling = run.clip_sampling(frames, what)
+
     reporter.loading(model)
     encoder = load_encoder(model, **run.loading)
     batch_size = run.batch_size or encoder.default_batch_size
@@ -453,16 +464,8 @@ def extract_features(
             encoder.audio_window, window, hop, start=sampling.start, end=sampling.end, model=f"model {model!r}"
         )
         settings["audio"] = {"pool": pool, "rate": encoder.audio_rate, **vars(windowing)}
-    if encoder.clip_frames:
-        kind = getattr(getattr(encoder, "config", None), "model_type", None) or encoder.family
-        what = f"model {model!r} ({kind}) embeds each video whole"
-        if pool != "mean":
-            raise UsageError(
-                f"{what}, into one row per video; {option('pool', pool)} does not apply "
-                "(it pools image models' frame rows)"
-            )
-        sampling = run.clip_sampling(encoder.clip_frames, what)
-        settings["video"] = {"clip_frames": encoder.clip_frames, **vars(sampling)}
+    if clip is not None:
+        settings["video"] = {"clip_frames": clip[0], **vars(sampling)}
     if _compiles(compile, encoder, modality, total, run):
         reporter.note(
             f"compiling the image tower with torch.compile for batches of {batch_size} (a one-off cost of "

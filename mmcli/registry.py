@@ -25,6 +25,7 @@ class Family:
     load: Callable[..., Any]
     accepts: Callable[[Any], bool]
     reads: str = "image"  # what a command reads files as for this family's models when not told
+    clip_frames: Callable[[Any], int] | None = None  # frames of the one clip a model takes a video as, by config
 
 
 # Each registry's module and the command its models serve, for pointing a model given to the wrong
@@ -70,13 +71,15 @@ class Registry:
         model_types: tuple[str, ...] | frozenset[str],
         accepts: Callable[[Any], bool] = _never,
         reads: str = "image",
+        clip_frames: Callable[[Any], int] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator for a loader: ``load(name, path, config, *, device, dtype, trust_remote_code, **options)``.
         ``reads``: what the files given to one of the family's models are (``image``, ``audio``), where
-        the command is not told."""
+        the command is not told. ``clip_frames(config)``: for models that take each video whole, as one
+        clip, its number of frames, so sampling flags that cannot apply are refused before the weights load."""
 
         def decorate(load: Callable[..., Any]) -> Callable[..., Any]:
-            self._families[name] = Family(name, description, frozenset(model_types), load, accepts, reads)
+            self._families[name] = Family(name, description, frozenset(model_types), load, accepts, reads, clip_frames)
             return load
 
         return decorate
@@ -105,6 +108,15 @@ class Registry:
         so inputs are found before the weights load."""
         config = load_config(name_or_path, trust_remote_code=trust_remote_code)
         return self.family_for(config, name_or_path).reads
+
+    def clip_of(self, name_or_path: str, *, trust_remote_code: bool = False) -> tuple[int, str] | None:
+        """(frames, model type) of the one clip this model takes each video as, from its config alone;
+        None for a model that sees videos as frames."""
+        config = load_config(name_or_path, trust_remote_code=trust_remote_code)
+        family = self.family_for(config, name_or_path)
+        if family.clip_frames is None:
+            return None
+        return family.clip_frames(config), getattr(config, "model_type", None) or family.name
 
     def load(
         self,

@@ -487,6 +487,31 @@ def test_default_model_names_are_whole_in_help_at_120_columns(run_mmcli):
         assert name in shown and "…" not in shown, (command, shown)
 
 
+def test_usage_errors_come_before_the_model_loads(run_mmcli, tiny_models, tmp_path):
+    """A checkpoint folder holding only its config cannot load: where a command refuses its inputs or
+    flags with such a model, it did so before loading any weights."""
+    import shutil
+
+    from test_video_media import scenes, write_video
+
+    config_only = tmp_path / "xclip-config-only"
+    config_only.mkdir()
+    shutil.copy(tiny_models["xclip"] / "config.json", config_only / "config.json")
+    video = write_video(tmp_path / "clip.mp4", scenes, fps=10, duration=2.0)
+    fps = run_mmcli("extract-features", video, "-o", tmp_path / "a.npy", "--model", config_only, "--fps", "2")
+    assert fps.returncode == 2 and "--fps does not apply" in fps.stderr, fps.stderr
+    loads = run_mmcli("extract-features", video, "-o", tmp_path / "b.npy", "--model", config_only)
+    assert loads.returncode == 2 and "--fps" not in loads.stderr, loads.stderr  # the weights were the problem
+
+    missing = run_mmcli("caption", tmp_path / "nosuch.jpg", "--model", tmp_path)  # (not a checkpoint at all)
+    assert missing.returncode == 2, missing.stderr
+    assert f"none of the inputs can be read: {tmp_path / 'nosuch.jpg'}: no such file" in missing.stderr
+    lone = tmp_path / "lone.npy"
+    np.save(lone, np.ones((2, 4), np.float32))
+    sidecar = run_mmcli("classify", "--features", lone, "--labels", "a,b", "--model", tmp_path)
+    assert sidecar.returncode == 2 and "sidecar" in sidecar.stderr and "lone.jsonl" in sidecar.stderr
+
+
 def test_old_flag_spellings_still_work(run_mmcli, tmp_path):
     pred, truth = tmp_path / "pred.jsonl", tmp_path / "truth.jsonl"
     pred.write_text('{"id": "a", "label": "cat", "scores": {"cat": 0.9, "dog": 0.1}}\n'

@@ -46,6 +46,14 @@ def input_modality(name_or_path: str, *, trust_remote_code: bool = False) -> str
     return ENCODERS.reads(name_or_path, trust_remote_code=trust_remote_code)
 
 
+def video_clip(name_or_path: str, *, trust_remote_code: bool = False) -> tuple[int, str] | None:
+    """(frames, model type) of the one clip a native video model takes each video as, from its config
+    only, so sampling flags it cannot take are refused before the weights load; None for other models."""
+    if name_or_path == DEFAULT_MODEL:
+        return None
+    return ENCODERS.clip_of(name_or_path, trust_remote_code=trust_remote_code)
+
+
 def list_encoder_families() -> list[dict[str, Any]]:
     """The registered families with the model types each claims."""
     return ENCODERS.describe()

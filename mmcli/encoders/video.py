@@ -74,7 +74,7 @@ class XClipEncoder(_ClipEncoder):
     model_kind = "a video-text model"
 
     def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
-        super().__init__(name, model, processor, config, int(config.vision_config.num_frames), **kwargs)
+        super().__init__(name, model, processor, config, _xclip_frames(config), **kwargs)
         self.max_length = text_max_length(config.text_config, processor.tokenizer)
 
     def _pixels(self, frames: list[Any]) -> torch.Tensor:
@@ -111,7 +111,7 @@ class VideoMAEEncoder(_ClipEncoder):
     modalities = frozenset({"video", "image"})
 
     def __init__(self, name: str, model: Any, processor: Any, config: Any, *, fc_norm: Any = None, **kwargs: Any):
-        super().__init__(name, model, processor, config, int(config.num_frames), **kwargs)
+        super().__init__(name, model, processor, config, _videomae_frames(config), **kwargs)
         self.fc_norm = fc_norm.to(self.device).eval() if fc_norm is not None else None
 
     def _pixels(self, frames: list[Any]) -> torch.Tensor:
@@ -125,6 +125,14 @@ class VideoMAEEncoder(_ClipEncoder):
     def _config_dim(self) -> int | None:
         size = getattr(self.config, "hidden_size", None)
         return int(size) if isinstance(size, int) else None
+
+
+def _xclip_frames(config: Any) -> int:
+    return int(config.vision_config.num_frames)
+
+
+def _videomae_frames(config: Any) -> int:
+    return int(config.num_frames)
 
 
 def _is_video_text(config: Any) -> bool:
@@ -143,6 +151,7 @@ def _is_tubelet_video(config: Any) -> bool:
     description="video-text models (X-CLIP): whole clips and texts in one space",
     model_types=("xclip",),
     accepts=_is_video_text,
+    clip_frames=_xclip_frames,
 )
 def load_xclip(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
@@ -157,6 +166,7 @@ def load_xclip(
     description="video backbones (VideoMAE): clips pooled over their tokens",
     model_types=("videomae",),
     accepts=_is_tubelet_video,
+    clip_frames=_videomae_frames,
 )
 def load_videomae(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
