@@ -367,15 +367,15 @@ def caption_files(
 
     if speech is not None and run.backend != "local":
         raise UsageError(f"{option('speech')} transcribes on this machine; leave out {option('backend')}")
-    reporter.loading(model)
-    captioner = load_captioner(model, **run.loading)
+    with reporter.loading(model):
+        captioner = load_captioner(model, **run.loading)
     batch_size = run.batch_size or captioner.default_batch_size
     transcript = None
     if speech is not None:
         from mmcli.speech import load_transcriber, transcribe_recording, transcript_windowing
 
-        reporter.loading(speech)
-        transcriber = load_transcriber(speech, **run.loading)
+        with reporter.loading(speech):
+            transcriber = load_transcriber(speech, **run.loading)
         windowing = transcript_windowing(transcriber, sampling.start, sampling.end)
         transcript = partial(transcribe_recording, transcriber, windowing=windowing, language=speech_language,
                              workers=run.workers)  # fmt: skip

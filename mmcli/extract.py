@@ -431,8 +431,8 @@ def extract_features(
             )
         sampling = run.clip_sampling(frames, what)
 
-    reporter.loading(model)
-    encoder = load_encoder(model, **run.loading)
+    with reporter.loading(model):
+        encoder = load_encoder(model, **run.loading)
     batch_size = run.batch_size or encoder.default_batch_size
     for needed, modality_name in (
         (modality in ("image", "audio") and bool(inputs), modality),

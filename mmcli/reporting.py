@@ -4,7 +4,7 @@ and the command line's reporter prints (bars, notes and skipped items on stderr)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,8 +28,9 @@ class Reporter:
     def skipped(self, item: Any, error: str) -> None:
         """An item failed and the run goes on without it (its error record is in the output)."""
 
-    def loading(self, model: str) -> None:
-        """The model is about to load (often the longest wait of a run)."""
+    def loading(self, model: str) -> AbstractContextManager[None]:
+        """Wraps the load of ``model`` (often the longest wait of a run): ``with reporter.loading(name):``."""
+        return nullcontext()
 
     def journal(self, folder: Path) -> None:
         """The run keeps its progress in ``folder``, from which the same run resumes if interrupted."""

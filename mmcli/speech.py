@@ -358,8 +358,8 @@ def transcribe_files(
     items, total = with_total(discover_images(inputs, audio=True), inputs, what="audio or video files")
     items = unique_ids(items)
 
-    reporter.loading(model)
-    transcriber = load_transcriber(model, **run.loading)
+    with reporter.loading(model):
+        transcriber = load_transcriber(model, **run.loading)
     batch_size = run.batch_size or transcriber.default_batch_size
     windowing = transcript_windowing(transcriber, sampling.start, sampling.end)
     settings = {"model": model, "language": language, "task": task, "dtype": str(transcriber.dtype),

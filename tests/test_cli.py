@@ -512,6 +512,32 @@ def test_usage_errors_come_before_the_model_loads(run_mmcli, tiny_models, tmp_pa
     assert sidecar.returncode == 2 and "sidecar" in sidecar.stderr and "lone.jsonl" in sidecar.stderr
 
 
+def test_a_spinner_names_the_model_while_it_loads_on_a_terminal(mmcli_exe, tiny_models, photos, tmp_path):
+    import pty
+
+    model = str(tiny_models["clip"])
+    command = [mmcli_exe, "extract-features", str(photos / "coffee.jpg"), "--model", model]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TERM": "xterm", "COLUMNS": "400"}
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([*command, "-o", str(tmp_path / "a.npy")], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=follower, env=env)  # fmt: skip
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the program closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 0
+    assert f"loading {model}" in shown.decode(errors="replace")
+    piped = subprocess.run([*command, "-o", str(tmp_path / "b.npy")], capture_output=True, text=True, env=env)
+    assert piped.returncode == 0 and "loading" not in piped.stderr  # no spinner in logs
+
+
 def test_old_flag_spellings_still_work(run_mmcli, tmp_path):
     pred, truth = tmp_path / "pred.jsonl", tmp_path / "truth.jsonl"
     pred.write_text('{"id": "a", "label": "cat", "scores": {"cat": 0.9, "dog": 0.1}}\n'

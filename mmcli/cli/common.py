@@ -170,8 +170,17 @@ class CommandReporter(Reporter):
         else:
             print(message, file=sys.stderr, flush=True)
 
-    def loading(self, model: str) -> None:
+    @contextmanager
+    def loading(self, model: str) -> Iterator[None]:
+        """A spinner naming the model while it loads, on a terminal (where the bars show too)."""
         quiet_libraries()
+        if not self.bars or not sys.stderr.isatty():
+            yield
+            return
+        from rich.console import Console
+
+        with Console(file=sys.stderr).status(f"loading {model}", spinner="dots"):
+            yield
 
     def journal(self, folder: Any) -> None:
         _JOURNALS.append(folder)

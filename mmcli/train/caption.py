@@ -136,11 +136,11 @@ def train_captioner(
     if not family_class.full and options.lora_rank is None:
         raise UsageError(f"{family_class.name} models are trained through LoRA adapters: give {option('lora_rank')}")
 
-    reporter.loading(model)
     path = os.path.expanduser(model)
-    net = loading.from_pretrained(family_class.model_class, model, path, dtype=torch.float32,
-                                  trust_remote_code=trust_remote_code)  # fmt: skip
-    processor = family_class.load_processor(model, path, trust_remote_code=trust_remote_code)
+    with reporter.loading(model):
+        net = loading.from_pretrained(family_class.model_class, model, path, dtype=torch.float32,
+                                      trust_remote_code=trust_remote_code)  # fmt: skip
+        processor = family_class.load_processor(model, path, trust_remote_code=trust_remote_code)
     family = family_class(net, processor)
 
     size = _input_size(processor)

@@ -320,8 +320,8 @@ def make_app(
         from mmcli.encoders import load_encoder
 
         name = model or index_model(feature_set)
-        reporter.loading(name)
-        encoder = load_encoder(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        with reporter.loading(name):
+            encoder = load_encoder(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     service = SearchService(
         feature_set, encoder, max_batch=max_batch, linger=linger, max_upload_bytes=int(max_upload_mb * 2**20)
     )
