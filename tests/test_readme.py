@@ -1,0 +1,139 @@
+"""The README's shell examples, run as a reader runs them: every ``bash`` block, top to bottom, in one
+fresh folder, so an example that needs a file an earlier one did not make, or that writes over an
+earlier one's output, fails here.
+
+The model ids the README names are laid out in a Hugging Face cache as tiny checkpoints of the same
+architectures, so each command loads its model through the real ``from_pretrained`` path, offline.
+The reader's own files the README speaks of (``photos/``, ``clips/``, ``talk.mp4``, ...) are made
+first; everything else an example reads, an earlier example wrote. A block that cannot run here is
+preceded by ``<!-- not run: REASON -->``, and the reasons are few and checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from audio_media import speech_like, tone, write_mp4, write_wav
+from conftest import EXAMPLES, REPO
+from test_sources import parquet_table, sample, write_shard
+from test_video_media import scenes, write_video
+
+README = REPO / "README.md"
+SKIP = re.compile(r"<!--\s*not run:\s*(?P<reason>[^>]*?)\s*-->\s*$")
+
+# Each hub id the README names, and the tiny checkpoint of its architecture that stands in for it.
+HUB_IDS = {
+    "openai/clip-vit-base-patch32": "clip",
+    "Salesforce/blip-image-captioning-base": "blip",
+    "facebook/dinov2-small": "dinov2",
+    "google/siglip-base-patch16-224": "siglip",
+    "microsoft/xclip-base-patch32": "xclip",
+    "MCG-NJU/videomae-base": "videomae",
+    "laion/clap-htsat-unfused": "clap",
+    "laion/larger_clap_general": "clap",
+    "openai/whisper-small": "whisper",
+    "microsoft/git-base-vatex": "git_video",
+    "Salesforce/blip2-opt-2.7b": "blip2",
+    "HuggingFaceTB/SmolVLM-256M-Instruct": "idefics3",
+}
+
+
+def shell_blocks(text: str) -> list[tuple[int, str, str | None]]:
+    """(line number, code, reason it is not run or None) of each ``bash`` block, in order."""
+    blocks, lines = [], text.splitlines()
+    index = 0
+    while index < len(lines):
+        if lines[index].strip() == "```bash":
+            start = index + 1
+            end = next(i for i in range(start, len(lines)) if lines[i].strip() == "```")
+            above = next((lines[i] for i in range(index - 1, -1, -1) if lines[i].strip()), "")
+            skip = SKIP.match(above.strip())
+            blocks.append((start + 1, "\n".join(lines[start:end]), skip["reason"] if skip else None))
+            index = end
+        index += 1
+    return blocks
+
+
+def hub_cache(root: Path, tiny_models) -> Path:
+    """An ``HF_HOME`` whose hub cache holds each of :data:`HUB_IDS` as its tiny stand-in."""
+    revision = "0" * 40
+    for hub_id, name in HUB_IDS.items():
+        model = root / "hub" / f"models--{hub_id.replace('/', '--')}"
+        shutil.copytree(tiny_models[name], model / "snapshots" / revision)
+        (model / "refs").mkdir()
+        (model / "refs" / "main").write_text(revision)
+    return root
+
+
+def readers_files(folder: Path, photos: Path) -> None:
+    """What the README takes to be the reader's own: photos, videos, recordings, shards and a table."""
+    shutil.copytree(EXAMPLES, folder / "examples")
+    (folder / "tests").symlink_to(REPO / "tests")
+    shutil.copytree(photos, folder / "photos")
+    (folder / "clips").mkdir()
+    write_video(folder / "clips" / "scenes.mp4", scenes, fps=10, duration=3.0)
+    write_video(folder / "clips" / "steady.mp4", lambda t: np.full((48, 64, 3), 90, np.uint8), fps=10, duration=2.0)
+    write_mp4(folder / "talk.mp4", speech_like(6.0, 16000), 16000)
+    (folder / "sounds").mkdir()
+    write_wav(folder / "sounds" / "tone.wav", tone(3.0, 48000), 48000)
+    write_wav(folder / "sounds" / "voice.wav", speech_like(3.0, 48000), 48000)
+    write_wav(folder / "long.wav", speech_like(8.0, 48000, seed=1), 48000)
+    (folder / "data").mkdir()
+    write_shard(folder / "data" / "shard-000000.tar", [sample(photos, 0), sample(photos, 1)])
+    write_shard(folder / "data" / "shard-000001.tar", [sample(photos, 2), sample(photos, 3)])
+    parquet_table(folder / "train.parquet", photos)
+
+
+def _pip_of_the_test_environment() -> str:
+    """A ``pip`` for the blocks: the test environment has every extra installed already, so a block's
+    ``pip install ".[EXTRA]"`` only has to name an extra the project declares."""
+    table = (REPO / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = re.findall(r"^([\w-]+) = \[", table, re.MULTILINE)
+    known = "|".join(f'".[{name}]"' for name in sorted(extras))
+    return (
+        f'pip() {{ [ "$1" = install ] || return 1; shift; for extra in "$@"; do case "$extra" in {known}) ;; '
+        f'*) echo "pip install $extra: not an extra of the project" >&2; return 1;; esac; done; }}\n'
+    )
+
+
+def test_skipped_blocks_are_few_and_say_why():
+    skipped = [(line, reason) for line, _, reason in shell_blocks(README.read_text()) if reason is not None]
+    assert all(len(reason) > 10 for _, reason in skipped), skipped
+    assert len(skipped) <= 12, skipped
+    assert len(shell_blocks(README.read_text())) - len(skipped) >= 15
+
+
+def test_every_hub_id_the_run_blocks_name_has_a_stand_in():
+    named = set()
+    for _, code, reason in shell_blocks(README.read_text()):
+        if reason is None:
+            named |= set(re.findall(r"(?:--model|--speech)\s+([\w.-]+/[\w.-]+)(?=\s|$)", code))
+    assert named - set(HUB_IDS) == set()
+
+
+def test_the_readme_runs_top_to_bottom_in_one_folder(mmcli_exe, tiny_models, photos, tmp_path):
+    folder = tmp_path / "reader"
+    folder.mkdir()
+    readers_files(folder, photos)
+    env = {
+        **os.environ,
+        "HF_HOME": str(hub_cache(tmp_path / "hf", tiny_models)),
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{Path(mmcli_exe).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    prelude = _pip_of_the_test_environment()
+    ran = 0
+    for line, code, reason in shell_blocks(README.read_text()):
+        if reason is not None:
+            continue
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + code], cwd=folder, env=env,
+                                capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert result.returncode == 0, f"README.md:{line}: the block failed\n{code}\n{result.stderr[-3000:]}"
+        assert "Traceback" not in result.stderr, f"README.md:{line}\n{result.stderr[-3000:]}"
+        ran += 1
+    assert ran >= 15
