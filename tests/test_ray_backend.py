@@ -45,7 +45,8 @@ def ray_cluster(tmp_path_factory):
     temp = tmp_path_factory.mktemp("ray")
     # (a single-machine cluster: Ray's servers then listen on 127.0.0.1 only)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    start = [ray, "start", "--head", "--port", str(port), "--num-cpus", "2",
+    # (a small object store: tiny models' batches need little, and a CI machine's memory is shared)
+    start = [ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--object-store-memory", str(200 << 20),
              "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)]  # fmt: skip
     started = subprocess.run(start, capture_output=True, text=True, env=env, timeout=120)
     assert started.returncode == 0, started.stderr + started.stdout
