@@ -60,7 +60,7 @@ def test_non_finite_rows_are_refused_naming_the_row(run_mmcli, tiny_models, widt
     rows = np.full((4, width), 1 / np.sqrt(width), np.float32)
     rows[2, 1] = float(bad)
     npy = write_set(tmp_path / "feats.npy", rows, model=str(tiny_models["clip"]))
-    write_set(tmp_path / "q.npy", rows[:1] * 0 + 1 / np.sqrt(width))
+    write_set(tmp_path / "q.npy", rows[:1] * 0 + 1 / np.sqrt(width), model=str(tiny_models["clip"]))
     write_set(tmp_path / "other.npy", np.ones((4, width), np.float32))
     before = {p.name for p in tmp_path.iterdir()}
     result = run_mmcli(*commands(npy, tmp_path / "out.jsonl", tiny_models)[command])
