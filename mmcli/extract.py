@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmcli.encoders import DEFAULT_MODEL, input_modality, video_clip
+from mmcli.encoders import DEFAULT_MODEL, model_traits
 from mmcli.encoders.base import Encoder
 from mmcli.errors import ItemError, UnsupportedModel, UsageError, option
 from mmcli.io.inputs import PART_MODALITIES, InputItem
@@ -384,8 +384,10 @@ def extract_features(
         extra=bool(texts),
         hint=f"give image, audio or video files or folders, {option('text')}, or - to read stdin",
     )
+    traits = None  # the model's config, read once before the weights where the run needs it
     if modality is None:
-        modality = input_modality(model, trust_remote_code=run.trust_remote_code) if inputs else "image"
+        traits = model_traits(model, trust_remote_code=run.trust_remote_code) if inputs else None
+        modality = traits.reads if traits else "image"
     if modality != "audio" and (window is not None or hop is not None):
         given = option("window") if window is not None else option("hop")
         raise UsageError(
@@ -420,7 +422,9 @@ def extract_features(
         listed = list(items)
         previous = previous_feature_set(output, listed, model)
 
-    clip = video_clip(model, trust_remote_code=run.trust_remote_code) if modality == "image" and inputs else None
+    clip = None
+    if modality == "image" and inputs:  # (the config was read above unless --modality was given)
+        clip = (traits or model_traits(model, trust_remote_code=run.trust_remote_code)).clip
     if clip is not None:  # sampling flags that cannot apply to a model of whole clips, refused before it loads
         frames, kind = clip
         what = f"model {model!r} ({kind}) embeds each video whole"

@@ -28,6 +28,16 @@ class Family:
     clip_frames: Callable[[Any], int] | None = None  # frames of the one clip a model takes a video as, by config
 
 
+@dataclass(frozen=True)
+class Traits:
+    """A model's traits known from its config alone, so inputs and flags are checked before the weights
+    load: what files given to it are read as (``reads``, see :meth:`Registry.register`), and for a model
+    that takes each video whole, ``clip``: (frames of that clip, model type); None for other models."""
+
+    reads: str = "image"
+    clip: tuple[int, str] | None = None
+
+
 # Each registry's module and the command its models serve, for pointing a model given to the wrong
 # command at the right one.
 COMMANDS = {
@@ -103,20 +113,14 @@ class Registry:
             + (hint or f" Supported: {known}")
         )
 
-    def reads(self, name_or_path: str, *, trust_remote_code: bool = False) -> str:
-        """What files given to this model are read as (see :meth:`register`), from its config alone,
-        so inputs are found before the weights load."""
-        config = load_config(name_or_path, trust_remote_code=trust_remote_code)
-        return self.family_for(config, name_or_path).reads
-
-    def clip_of(self, name_or_path: str, *, trust_remote_code: bool = False) -> tuple[int, str] | None:
-        """(frames, model type) of the one clip this model takes each video as, from its config alone;
-        None for a model that sees videos as frames."""
+    def traits(self, name_or_path: str, *, trust_remote_code: bool = False) -> Traits:
+        """What a command must know of this model before its weights load, from one read of its config."""
         config = load_config(name_or_path, trust_remote_code=trust_remote_code)
         family = self.family_for(config, name_or_path)
-        if family.clip_frames is None:
-            return None
-        return family.clip_frames(config), getattr(config, "model_type", None) or family.name
+        clip = None
+        if family.clip_frames is not None:
+            clip = family.clip_frames(config), getattr(config, "model_type", None) or family.name
+        return Traits(family.reads, clip)
 
     def load(
         self,

@@ -13,6 +13,7 @@ from typing import Any
 from mmcli.encoders import audio, dual_tower, text, video, vision  # noqa: F401
 from mmcli.encoders.base import Encoder, batched
 from mmcli.encoders.registry import ENCODERS
+from mmcli.registry import Traits
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
@@ -38,20 +39,17 @@ def load_encoder(
     )
 
 
+def model_traits(name_or_path: str, *, trust_remote_code: bool = False) -> Traits:
+    """What the model reads files as and whether it takes videos whole, from its config only, so inputs
+    and flags are checked before the weights load (the default model reads images, as frames)."""
+    if name_or_path == DEFAULT_MODEL:
+        return Traits()
+    return ENCODERS.traits(name_or_path, trust_remote_code=trust_remote_code)
+
+
 def input_modality(name_or_path: str, *, trust_remote_code: bool = False) -> str:
-    """What files given to the model are read as, ``image`` or ``audio`` (CLAP), from its config only,
-    so inputs are found and checked before the weights load (the default model reads images)."""
-    if name_or_path == DEFAULT_MODEL:
-        return "image"
-    return ENCODERS.reads(name_or_path, trust_remote_code=trust_remote_code)
-
-
-def video_clip(name_or_path: str, *, trust_remote_code: bool = False) -> tuple[int, str] | None:
-    """(frames, model type) of the one clip a native video model takes each video as, from its config
-    only, so sampling flags it cannot take are refused before the weights load; None for other models."""
-    if name_or_path == DEFAULT_MODEL:
-        return None
-    return ENCODERS.clip_of(name_or_path, trust_remote_code=trust_remote_code)
+    """What files given to the model are read as, ``image`` or ``audio`` (CLAP), from its config only."""
+    return model_traits(name_or_path, trust_remote_code=trust_remote_code).reads
 
 
 def list_encoder_families() -> list[dict[str, Any]]:
