@@ -398,11 +398,9 @@ def _texts_from_stream(
                     f"of texts (see {option('field')})"
                 )
             extra = {k: v for k, v in record.items() if k not in (field_name, "id")}
-            item = _text_item(texts[0], number, prefix, extra)
-            own = str(record["id"]) if "id" in record else item.id
+            own = str(record["id"]) if "id" in record else _line_id(number, prefix)
             if not isinstance(value, list):
-                item.id = own
-                yield item
+                yield InputItem(id=own, modality="text", source=value, text=value, extra=extra)
                 continue
             for position, text in enumerate(texts, start=1):
                 yield InputItem(id=f"{own}#{position}", modality="text", source=text, text=text,
@@ -415,9 +413,12 @@ def _texts_from_stream(
         on_note(f"{name}: skipped {skipped} of {records} records without {field_name!r} (summary or error records)")
 
 
+def _line_id(number: int, prefix: str | None) -> str:
+    return f"{prefix}:{number}" if prefix else str(number)
+
+
 def _text_item(text: str, number: int, prefix: str | None, extra: dict[str, Any]) -> InputItem:
-    item_id = f"{prefix}:{number}" if prefix else str(number)
-    return InputItem(id=item_id, modality="text", source=text, text=text, extra=extra)
+    return InputItem(id=_line_id(number, prefix), modality="text", source=text, text=text, extra=extra)
 
 
 def unique_ids(items: Iterable[InputItem]) -> Iterator[InputItem]:
