@@ -336,7 +336,8 @@ def _pool_started(dataset_batches: Iterable[Any], cluster: RayCluster) -> Iterat
         ) from None
     except ray.exceptions.ActorDiedError as exc:
         # (Ray Data cancels the whole pool when one of its actors cannot start; its message says why)
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        lines = str(exc).strip().splitlines()
+        reason = lines[-1] if lines else type(exc).__name__
         raise MmcliError(f"the Ray cluster's {_count(cluster.num_workers, 'worker')} did not start: {reason}") from None
     yield from batches
 
