@@ -414,9 +414,11 @@ def test_file_name_that_is_not_utf8_round_trips_through_the_records(run_mmcli, t
     assert os.fsencode(json.loads(captions.stdout)["id"]) == raw
 
 
-def test_help_shows_flags_choices_and_brackets_as_written(run_mmcli):
-    """Help renders what the options say: no ``<bool>`` beside on/off flags, choices spelled out, and
-    bracketed words in help texts (which rich would read as markup) kept."""
+WIDE = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}  # help with no line wrapped
+
+
+def _every_command():
+    """(path, click command) of mmcli, each group and each command in it."""
     import typer
 
     from mmcli.cli import app
@@ -426,33 +428,31 @@ def test_help_shows_flags_choices_and_brackets_as_written(run_mmcli):
         for name, sub in getattr(command, "commands", {}).items():
             yield from walk(sub, [*path, name])
 
-    wide = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_help_shows_flags_choices_and_brackets_as_written(run_mmcli):
+    """Help renders what the options say: no ``<bool>`` beside on/off flags, choices spelled out, and
+    bracketed words in help texts (which rich would read as markup) kept."""
     bracketed = 0
-    for path, command in walk(typer.main.get_command(app), []):
-        shown = run_mmcli(*path, "--help", env=wide).stdout
+    for path, command in _every_command():
+        shown = run_mmcli(*path, "--help", env=WIDE).stdout
         assert "<bool>" not in shown, path
         for param in command.params:
             for word in re.findall(r"(\[[a-z][a-z ,]*\])", (param.help or "").replace("\\[", "[")):
                 assert word in shown, (path, param.name, word)
                 bracketed += 1
     assert bracketed >= 2  # evaluate retrieval --qrels's [ids], index build --nlist's [default: ...]
-    assert "<ivf|hnsw>" in run_mmcli("index", "build", "--help", env=wide).stdout
+    assert "<ivf|hnsw>" in run_mmcli("index", "build", "--help", env=WIDE).stdout
 
 
 def _every_command_help(run_mmcli):
-    import typer
-
-    from mmcli.cli import app
-
-    def walk(command, path):
-        if not getattr(command, "commands", None):
-            yield path
-        for name, sub in getattr(command, "commands", {}).items():
-            yield from walk(sub, [*path, name])
-
-    wide = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
-    paths = list(walk(typer.main.get_command(app), []))
-    return {" ".join(path): run_mmcli(*path, "--help", env=wide).stdout for path in paths}
+    """Each command's help (groups left out), by its name: ``{"evaluate retrieval": ...}``."""
+    return {
+        " ".join(path): run_mmcli(*path, "--help", env=WIDE).stdout
+        for path, command in _every_command()
+        if not getattr(command, "commands", None)
+    }
 
 
 def test_one_flag_name_per_idea_in_every_commands_help(run_mmcli):
