@@ -71,10 +71,10 @@ def hub_cache(root: Path, tiny_models) -> Path:
 
 
 def readers_files(folder: Path, photos: Path) -> None:
-    """What the README takes to be the reader's own: photos, videos, recordings, shards and a table."""
+    """What the README takes to be the reader's own, beside the repository's examples/ and tests/: videos,
+    recordings, and shards and a table of the ``photos``."""
     shutil.copytree(EXAMPLES, folder / "examples")
     (folder / "tests").symlink_to(REPO / "tests")
-    shutil.copytree(photos, folder / "photos")
     (folder / "clips").mkdir()
     write_video(folder / "clips" / "scenes.mp4", scenes, fps=10, duration=3.0)
     write_video(folder / "clips" / "steady.mp4", lambda t: np.full((48, 64, 3), 90, np.uint8), fps=10, duration=2.0)
