@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -40,21 +41,23 @@ def write_set(npy: Path, count: int, tag: str, value: float, *, errors: int = 0)
             writer.add_error({"id": f"bad{i}", "source": f"bad{i}.jpg", "error": "broken"})
 
 
-KILL_AFTER = """
+KILL_AT_RENAME = """
 import os, signal, sys
 real_replace = os.replace
 def replace(source, target, *args, **kwargs):
+    if os.path.basename(target) == {before!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
     real_replace(source, target, *args, **kwargs)
-    if os.path.basename(target) == {target!r}:
+    if os.path.basename(target) == {after!r}:
         os.kill(os.getpid(), signal.SIGKILL)
 os.replace = replace
 """
 
 
-def run_killed(body: str, *, after_renaming: str | None = None) -> None:
-    """Run ``body`` in a fresh interpreter that is SIGKILLed, right after renaming a file onto
-    ``after_renaming`` if given (else ``body`` kills itself)."""
-    prefix = KILL_AFTER.format(target=after_renaming) if after_renaming else ""
+def run_killed(body: str, *, after_renaming: str | None = None, before_renaming: str | None = None) -> None:
+    """Run ``body`` in a fresh interpreter that is SIGKILLed right after renaming a file onto
+    ``after_renaming``, or right before renaming one onto ``before_renaming`` (else ``body`` kills itself)."""
+    prefix = KILL_AT_RENAME.format(before=before_renaming, after=after_renaming)
     script = prefix + textwrap.dedent(body)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == -9, (result.returncode, result.stderr)
@@ -237,6 +240,29 @@ def test_extract_features_killed_while_publishing_is_complete_on_the_next_run(ru
         assert (tmp_path / f"set{suffix}").read_text() == (tmp_path / f"whole{suffix}").read_text()
 
 
+def test_a_run_killed_before_its_publication_is_decided_leaves_no_temporaries(run_mmcli, tiny_models, photos,
+                                                                              tmp_path):  # fmt: skip
+    (tmp_path / "photos").mkdir()
+    for photo in sorted(photos.iterdir())[:3]:
+        shutil.copy(photo, tmp_path / "photos" / photo.name)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"no image")
+    args = ["extract-features", str(tmp_path / "photos"), "-o", str(tmp_path / "set.npy"),
+            "--model", str(tiny_models["clip"]), "-q"]  # fmt: skip
+    # Killed with the matrix, the error list and the plan of the renames written, before the plan takes its name.
+    run_killed(f"import sys; sys.argv = ['mmcli', *{args!r}]; from mmcli.cli import main; main()",
+               before_renaming=publishing_path(tmp_path / "set.npy").name)  # fmt: skip
+    left = sorted(p.name.rsplit(".", 1)[-1] for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left == ["npy", "part", "tmp"], left  # what the kill left: nothing is decided, so nothing is published
+    assert not (tmp_path / "set.npy").exists() and (tmp_path / "set.partial").is_dir()
+
+    again = run_mmcli(*args)  # resumes from the journal and publishes; the dead run's temporaries are gone
+    assert again.returncode == 1 and "broken.jpg" in again.stderr, again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "photos", "set.errors.jsonl", "set.files.jsonl", "set.jsonl", "set.npy"
+    ]  # fmt: skip
+    assert len(read_feature_set(tmp_path / "set.npy").ids) == 3
+
+
 def test_a_set_that_cannot_be_published_keeps_the_old_one_and_the_journal(tmp_path, monkeypatch):
     import errno
 
@@ -283,3 +309,17 @@ def test_caption_rerun_after_a_kill_while_publishing_completes_the_output_and_st
     assert "is now complete" in again.stderr and "error" not in again.stderr, again.stderr
     assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == ["b", "c"], "no further work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.jsonl"]
+
+
+def test_only_the_temporaries_of_the_named_outputs_are_swept(tmp_path):
+    from mmcli.io.atomic import sweep_temporaries, temporary_sibling
+
+    npy = tmp_path / "set.npy"
+    ours = [temporary_sibling(npy, suffix) for suffix in (".part", ".rows", ".npy", ".publishing.tmp")]
+    kept = [publishing_path(npy), temporary_sibling(tmp_path / "set.faiss"), tmp_path / ".set.npy.notes",
+            tmp_path / ".set.npy.a1b2c3d4", tmp_path / "set.npy"]  # fmt: skip
+    for path in kept:
+        path.touch()
+    sweep_temporaries(npy, tmp_path / "absent-folder" / "x.npy")
+    assert not [path for path in ours if path.exists()]
+    assert all(path.exists() for path in kept)

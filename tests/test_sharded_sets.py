@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from test_publish import run_killed
 from test_video_extract import scenes
 from test_video_media import write_video
 
@@ -219,12 +220,29 @@ def test_a_killed_run_resumes_after_its_finished_parts(mmcli_exe, run_mmcli, tin
     assert f"resuming: {finished} finished parts ({finished} items)" in rerun.stderr
     after = parts_mtimes(folder)
     assert all(after[name] == before[name] for name in list(before)[:finished])  # not written again
-    assert len(after) == 120 and not any(p.name.startswith(".") for p in folder.iterdir())
+    assert len(after) == 120 and not [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
     whole = tmp_path / "whole"
     assert run_mmcli(*command[1:4], f"{whole}/", *command[5:]).returncode == 0
     same_set(read_feature_set(folder), read_feature_set(whole))
     assert index_of(folder)["parts"] == index_of(whole)["parts"]
+
+
+def test_a_run_killed_as_a_part_is_published_leaves_no_temporaries(run_mmcli, tiny_models, album, tmp_path):
+    folder = tmp_path / "killed"
+    args = ["extract-features", str(album), "-o", f"{folder}/", "--model", str(tiny_models["clip"]),
+            "--shard-rows", "40"]  # fmt: skip
+    # Killed with part 1 written and the plan of its renames too, before the plan takes its name.
+    run_killed(f"import sys; sys.argv = ['mmcli', *{args!r}, '-q']; from mmcli.cli import main; main()",
+               before_renaming=".part-00001.npy.publishing")  # fmt: skip
+    assert len(index_of(folder)["parts"]) == 1
+    assert any(".publishing" in p.name for p in folder.iterdir())  # the plan, under a temporary name
+    rerun = run_mmcli(*args)
+    assert rerun.returncode == 0 and "resuming: 1 finished parts (40 items)" in rerun.stderr, rerun.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["index.json"] + [
+        f"part-0000{number}{suffix}" for number in range(3) for suffix in (".files.jsonl", ".jsonl", ".npy")
+    ]
+    assert len(read_feature_set(folder).ids) == 120
 
 
 def test_other_settings_are_refused_naming_the_setting(run_mmcli, tiny_models, photos, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -20,10 +21,28 @@ from pathlib import Path
 
 
 def temporary_sibling(path: Path, suffix: str = ".part") -> Path:
-    """Create an empty hidden temporary file beside ``path`` (same folder, so rename is atomic)."""
+    """Create an empty hidden temporary file beside ``path`` (same folder, so rename is atomic):
+    ``.NAME.XXXXXXXX.SUFFIX``, a name :func:`sweep_temporaries` knows as ``path``'s."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     return Path(name)
+
+
+_RANDOM_AND_SUFFIX = re.compile(r"[a-z0-9_]{8}(\.[a-z]+)+")  # what mkstemp adds after the prefix
+
+
+def sweep_temporaries(*paths: Path) -> None:
+    """Remove the temporaries of ``paths`` that a killed run left before it could rename them: a
+    writer calls this as it starts, after :func:`settle` has carried out any change already decided."""
+    for path in paths:
+        prefix = f".{path.name}."
+        try:
+            names = os.listdir(path.parent)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(prefix) and _RANDOM_AND_SUFFIX.fullmatch(name[len(prefix) :]):
+                (path.parent / name).unlink(missing_ok=True)
 
 
 def commit(temporary: Path, final: Path) -> None:
@@ -49,7 +68,7 @@ def publish(primary: Path, moves: Sequence[tuple[Path, Path]], removals: Sequenc
         "removals": [os.path.relpath(path, folder) for path in removals],
     }
     marker = publishing_path(primary)
-    pending = temporary_sibling(marker, ".tmp")
+    pending = temporary_sibling(primary, ".publishing.tmp")
     with open(pending, "w", encoding="utf-8") as handle:
         json.dump(plan, handle)
     commit(pending, marker)
@@ -132,7 +151,8 @@ def atomic_output(path: Path, mode: str = "w", encoding: str | None = "utf-8") -
 def check_writable(path: Path, *, overwrite: bool, companions: tuple[Path, ...] = ()) -> Path:
     """Fail before any work if ``path`` cannot be written, or exists (with its companions) without ``overwrite``.
 
-    Where the output exists only because this call completed the publication of a killed run (see
+    Temporaries a killed run left beside the output go first (see :func:`sweep_temporaries`). Where the
+    output exists only because this call completed the publication of a killed run (see
     :func:`settle`), :class:`~mmcli.errors.OutputCompleted` says so: rerunning that run has nothing to do.
     """
     from mmcli.errors import OutputCompleted, OutputExists, UsageError, option
@@ -143,6 +163,8 @@ def check_writable(path: Path, *, overwrite: bool, companions: tuple[Path, ...] 
         raise UsageError(f"cannot write {path}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
         raise UsageError(f"cannot write {path}: folder {str(folder)!r} is not writable")
+    # A killed run's temporaries: of the output, its companions, and the manifest and error list beside it.
+    sweep_temporaries(path, *companions, path.with_suffix(".files.jsonl"), path.with_suffix(".errors.jsonl"))
     if not overwrite:
         if finished and path.exists():
             raise OutputCompleted(
