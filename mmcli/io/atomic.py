@@ -34,13 +34,15 @@ _RANDOM_AND_SUFFIX = re.compile(r"[a-z0-9_]{8}(\.[a-z]+)+")  # what mkstemp adds
 def sweep_temporaries(*paths: Path) -> None:
     """Remove the temporaries of ``paths`` that a killed run left before it could rename them: a
     writer calls this as it starts, after :func:`settle` has carried out any change already decided."""
+    listings: dict[Path, list[str]] = {}  # each folder is listed once
     for path in paths:
+        if path.parent not in listings:
+            try:
+                listings[path.parent] = os.listdir(path.parent)
+            except OSError:
+                listings[path.parent] = []
         prefix = f".{path.name}."
-        try:
-            names = os.listdir(path.parent)
-        except OSError:
-            continue
-        for name in names:
+        for name in listings[path.parent]:
             if name.startswith(prefix) and _RANDOM_AND_SUFFIX.fullmatch(name[len(prefix) :]):
                 (path.parent / name).unlink(missing_ok=True)
 
@@ -156,6 +158,8 @@ def check_writable(path: Path, *, overwrite: bool, companions: tuple[Path, ...] 
     :func:`settle`), :class:`~mmcli.errors.OutputCompleted` says so: rerunning that run has nothing to do.
     """
     from mmcli.errors import OutputCompleted, OutputExists, UsageError, option
+    from mmcli.io.features import errors_path
+    from mmcli.io.manifest import manifest_path
 
     finished = settle(path)
     folder = path.parent
@@ -164,7 +168,7 @@ def check_writable(path: Path, *, overwrite: bool, companions: tuple[Path, ...] 
     if not os.access(folder, os.W_OK):
         raise UsageError(f"cannot write {path}: folder {str(folder)!r} is not writable")
     # A killed run's temporaries: of the output, its companions, and the manifest and error list beside it.
-    sweep_temporaries(path, *companions, path.with_suffix(".files.jsonl"), path.with_suffix(".errors.jsonl"))
+    sweep_temporaries(path, *companions, manifest_path(path), errors_path(path))
     if not overwrite:
         if finished and path.exists():
             raise OutputCompleted(
