@@ -22,7 +22,7 @@ _LAZY = {
     "hits_for": "mmcli.retrieval",
     "Reporter": "mmcli.reporting",
     "RunStats": "mmcli.engine",
-    "InputItem": "mmcli.io.inputs",
+    "InputItem": "mmcli.items",
     "SamplingOptions": "mmcli.media.video",
     "TrainingOptions": "mmcli.fusion.learned",
     "list_captioner_families": "mmcli.captioners",
@@ -33,9 +33,9 @@ _LAZY = {
     "Captioner": "mmcli.captioners",
     "GenerationOptions": "mmcli.captioners",
     "caption_items": "mmcli.caption",
-    "read_feature_set": "mmcli.io.features",
-    "FeatureSet": "mmcli.io.features",
-    "FeatureSetWriter": "mmcli.io.features",
+    "read_feature_set": "mmcli.output.feature_set",
+    "FeatureSet": "mmcli.output.npy",
+    "FeatureSetWriter": "mmcli.output.npy",
     "load_image": "mmcli.media.images",
     "discover_images": "mmcli.io.inputs",
     "discover_texts": "mmcli.io.inputs",
@@ -141,8 +141,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from mmcli.fusion.early import fuse_rows
     from mmcli.fusion.late import fuse_results
     from mmcli.fusion.learned import TrainingOptions, load_head, train_head
-    from mmcli.io.features import FeatureSet, FeatureSetWriter, read_feature_set
-    from mmcli.io.inputs import InputItem, discover_images, discover_texts
+    from mmcli.io.inputs import discover_images, discover_texts
+    from mmcli.items import InputItem
     from mmcli.media.audio import decode_audio
     from mmcli.media.images import load_image
     from mmcli.media.video import SamplingOptions
@@ -155,6 +155,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         evaluate_retrieval_files,
     )
     from mmcli.metrics.retrieval import evaluate_rankings
+    from mmcli.output.feature_set import read_feature_set
+    from mmcli.output.npy import FeatureSet, FeatureSetWriter
     from mmcli.reporting import Reporter
     from mmcli.retrieval import hits_for, search
     from mmcli.search import SetSearch, embed_queries, search_set

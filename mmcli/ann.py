@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from mmcli.errors import InputError, OutputExists, UsageError, option
-from mmcli.io.atomic import publish, settle, temporary_sibling
-from mmcli.io.features import check_rows, read_feature_set
+from mmcli.output.atomic import publish, settle, temporary_sibling
+from mmcli.output.feature_set import check_rows, read_feature_set
 from mmcli.retrieval import SearchResult
 
 KINDS = ("ivf", "hnsw")
@@ -45,7 +45,7 @@ def _meta_path(npy: Path) -> Path:
 
 
 def _fingerprint(npy: Path, vectors: np.ndarray) -> dict[str, Any]:
-    from mmcli.io.shards import index_path as set_index
+    from mmcli.output.sharded import index_path as set_index
 
     stat = os.stat(set_index(npy) if npy.is_dir() else npy)  # a sharded set's index.json changes with any part
     return {
@@ -95,7 +95,7 @@ def build_index(vectors: np.ndarray, *, kind: str = "ivf", nlist: int | None = N
 
 
 def save_index(index: Any, npy: Path, vectors: np.ndarray) -> Path:
-    """Write ``FEATS.faiss`` and its fingerprint, together (see :func:`~mmcli.io.atomic.publish`)."""
+    """Write ``FEATS.faiss`` and its fingerprint, together (see :func:`~mmcli.output.atomic.publish`)."""
     faiss = faiss_module()
     target = index_path(npy)
     index_temporary, meta_temporary = temporary_sibling(target), temporary_sibling(_meta_path(npy))

@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from mmcli.captioners import DEFAULT_CAPTIONER
 from mmcli.captioners.base import Captioner, GenerationOptions
 from mmcli.errors import ItemError, UsageError, option
-from mmcli.io.inputs import InputItem
+from mmcli.items import InputItem
 from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, fill_clip
 from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, default_workers, map_batches
@@ -322,7 +322,6 @@ def caption_files(
     """
     from mmcli.captioners import load_captioner
     from mmcli.engine import (
-        RecordSink,
         Reporter,
         Resume,
         RunOptions,
@@ -332,11 +331,13 @@ def caption_files(
         run_update,
         with_total,
     )
-    from mmcli.incremental import previous_records
-    from mmcli.io.atomic import check_writable
-    from mmcli.io.inputs import STDIN, discover_images, unique_ids
-    from mmcli.io.records import RecordWriter
+    from mmcli.io.inputs import discover_images, unique_ids
     from mmcli.io.sources import Columns
+    from mmcli.items import STDIN
+    from mmcli.output.destination import check_writable
+    from mmcli.output.previous import previous_records
+    from mmcli.output.records import RecordWriter
+    from mmcli.output.sinks import RecordSink
 
     reporter = reporter or Reporter()
     run = RunOptions.of(run_options)

@@ -21,9 +21,10 @@ import numpy as np
 
 from mmcli.encoders.base import Encoder
 from mmcli.errors import InputError, UsageError, option
-from mmcli.io.features import FeatureSet, check_rows
-from mmcli.io.inputs import InputItem
+from mmcli.items import InputItem
 from mmcli.media.images import DEFAULT_MAX_PIXELS
+from mmcli.output.feature_set import check_rows
+from mmcli.output.npy import FeatureSet
 from mmcli.pipeline import Outcome
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -94,7 +95,7 @@ def prediction(probs: np.ndarray, labels: Sequence[str], top: int | None = None)
 
 def read_label_file(path: str | os.PathLike[str]) -> list[str]:
     """Class labels, one per line; blank lines are skipped."""
-    from mmcli.io.jsonl import text_lines
+    from mmcli.jsonl import text_lines
 
     try:
         text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")

@@ -15,21 +15,14 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Protocol
 
-from mmcli.errors import ItemError, UsageError, option
-from mmcli.incremental import Previous, check_same_settings, outcomes_of, plan_update
-from mmcli.io.inputs import PART_MODALITIES, STDIN, InputItem
-from mmcli.io.manifest import FileEntries
+from mmcli.errors import UsageError, option
+from mmcli.incremental import outcomes_of, plan_update
+from mmcli.items import PART_MODALITIES, STDIN, InputItem
 from mmcli.media.images import DEFAULT_MAX_PIXELS
+from mmcli.output.manifest import FileEntries
+from mmcli.output.previous import Previous, check_same_settings
 from mmcli.pipeline import Outcome
 from mmcli.reporting import Reporter
-
-
-class StoppedAtItem(ItemError):
-    """``on_error="fail"``: the run stopped at the first failed item, and what it had done was not kept."""
-
-    def __init__(self, item: InputItem, kept: str) -> None:
-        super().__init__(f"stopped at {item.source} ({option('on_error', 'fail')}){kept}")
-        self.item = item
 
 
 class Job(Protocol):
@@ -70,95 +63,6 @@ class Sink(Protocol):
     def __enter__(self) -> Sink: ...
 
     def __exit__(self, *exc: Any) -> None: ...
-
-
-def report_failures(
-    outcomes: Iterable[Outcome[InputItem]], keep: Any, on_error: str, reporter: Reporter, kept: str
-) -> int:
-    """Report each failed outcome and hand its error record to ``keep``; stop at the first under
-    ``on_error="fail"``. Returns how many failed."""
-    failed = 0
-    for outcome in outcomes:
-        if outcome.error is None:
-            continue
-        failed += 1
-        reporter.skipped(outcome.item, outcome.error)
-        keep(outcome.item.error_record(outcome.error))
-        if on_error == "fail":
-            raise StoppedAtItem(outcome.item, kept)
-    return failed
-
-
-class FeatureSink:
-    """A :class:`~mmcli.io.features.FeatureSetWriter` as a sink: an outcome's value is its row, and its
-    item gives the row's record (naming ``model``)."""
-
-    def __init__(self, writer: Any, model: str, *, manifest: bool = True) -> None:
-        self.writer, self.model = writer, model
-        self.files = FileEntries() if manifest else None
-        self.failed_before = len(writer.errors)  # an interrupted run's failures count in this one's summary
-        self.counters: dict[str, int] = writer.journal.counters if writer.journal is not None else {}
-
-    def write(self, outcomes: list[Outcome[InputItem]], on_error: str, reporter: Reporter, kept: str) -> int:
-        good = [outcome for outcome in outcomes if outcome.error is None]
-        if good:
-            self.writer.add(
-                [o.value for o in good],
-                [o.item.record(model=self.model) for o in good],
-                files=[self.files.entry(o.item) for o in good] if self.files is not None else None,
-            )
-        return report_failures(outcomes, self.writer.add_error, on_error, reporter, kept)
-
-    def carry(self, previous: Previous, rows: list[int], records: list[dict], entries: list[dict]) -> None:
-        import numpy as np
-
-        self.writer.add(np.asarray(previous.vectors[rows], np.float32), records, files=entries)
-
-    def checkpoint(self, consumed: int, counters: dict[str, int]) -> None:
-        self.writer.checkpoint(consumed)
-
-    def __enter__(self) -> FeatureSink:
-        self.writer.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.writer.__exit__(*exc)
-
-
-class RecordSink:
-    """A :class:`~mmcli.io.records.RecordWriter` as a sink: an outcome's value is its record; a failed
-    item's error record goes in the stream, in its place."""
-
-    def __init__(self, writer: Any, *, manifest: bool) -> None:
-        self.writer = writer
-        self.files = FileEntries() if manifest else None
-        self.counters: dict[str, int] = writer.journal.counters if writer.journal is not None else {}
-        self.failed_before = self.counters.get("failed", 0)
-
-    def write(self, outcomes: list[Outcome[InputItem]], on_error: str, reporter: Reporter, kept: str) -> int:
-        failed = 0
-        for outcome in outcomes:
-            if outcome.error is None:
-                self.writer.write(outcome.value, file=self.files.entry(outcome.item) if self.files else None)
-                continue
-            self.writer.flush()  # the records before it reach the reader before the report does
-            failed += report_failures([outcome], self.writer.write, on_error, reporter, kept)
-        self.writer.flush()
-        return failed
-
-    def carry(self, previous: Previous, rows: list[int], records: list[dict], entries: list[dict]) -> None:
-        for record, entry in zip(records, entries, strict=True):
-            self.writer.write(record, file=entry)
-
-    def checkpoint(self, consumed: int, counters: dict[str, int]) -> None:
-        self.writer.checkpoint(consumed, counters)
-
-    def __enter__(self) -> RecordSink:
-        self.writer.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.writer.__exit__(*exc)
 
 
 def require_inputs(inputs: list[str], *, extra: bool = False, hint: str) -> None:
@@ -331,7 +235,7 @@ def open_journal(
 ) -> tuple[Resume, Iterator[Any]]:
     """The journal for ``output`` and the items still to do: an interrupted run with the same
     ``settings`` resumes after the items it committed (``restart`` starts over)."""
-    from mmcli.io.journal import Journal, journal_path
+    from mmcli.output.journal import Journal, journal_path
 
     journal = Journal(journal_path(output), settings, restart=restart)
     reporter.journal(journal.folder)

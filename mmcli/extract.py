@@ -22,8 +22,7 @@ import numpy as np
 from mmcli.encoders import DEFAULT_MODEL, model_traits
 from mmcli.encoders.base import Encoder
 from mmcli.errors import ItemError, UnsupportedModel, UsageError, option
-from mmcli.io.inputs import PART_MODALITIES, InputItem
-from mmcli.io.shards import RowBatch
+from mmcli.items import PART_MODALITIES, InputItem
 from mmcli.media.audio import (
     AUDIO_END,
     AudioEnd,
@@ -35,7 +34,7 @@ from mmcli.media.audio import (
 )
 from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, expand_clips, expand_videos
 from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
-from mmcli.pipeline import Outcome, default_workers, map_batches
+from mmcli.pipeline import Outcome, RowBatch, default_workers, map_batches
 
 if TYPE_CHECKING:
     from mmcli.engine import Reporter, RunStats
@@ -338,13 +337,12 @@ def extract_features(
     settings every run takes (:class:`~mmcli.engine.RunOptions`: ``device``, ``batch_size``, ...).
 
     An ``output`` ending in ``/`` (or naming an existing folder) is written as a sharded set
-    (:mod:`mmcli.io.shards`): parts of ``shard_rows`` rows or a little more (default 100,000; a
+    (:mod:`mmcli.output.sharded`): parts of ``shard_rows`` rows or a little more (default 100,000; a
     resumed or updated set keeps its own), each closed at an input item's end; a killed run
     resumes after its last finished part.
     """
     from mmcli.encoders import load_encoder
     from mmcli.engine import (
-        FeatureSink,
         Reporter,
         Resume,
         RunOptions,
@@ -354,11 +352,14 @@ def extract_features(
         run_update,
         with_total,
     )
-    from mmcli.incremental import previous_feature_set
-    from mmcli.io.features import FeatureSetWriter, check_output_path, errors_path
-    from mmcli.io.inputs import STDIN, discover_images, discover_texts, unique_ids
-    from mmcli.io.shards import check_sharded_output, is_sharded_output
+    from mmcli.io.inputs import discover_images, discover_texts, unique_ids
     from mmcli.io.sources import Columns
+    from mmcli.items import STDIN
+    from mmcli.output.destination import check_output_path
+    from mmcli.output.npy import FeatureSetWriter, errors_path
+    from mmcli.output.previous import previous_feature_set
+    from mmcli.output.sharded import check_sharded_output, is_sharded_output
+    from mmcli.output.sinks import FeatureSink
 
     reporter = reporter or Reporter()
     run = RunOptions.of(options)
@@ -567,8 +568,8 @@ def _extract_sharded(
     from itertools import islice
 
     from mmcli.engine import Resume, run_fresh, run_update
-    from mmcli.io.inputs import STDIN
-    from mmcli.io.shards import ShardedResume, ShardedSink, index_path, resume_sharded
+    from mmcli.items import STDIN
+    from mmcli.output.sharded import ShardedResume, ShardedSink, index_path, resume_sharded
 
     if previous is not None:
         assert existing is not None

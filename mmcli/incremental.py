@@ -15,12 +15,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mmcli.errors import UsageError, option
-from mmcli.io.inputs import InputItem
-from mmcli.io.manifest import file_entry, read_manifest, read_run_settings
+from mmcli.items import InputItem
+from mmcli.output.manifest import file_entry, file_groups
 
 
 @dataclass
@@ -46,120 +45,6 @@ class UpdatePlan:
         old_id = _input_id(old)
         carried = [_renamed(record, old_id, item.id, item.source) for record in old]
         return carried, [{**entry, "id": record["id"]} for record in carried]
-
-
-@dataclass
-class Previous:
-    """The output ``--update`` starts from: its records (error records aside) and, for a feature set,
-    its ``vectors``; their file ``manifest``; the paths of files that ``failed`` in it; and whether
-    ``videos`` are involved (in it or in the current inputs), whose sampling must then match."""
-
-    output: Path
-    records: list[dict[str, Any]]
-    manifest: list[dict[str, Any]]
-    failed: set[str]
-    videos: bool
-    vectors: Any = None
-
-
-def _manifest_of(output: Path, items: Sequence[InputItem] = ()) -> list[dict[str, Any]]:
-    for item in items:  # an update compares files on this disk (path, size, mtime, content)
-        if item.blob is not None:
-            raise UsageError(
-                f"{option('update')} compares local files with those {output} was made from; {item.source} is "
-                f"inside a shard or a Parquet table, or at a URL: rebuild it with {option('overwrite')} instead"
-            )
-    manifest = read_manifest(output)
-    if manifest is None:
-        raise UsageError(
-            f"{output} has no file manifest to compare against; rebuild it once with {option('overwrite')}"
-        )
-    return manifest
-
-
-def _has_videos(items: Sequence[InputItem]) -> bool:
-    return any(item.modality == "video" for item in items)
-
-
-def previous_feature_set(output: Path, items: Sequence[InputItem], model: str) -> Previous:
-    """The feature set and manifest ``--update`` starts from, refused early where it cannot be updated."""
-    from mmcli.io.features import feature_set_errors, read_feature_set
-
-    old = read_feature_set(output)
-    manifest = _manifest_of(output, items)
-    if old.models != {model}:
-        raise UsageError(
-            f"{output} was made with {', '.join(sorted(old.models))}; "
-            f"{option('update')} must use the same {option('model')}"
-        )
-    failed = {record.get("source") for record in feature_set_errors(output)}
-    videos = any(record.get("modality") in ("video", "frame") for record in old.records)
-    return Previous(output, old.records, manifest, failed, videos or _has_videos(items), old.vectors)
-
-
-def previous_records(output: Path, items: Sequence[InputItem]) -> Previous:
-    """The records (captions) and manifest ``--update`` starts from, refused early where they cannot be updated."""
-    from mmcli.io.jsonl import read_jsonl
-
-    manifest = _manifest_of(output, items)
-    records = [record for _, record in read_jsonl(output)]
-    kept = [record for record in records if "error" not in record]
-    failed = {record.get("source") for record in records if "error" in record}
-    videos = any("summary" in record or "t" in record for record in kept)
-    return Previous(output, kept, manifest, failed, videos or _has_videos(items))
-
-
-# Settings that cannot make old and new rows disagree where no video is involved: how videos are sampled.
-VIDEO_SETTINGS = frozenset({"video"})
-
-
-def check_same_settings(output: Path, settings: dict[str, Any], *, videos: bool = True) -> None:
-    """Refuse to update ``output`` with settings that would make its old and new parts disagree.
-    ``videos``: whether the output or the inputs hold videos (else their sampling is moot)."""
-    stored = read_run_settings(output)
-    if stored is None:  # written before runs recorded their settings
-        return
-    ignored = frozenset() if videos else VIDEO_SETTINGS
-    compared = [key for key in settings if key not in ignored and key in stored]
-    stored = flat_settings({key: stored[key] for key in compared})
-    settings = flat_settings({key: settings[key] for key in compared})
-    differing = [key for key in {**stored, **settings} if stored.get(key) != settings.get(key)]
-    if differing:
-        was = ", ".join(f"{key}={stored.get(key)!r}" for key in differing)
-        now = ", ".join(f"{key}={settings.get(key)!r}" for key in differing)
-        raise UsageError(
-            f"{output} was made with {was}, this run has {now}; {option('update')} must use the same settings "
-            f"(give the same flags again, or rebuild it with {option('overwrite')})"
-        )
-
-
-def flat_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Nested settings as ``video.pool``-style keys, so a refusal names just the one that differs."""
-    flat: dict[str, Any] = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update((f"{key}.{inner}", item) for inner, item in flat_settings(value).items())
-        else:
-            flat[key] = value
-    return flat
-
-
-# Settings a refusal names as they are, not as a flag (they are no flag, or not one by that name).
-NOT_FLAGS = frozenset({"command", "inputs", "texts", "device", "settings"})
-
-
-def describe_differences(stored: dict[str, Any], now: dict[str, Any], *, first_only: bool = False) -> str:
-    """``--batch-size was 32, now 8`` for each setting (nested ones as ``video.pool``) that differs
-    between a stored run and this one, compared as JSON, as stored settings were written."""
-    import json
-
-    was, wanted = flat_settings(stored or {}), flat_settings(json.loads(json.dumps(now)))
-    keys = [key for key in {**was, **wanted} if was.get(key) != wanted.get(key)]
-    shown = [
-        f"{key if '.' in key or key in NOT_FLAGS else option(key)} was {was.get(key)!r}, now {wanted.get(key)!r}"
-        for key in (keys[:1] if first_only else keys)
-    ]
-    return "; ".join(shown)
 
 
 def input_id(outcome: Any) -> str:
@@ -194,19 +79,6 @@ def outcomes_of(
                 bar.update(1)
             outcomes[index].append(outcome)
     return outcomes
-
-
-def file_groups(manifest: Sequence[dict[str, Any]]) -> list[list[int]]:
-    """Old rows grouped by the file they came from: consecutive rows with one path (a video's) share a
-    group; every other row (a text) is a group of its own."""
-    groups: list[list[int]] = []
-    for row, entry in enumerate(manifest):
-        path = entry.get("path")
-        if groups and path is not None and manifest[groups[-1][0]].get("path") == path:
-            groups[-1].append(row)
-        else:
-            groups.append([row])
-    return groups
 
 
 def plan_update(

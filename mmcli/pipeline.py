@@ -212,3 +212,12 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
+
+
+class RowBatch(list):
+    """A batch's outcomes to write, with ``ends``: the positions in it where an input item's outcomes
+    end (so a sharded sink can close a part between items, never inside one)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.ends: list[int] = []

@@ -17,7 +17,8 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from mmcli.errors import InputError, UsageError, option
-from mmcli.io.features import FeatureSet, check_finite, require_rows
+from mmcli.output.feature_set import check_finite, require_rows
+from mmcli.output.npy import FeatureSet
 from mmcli.retrieval import SearchResult, search
 
 ANN_MODES = ("auto", "faiss", "exact")
@@ -156,8 +157,9 @@ def embed_queries(
     bytes as a blob), embedded after the others. A caller that embeds queries again and again (a
     server) passes its loaded ``encoder`` (whose model is then ``model``, for messages), so every call
     embeds exactly as one ``retrieve`` run does, without loading the model each time."""
-    from mmcli.io.features import is_feature_set_path, read_feature_set
-    from mmcli.io.inputs import STDIN, InputItem, discover_texts, queries_from_stream
+    from mmcli.io.inputs import discover_texts, queries_from_stream
+    from mmcli.items import STDIN, InputItem
+    from mmcli.output.feature_set import is_feature_set_path, read_feature_set
 
     texts, images = list(texts), list(images)
     items: list[InputItem] = list(discover_texts([], texts)) if texts else []

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mmcli.errors import ItemError, UsageError, option
-from mmcli.io.inputs import InputItem
+from mmcli.items import InputItem
 from mmcli.media.audio import AUDIO_END, AudioEnd, AudioWindow, Windowing, expand_audio, silence_error
 from mmcli.models import LoadedModel
 from mmcli.pipeline import Outcome, default_workers, map_batches
@@ -328,19 +328,12 @@ def transcribe_files(
     progress is journalled beside it: a killed run resumes where it stopped (``restart`` discards it).
     ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
     """
-    from mmcli.engine import (
-        RecordSink,
-        Reporter,
-        Resume,
-        RunOptions,
-        open_journal,
-        require_inputs,
-        run_fresh,
-        with_total,
-    )
-    from mmcli.io.atomic import check_writable
-    from mmcli.io.inputs import STDIN, discover_images, unique_ids
-    from mmcli.io.records import RecordWriter
+    from mmcli.engine import Reporter, Resume, RunOptions, open_journal, require_inputs, run_fresh, with_total
+    from mmcli.io.inputs import discover_images, unique_ids
+    from mmcli.items import STDIN
+    from mmcli.output.destination import check_writable
+    from mmcli.output.records import RecordWriter
+    from mmcli.output.sinks import RecordSink
 
     reporter = reporter or Reporter()
     run = RunOptions.of(run_options)

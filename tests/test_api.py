@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import mmcli
-from mmcli.engine import StoppedAtItem
-from mmcli.io.features import read_feature_set
+from mmcli.output.failures import StoppedAtItem
+from mmcli.output.feature_set import read_feature_set
 from mmcli.reporting import Reporter
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from audio_media import as_pcm16, speech_like, tone, write_mp3, write_mp4, write_wav
 
-from mmcli.io.features import read_feature_set
 from mmcli.media.audio import AudioReader, Windowing, decode_audio, windows
+from mmcli.output.feature_set import read_feature_set
 
 RATE = 48_000  # CLAP's
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmcli.io.features import read_feature_set
+from mmcli.output.feature_set import read_feature_set
 
 
 def _assert_clean_failure(result, code):

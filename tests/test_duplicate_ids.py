@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from mmcli.io.features import errors_path, read_feature_set
+from mmcli.output.feature_set import read_feature_set
+from mmcli.output.npy import errors_path
 
 
 def _lines(text):

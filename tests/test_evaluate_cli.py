@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mmcli.io.features import FeatureSetWriter
+from mmcli.output.npy import FeatureSetWriter
 
 
 def write_jsonl(path, records):

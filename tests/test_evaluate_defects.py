@@ -8,7 +8,7 @@ import random
 import pytest
 
 from mmcli.errors import InputError
-from mmcli.io.jsonl import read_jsonl
+from mmcli.jsonl import read_jsonl
 from mmcli.metrics.captions import evaluate_captions
 from mmcli.metrics.classification import evaluate_classification
 from mmcli.metrics.files import evaluate_caption_files

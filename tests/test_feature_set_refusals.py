@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mmcli.errors import InputError
-from mmcli.io.features import read_feature_set
+from mmcli.output.feature_set import read_feature_set
 
 
 def write_set(npy: Path, matrix: np.ndarray, model: str = "m", records: list[dict] | None = None) -> Path:

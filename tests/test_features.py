@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from mmcli.errors import InputError, OutputExists, UsageError
-from mmcli.io.features import FeatureSetWriter, check_output_path, read_feature_set
+from mmcli.output.destination import check_output_path
+from mmcli.output.feature_set import read_feature_set
+from mmcli.output.npy import FeatureSetWriter
 
 
 def _records(ids):
@@ -131,7 +133,7 @@ def test_models_of_rows_fused_twice_are_the_inner_names(tmp_path):
 
     import numpy as np
 
-    from mmcli.io.features import read_feature_set
+    from mmcli.output.feature_set import read_feature_set
 
     np.save(tmp_path / "f.npy", np.ones((2, 3), np.float32))
     records = [

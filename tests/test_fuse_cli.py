@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mmcli.io.features import FeatureSetWriter, read_feature_set
+from mmcli.output.feature_set import read_feature_set
+from mmcli.output.npy import FeatureSetWriter
 
 
 def xor_sets(folder, rows=600, seed=0):

@@ -11,7 +11,8 @@ import pytest
 from mmcli.errors import InputError, UsageError
 from mmcli.fusion.align import align
 from mmcli.fusion.early import PcaFitter, Projection, fuse_rows, parse_projection_spec, parse_weights
-from mmcli.io.features import FeatureSetWriter, check_finite, read_feature_set
+from mmcli.output.feature_set import check_finite, read_feature_set
+from mmcli.output.npy import FeatureSetWriter
 
 
 def write_set(path, ids, rows, *, model="m", modality="image", extra=None):

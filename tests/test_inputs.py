@@ -8,7 +8,8 @@ import os
 import pytest
 
 from mmcli.errors import InputError, UsageError
-from mmcli.io.inputs import InputItem, discover_images, discover_texts, walk_images
+from mmcli.io.inputs import discover_images, discover_texts, walk_images
+from mmcli.items import InputItem
 
 
 def touch(path, data=b"x"):

@@ -9,9 +9,9 @@ import pytest
 
 from mmcli import evaluate_caption_files, evaluate_classification_files, evaluate_retrieval_files
 from mmcli.errors import IdMismatch, InputError, MissingScores
-from mmcli.io.features import FeatureSetWriter
 from mmcli.metrics.captions import evaluate_captions
 from mmcli.metrics.files import evaluate_cross_modal_files
+from mmcli.output.npy import FeatureSetWriter
 
 
 def write_jsonl(path, records):

@@ -11,7 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from mmcli.io.features import FeatureSetWriter, read_feature_set
+from mmcli.output.feature_set import read_feature_set
+from mmcli.output.npy import FeatureSetWriter
 
 
 def jsonl(text):

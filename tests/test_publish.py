@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmcli.io.atomic import publish, publishing_path, settle
-from mmcli.io.features import FeatureSetWriter, errors_path, read_feature_set
-from mmcli.io.journal import Journal, journal_path
-from mmcli.io.manifest import read_manifest
+from mmcli.output.atomic import publish, publishing_path, settle
+from mmcli.output.feature_set import read_feature_set
+from mmcli.output.journal import Journal, journal_path
+from mmcli.output.manifest import read_manifest
+from mmcli.output.npy import FeatureSetWriter, errors_path
 
 
 def records(count: int, tag: str) -> list[dict]:
@@ -106,7 +107,7 @@ def test_a_kill_before_the_change_is_decided_keeps_the_old_set(tmp_path):
         f"""
         import os, signal
         from pathlib import Path
-        import mmcli.io.atomic as atomic
+        import mmcli.output.atomic as atomic
         def dying_commit(temporary, final):
             os.kill(os.getpid(), signal.SIGKILL)
         atomic.commit = dying_commit
@@ -146,7 +147,7 @@ def test_cli_reads_a_half_published_set_as_the_new_one(run_mmcli, tmp_path):
 
 
 def test_caption_output_and_manifest_are_published_together(tmp_path):
-    from mmcli.io.records import RecordWriter
+    from mmcli.output.records import RecordWriter
 
     output = tmp_path / "captions.jsonl"
     with RecordWriter(output, settings={"model": "old"}) as writer:
@@ -154,7 +155,7 @@ def test_caption_output_and_manifest_are_published_together(tmp_path):
     run_killed(
         f"""
         from pathlib import Path
-        from mmcli.io.records import RecordWriter
+        from mmcli.output.records import RecordWriter
         with RecordWriter(Path({str(output)!r}), settings={{"model": "new"}}) as writer:
             for name in "bc":
                 writer.write({{"id": name, "source": name, "caption": "new"}}, file={{"id": name, "path": name}})
@@ -266,7 +267,7 @@ def test_a_run_killed_before_its_publication_is_decided_leaves_no_temporaries(ru
 def test_a_set_that_cannot_be_published_keeps_the_old_one_and_the_journal(tmp_path, monkeypatch):
     import errno
 
-    import mmcli.io.features as features
+    import mmcli.output.npy as features
 
     npy = tmp_path / "set.npy"
     write_set(npy, 2, "old", 1.0)
@@ -312,7 +313,7 @@ def test_caption_rerun_after_a_kill_while_publishing_completes_the_output_and_st
 
 
 def test_only_the_temporaries_of_the_named_outputs_are_swept(tmp_path):
-    from mmcli.io.atomic import sweep_temporaries, temporary_sibling
+    from mmcli.output.atomic import sweep_temporaries, temporary_sibling
 
     npy = tmp_path / "set.npy"
     ours = [temporary_sibling(npy, suffix) for suffix in (".part", ".rows", ".npy", ".publishing.tmp")]

@@ -24,7 +24,7 @@ from PIL import Image
 from test_video_extract import scenes
 from test_video_media import write_video
 
-from mmcli.io.features import read_feature_set
+from mmcli.output.feature_set import read_feature_set
 
 WORKERS_NOTE = re.compile(r"ray: (\d+) inputs? in (\d+) batch(?:es)? on (\d+) workers? \(1 node\) of (.*)")
 

@@ -161,7 +161,7 @@ def test_a_resumed_run_with_a_video_skips_only_the_inputs_it_finished(tiny_model
     from test_video_media import write_video
 
     from mmcli import extract_features
-    from mmcli.io.features import read_feature_set
+    from mmcli.output.feature_set import read_feature_set
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -197,7 +197,7 @@ def test_a_run_stopped_before_its_first_commit_leaves_no_journal(tiny_models, al
 
 def test_a_resume_with_other_settings_names_each_setting_that_differs(tmp_path):
     from mmcli.errors import UsageError, options_as_flags
-    from mmcli.io.journal import Journal
+    from mmcli.output.journal import Journal
 
     settings = {"model": "clip", "batch_size": 32, "video": {"pool": "mean", "fps": 1.0}}
     journal = Journal(tmp_path / "out.partial", settings)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mmcli.io.features import read_feature_set
+from mmcli.output.feature_set import read_feature_set
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from mmcli.ann import index_path
 from mmcli.errors import InputError, UsageError
-from mmcli.io.features import read_feature_set
+from mmcli.output.feature_set import read_feature_set
 from mmcli.retrieval import search
 from mmcli.search import ANN_AUTO_ROWS, search_set
 

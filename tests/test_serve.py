@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from mmcli.io.features import read_feature_set
+from mmcli.output.feature_set import read_feature_set
 from mmcli.web import serve as web
 
 QUERIES = ["a photo of a cat", "a rocket on the launch pad"]

@@ -19,8 +19,9 @@ from test_video_extract import scenes
 from test_video_media import write_video
 
 from mmcli.errors import InputError
-from mmcli.io.features import FeatureSetWriter, read_feature_set
-from mmcli.io.shards import ShardedVectors
+from mmcli.output.feature_set import read_feature_set
+from mmcli.output.npy import FeatureSetWriter
+from mmcli.output.sharded import ShardedVectors
 
 
 def extract(run, inputs, out, model, *extra):

@@ -19,10 +19,10 @@ from conftest import PHOTO_NAMES
 from PIL import Image
 
 from mmcli.errors import ItemError
-from mmcli.io.features import read_feature_set
 from mmcli.io.inputs import discover_images, discover_texts
 from mmcli.io.sources import ByteRange, Columns, ParquetCell, expand_braces, split_key
 from mmcli.media.images import load_image
+from mmcli.output.feature_set import read_feature_set
 
 KEYS = [f"{index:06d}" for index in range(len(PHOTO_NAMES))]
 

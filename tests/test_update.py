@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmcli.io.features import read_feature_set
+from mmcli.output.feature_set import read_feature_set
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_reused_rows_take_the_ids_a_fresh_run_gives_the_current_inputs(tmp_path)
     ids a fresh run over these files gives: an image's row, and a video's segments with no summary."""
     from mmcli.incremental import plan_update
     from mmcli.io.inputs import discover_images
-    from mmcli.io.manifest import file_entry
+    from mmcli.output.manifest import file_entry
 
     (tmp_path / "a.jpg").write_bytes(b"image bytes")
     (tmp_path / "v.mp4").write_bytes(b"video bytes")

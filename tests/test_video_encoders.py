@@ -18,12 +18,12 @@ from tiny_models import CLIP_FRAMES
 
 from mmcli.encoders import load_encoder
 from mmcli.errors import UsageError
-from mmcli.io.features import read_feature_set
-from mmcli.io.inputs import InputItem
-from mmcli.io.manifest import read_run_settings
+from mmcli.items import InputItem
 from mmcli.media.clips import ClipItem, clip_sampling, expand_clips, fill_clip
 from mmcli.media.images import load_image
 from mmcli.media.video import SamplingOptions, sample_frames
+from mmcli.output.feature_set import read_feature_set
+from mmcli.output.manifest import read_run_settings
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
 TEXTS = ["a red square", "two people ride bicycles in the city", "a rocket"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_video_media import solid, write_video
 
-from mmcli.io.features import read_feature_set
+from mmcli.output.feature_set import read_feature_set
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
 

@@ -68,9 +68,10 @@ def classify(
 ) -> None:
     """Zero-shot classify images, or recordings with an audio-text model (CLAP): one {"id", "source",
     "label", "score", "scores"} record per input."""
-    from mmcli.engine import RecordSink, require_inputs, with_total
-    from mmcli.io.atomic import check_writable
+    from mmcli.engine import require_inputs, with_total
     from mmcli.io.inputs import discover_images
+    from mmcli.output.destination import check_writable
+    from mmcli.output.sinks import RecordSink
 
     inputs = inputs or []
     label_list = _labels(labels, labels_file)
@@ -90,8 +91,8 @@ def classify(
 
     quiet_libraries()
     from mmcli.classify import classify_features, classify_items, zero_shot
-    from mmcli.io.features import read_feature_set
-    from mmcli.io.records import RecordWriter
+    from mmcli.output.feature_set import read_feature_set
+    from mmcli.output.records import RecordWriter
 
     feature_set = read_feature_set(features) if features is not None else None
     encoder, classes = zero_shot(

@@ -80,10 +80,11 @@ def captions(
     quiet: Quiet = False,
 ) -> None:
     """Caption metrics identical to the COCO caption toolkit (pycocoevalcap), computed without Java."""
-    from mmcli.io.atomic import atomic_output, check_writable
-    from mmcli.io.jsonl import dumps
+    from mmcli.jsonl import dumps
     from mmcli.metrics.captions import ALL_METRICS
     from mmcli.metrics.files import evaluate_caption_files
+    from mmcli.output.atomic import atomic_output
+    from mmcli.output.destination import check_writable
 
     chosen = [name.strip().lower() for name in metrics.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in ALL_METRICS]

@@ -48,8 +48,9 @@ def classification(
     quiet: Quiet = False,
 ) -> None:
     """Accuracy, top-k accuracy, macro/micro/weighted precision, recall and F1, per class."""
-    from mmcli.io.atomic import atomic_output, check_writable
     from mmcli.metrics.files import evaluate_classification_files
+    from mmcli.output.atomic import atomic_output
+    from mmcli.output.destination import check_writable
 
     ks = parse_ints(top_k, "--top-k") if top_k else []
     if confusion is not None:

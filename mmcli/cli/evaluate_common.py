@@ -51,7 +51,7 @@ def wants_table(fmt: Format) -> bool:
 
 def emit(title: str, metrics: dict[str, Any], fmt: Format, *, extra: dict[str, Any] | None = None) -> None:
     """Metrics as a rich table, or as one JSON object with ``extra`` beside them."""
-    from mmcli.io.jsonl import dumps
+    from mmcli.jsonl import dumps
 
     if not wants_table(fmt):
         print(dumps({"metrics": metrics, **(extra or {})}))

@@ -155,8 +155,8 @@ def extract_features(
     """
     flags = dict(locals())  # the shared run options go to the library as they are
     from mmcli.extract import extract_features as run
-    from mmcli.io.features import sidecar_path
-    from mmcli.io.shards import INDEX_NAME, read_index
+    from mmcli.output.npy import sidecar_path
+    from mmcli.output.sharded import INDEX_NAME, read_index
 
     result = run(
         inputs or [],

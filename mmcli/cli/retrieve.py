@@ -91,9 +91,9 @@ def retrieve(
     quiet: opt.Quiet = False,
 ) -> None:
     """Search a feature set: one {"query_id", "query", "hits": [...]} record per query."""
-    from mmcli.io.atomic import check_writable
-    from mmcli.io.features import is_feature_set_path, read_feature_set
-    from mmcli.io.records import RecordWriter
+    from mmcli.output.destination import check_writable
+    from mmcli.output.feature_set import is_feature_set_path, read_feature_set
+    from mmcli.output.records import RecordWriter
     from mmcli.retrieval import hits_for
     from mmcli.search import embed_queries, search_set
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mmcli.errors import InputError, UsageError
-from mmcli.io.features import FeatureSet
+from mmcli.output.npy import FeatureSet
 
 ALIGN_MODES = ("id", "row")
 CHUNK_ROWS = 8_192

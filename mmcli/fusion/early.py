@@ -81,7 +81,7 @@ class Projection:
         """Weights as safetensors with the layout in its metadata: no pickle, readable anywhere."""
         from safetensors.numpy import save
 
-        from mmcli.io.atomic import atomic_output
+        from mmcli.output.atomic import atomic_output
 
         tensors = {}
         for index, (mean, component) in enumerate(zip(self.means, self.components, strict=True)):

@@ -296,7 +296,7 @@ def save_head(head: TrainedHead, path: str | os.PathLike[str]) -> list[Path]:
     """Weights as safetensors and the config as JSON beside them, each written atomically; no pickle."""
     from safetensors.torch import save
 
-    from mmcli.io.atomic import atomic_output
+    from mmcli.output.atomic import atomic_output
 
     weights_path, config_path = head_files(path)
     try:

@@ -24,10 +24,11 @@ from mmcli.fusion import EARLY_METHODS
 from mmcli.fusion.align import AlignedSets, align
 from mmcli.fusion.early import PcaFitter, Projection, fuse_rows, l2_normalize, prepare_blocks, require_one_width
 from mmcli.fusion.late import DEFAULT_RRF_K, LateFusionReport, fuse_results
-from mmcli.io.atomic import check_writable
-from mmcli.io.features import FeatureSetWriter, check_output_path, check_rows, read_feature_set
-from mmcli.io.jsonl import read_jsonl
-from mmcli.io.records import RecordWriter
+from mmcli.jsonl import read_jsonl
+from mmcli.output.destination import check_output_path, check_writable
+from mmcli.output.feature_set import check_rows, read_feature_set
+from mmcli.output.npy import FeatureSetWriter
+from mmcli.output.records import RecordWriter
 
 if TYPE_CHECKING:
     from mmcli.fusion.learned import EpochLog, TrainedHead, TrainingOptions

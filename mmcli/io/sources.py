@@ -29,7 +29,7 @@ from mmcli.media.images import IMAGE_EXTENSIONS, is_image_path
 from mmcli.media.video import VIDEO_EXTENSIONS, is_video_path
 
 if TYPE_CHECKING:
-    from mmcli.io.inputs import InputItem
+    from mmcli.items import InputItem
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 SHARD_SUFFIX = ".tar"
@@ -291,7 +291,7 @@ def _parquet_file(handle: IO[bytes]) -> Any:
 def walk_url(url: str, accept: Callable[[str], bool]) -> list[str]:
     """The files under a folder URL (or matching a glob URL) that ``accept`` takes, as URLs, sorted by
     path components like a local walk. A folder that cannot be listed is a usage error."""
-    from mmcli.io.inputs import path_sort_key
+    from mmcli.items import path_sort_key
 
     fs, path = filesystem(url)
     try:
@@ -349,7 +349,7 @@ def shard_items(
     """
     import tarfile
 
-    from mmcli.io.inputs import InputItem
+    from mmcli.items import InputItem
 
     defaults = defaults or {}
     current: dict[str, Any] = {}
@@ -401,7 +401,7 @@ def shard_items(
 def _sample_item(
     shard: str, key: str, members: dict[str, Any], *, text_mode: bool, videos: bool, defaults: dict[str, Any]
 ) -> InputItem:
-    from mmcli.io.inputs import InputItem
+    from mmcli.items import InputItem
 
     source = f"{shard}#{key}"
     item = InputItem(id=key, modality="text" if text_mode else "image", source=source)
@@ -465,7 +465,7 @@ def parquet_items(
     ``source``: the path or URL of a row's image, ``TABLE#ROW`` for bytes, the text for text rows.
     Every other column of strings, numbers or booleans is carried into the record.
     """
-    from mmcli.io.inputs import InputItem
+    from mmcli.items import InputItem
 
     needed = columns.text if text_mode else columns.image
     if needed is None:
@@ -588,7 +588,7 @@ def _image_row(
     folder: str,
     videos: bool,
 ) -> InputItem:
-    from mmcli.io.inputs import InputItem
+    from mmcli.items import InputItem
 
     item = InputItem(id=item_id, modality="image", source=f"{table}#{row}")
 
@@ -623,7 +623,7 @@ def _image_row(
 
 def url_item(url: str, *, videos: bool) -> InputItem:
     """A remote image or video file as an item; its bytes are read when it is decoded."""
-    from mmcli.io.inputs import InputItem
+    from mmcli.items import InputItem
 
     filesystem(url)  # a protocol without its backend is refused now, not once per item
     modality = "video" if videos and is_video_path(url.split("?", 1)[0]) else "image"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmcli.errors import ItemError, UsageError, option
-from mmcli.io.inputs import InputItem
+from mmcli.items import InputItem
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff"})
 AUDIO_END = "audio-end"  # the modality of the marker item that follows an audio file's last window

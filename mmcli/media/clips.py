@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from mmcli.errors import ItemError, UsageError, option
-from mmcli.io.inputs import InputItem
+from mmcli.items import InputItem
 from mmcli.media.images import DEFAULT_MAX_PIXELS
 from mmcli.media.video import SamplingOptions, VideoReader, local_video
 

@@ -89,7 +89,7 @@ def clip_scores(
 
 
 def _from_feature_set(path: Path, ids: Sequence[str], model: str | None) -> tuple[dict[str, np.ndarray], str | None]:
-    from mmcli.io.features import read_feature_set
+    from mmcli.output.feature_set import read_feature_set
 
     feature_set = read_feature_set(path)
     wanted = set(ids)

@@ -73,7 +73,7 @@ class _Notes:
 
 def _records(path: PathLike, what: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, record)`` for each record of a JSONL file, ``where`` being ``file:line`` for errors."""
-    from mmcli.io.jsonl import read_jsonl
+    from mmcli.jsonl import read_jsonl
 
     for number, record in read_jsonl(path, f"{what} file"):
         yield f"{path}:{number}", record
@@ -331,7 +331,7 @@ def evaluate_cross_modal_files(
 ) -> CrossModalReport:
     """Image<->text R@K (see :func:`~mmcli.metrics.retrieval.cross_modal_recall`) of an image and a
     text feature set, each text naming by ``match_field`` the id of the image it describes."""
-    from mmcli.io.features import check_finite, read_feature_set
+    from mmcli.output.feature_set import check_finite, read_feature_set
 
     note = _Notes(on_note)
     image_set, text_set = read_feature_set(images), read_feature_set(texts)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mmcli.errors import MmcliError, UsageError, option
-from mmcli.io.inputs import PART_MODALITIES, InputItem
+from mmcli.items import PART_MODALITIES, InputItem
 from mmcli.pipeline import Outcome
 from mmcli.reporting import Reporter
 
@@ -202,7 +202,7 @@ class ModelWorker:
         self.job = make_job()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from mmcli.io.shards import RowBatch
+        from mmcli.pipeline import RowBatch
 
         items = [pickle.loads(blob) for blob in batch["item"]]
         outcomes = RowBatch()  # where each input item's outcomes end, for a sharded set's part boundaries

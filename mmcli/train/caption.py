@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmcli.errors import OutputExists, UsageError, option
-from mmcli.incremental import describe_differences
 from mmcli.io.sources import Columns
 from mmcli.reporting import Reporter
+from mmcli.settings import describe_differences
 from mmcli.train.data import Pair, discover_pairs, load_pairs, split_pairs
 from mmcli.train.families import TrainableFamily, trainable_family
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from mmcli.errors import ItemError, UsageError, option
-from mmcli.io.inputs import JSONL_SUFFIXES, STDIN, InputItem, discover_images, unique_ids
+from mmcli.io.inputs import JSONL_SUFFIXES, discover_images, unique_ids
 from mmcli.io.sources import Columns, is_url
+from mmcli.items import STDIN, InputItem
 from mmcli.reporting import Reporter
 
 CAPTION_FIELDS = ("caption", "captions", "text")

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mmcli.web.report import Report
+from mmcli.web.report_model import Report
 from mmcli.web.thumbnails import Thumb
 
 COLUMNS = 6

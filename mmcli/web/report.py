@@ -17,12 +17,13 @@ import os
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmcli.errors import InputError, UsageError, option
 from mmcli.media.images import DEFAULT_MAX_PIXELS
+from mmcli.web.report_model import Report
 from mmcli.web.thumbnails import DEFAULT_THUMB_SIZE, Thumb, Thumbnails, looks_like_media, media_time
 
 KINDS = ("retrieve", "caption", "classify", "evaluate")
@@ -51,28 +52,12 @@ class ReportResult:
     contact_sheet: Path | None
 
 
-@dataclass
-class Report:
-    """The page's content, as the templates and the contact sheet draw it."""
-
-    kind: str
-    title: str
-    records: int
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    sections: list[dict[str, Any]] = field(default_factory=list)  # kind-specific entries, in input order
-    evaluation: dict[str, Any] | None = None  # for kind "evaluate"
-    missing: dict[str, str] = field(default_factory=dict)
-    images: int = 0
-    link_images: bool = False
-    thumb_size: int = DEFAULT_THUMB_SIZE
-
-
 # -- reading and recognising -------------------------------------------------------------------------------
 
 
 def read_results(results: str | os.PathLike[str] | Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """The records of ``results`` (a JSONL path, ``-`` for stdin, or records) and a name for messages."""
-    from mmcli.io.jsonl import read_jsonl
+    from mmcli.jsonl import read_jsonl
 
     if isinstance(results, (str, os.PathLike)):
         name = "<stdin>" if str(results) == "-" else str(results)
@@ -385,7 +370,8 @@ def write_report(
     ``overwrite``. Relative image paths in the records are relative to the current folder; with
     ``link_images`` the page links to the images (relative to its own folder) instead of embedding them.
     """
-    from mmcli.io.atomic import atomic_output, check_writable
+    from mmcli.output.atomic import atomic_output
+    from mmcli.output.destination import check_writable
 
     if thumb_size < 16:
         raise UsageError(f"{option('thumb_size')} must be at least 16 pixels, not {thumb_size}")

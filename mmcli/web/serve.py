@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from mmcli.errors import InputError, MmcliError, UsageError, option
-from mmcli.io.features import FeatureSet, read_feature_set
-from mmcli.io.inputs import InputItem, discover_texts
+from mmcli.io.inputs import discover_texts
+from mmcli.items import InputItem
 from mmcli.media.images import DEFAULT_MAX_PIXELS, is_image_path, load_image
+from mmcli.output.feature_set import read_feature_set
+from mmcli.output.npy import FeatureSet
 from mmcli.reporting import Reporter
 from mmcli.web.batching import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH, MicroBatcher
 

@@ -150,38 +150,6 @@ def atomic_output(path: Path, mode: str = "w", encoding: str | None = "utf-8") -
         raise
 
 
-def check_writable(path: Path, *, overwrite: bool, companions: tuple[Path, ...] = ()) -> Path:
-    """Fail before any work if ``path`` cannot be written, or exists (with its companions) without ``overwrite``.
-
-    Temporaries a killed run left beside the output go first (see :func:`sweep_temporaries`). Where the
-    output exists only because this call completed the publication of a killed run (see
-    :func:`settle`), :class:`~mmcli.errors.OutputCompleted` says so: rerunning that run has nothing to do.
-    """
-    from mmcli.errors import OutputCompleted, OutputExists, UsageError, option
-    from mmcli.io.features import errors_path
-    from mmcli.io.manifest import manifest_path
-
-    finished = settle(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {path}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot write {path}: folder {str(folder)!r} is not writable")
-    # A killed run's temporaries: of the output, its companions, and the manifest and error list beside it.
-    sweep_temporaries(path, *companions, manifest_path(path), errors_path(path))
-    if not overwrite:
-        if finished and path.exists():
-            raise OutputCompleted(
-                f"{path}: the run that wrote it was stopped as it finished, and the output is now complete; "
-                f"nothing left to do (pass {option('overwrite')} to make it again)"
-            )
-        for existing in (path, *companions):
-            if existing.exists():
-                how = " (the run that wrote it was stopped as it finished, and is now complete)" if finished else ""
-                raise OutputExists(f"{existing} already exists{how}; pass --overwrite to replace it")
-    return path
-
-
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)

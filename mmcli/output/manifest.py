@@ -6,11 +6,12 @@ tell unchanged, renamed and new files apart.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mmcli.io.atomic import settle
-from mmcli.io.jsonl import dumps, read_jsonl
+from mmcli.jsonl import dumps, read_jsonl
+from mmcli.output.atomic import settle
 
 MANIFEST_SETTINGS = "settings"
 
@@ -56,12 +57,8 @@ class FileEntries:
 
 
 def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
-    """The file entries of the manifest beside an output (of every part of a sharded set, in order),
-    or None when there is none."""
-    if npy.is_dir():
-        from mmcli.io.shards import read_manifest as read_parts
-
-        return read_parts(npy)
+    """The file entries of the manifest beside a one-file output, or None when there is none (a
+    sharded set's are its parts': :func:`mmcli.output.previous.read_output_manifest`)."""
     settle(npy)
     path = manifest_path(npy)
     if not path.exists():
@@ -70,12 +67,7 @@ def read_manifest(npy: Path) -> list[dict[str, Any]] | None:
 
 
 def read_run_settings(npy: Path) -> dict[str, Any] | None:
-    """The settings of the run that wrote an output (the manifest's first line; a sharded set's index),
-    if it recorded them."""
-    if npy.is_dir():
-        from mmcli.io.shards import read_run_settings as read_index_settings
-
-        return read_index_settings(npy)
+    """The settings of the run that wrote a one-file output (its manifest's first line), if it recorded them."""
     settle(npy)
     path = manifest_path(npy)
     if not path.exists():
@@ -95,3 +87,16 @@ def count_entries(manifest: Path) -> int:
     with open(manifest, "rb") as handle:
         data = handle.read()
     return data.count(b"\n") - int(data.startswith(b'{"' + MANIFEST_SETTINGS.encode()))
+
+
+def file_groups(manifest: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Old rows grouped by the file they came from: consecutive rows with one path (a video's) share a
+    group; every other row (a text) is a group of its own."""
+    groups: list[list[int]] = []
+    for row, entry in enumerate(manifest):
+        path = entry.get("path")
+        if groups and path is not None and manifest[groups[-1][0]].get("path") == path:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups

@@ -37,7 +37,7 @@ class Journal:
         self.fingerprint = fingerprint
         state = self._load_state()
         if state is not None and not restart and state.get("fingerprint") != fingerprint:
-            from mmcli.incremental import describe_differences
+            from mmcli.settings import describe_differences
 
             differences = describe_differences(state.get("fingerprint") or {}, fingerprint)
             raise UsageError(

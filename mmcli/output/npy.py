@@ -16,10 +16,10 @@ from typing import IO, Any
 import numpy as np
 
 from mmcli.errors import InputError, UsageError
-from mmcli.io.atomic import check_writable, publish, publishing_path, settle, temporary_sibling
-from mmcli.io.journal import Journal
-from mmcli.io.jsonl import dumps, read_jsonl
-from mmcli.io.manifest import count_entries, manifest_header, manifest_path
+from mmcli.jsonl import dumps, read_jsonl
+from mmcli.output.atomic import publish, publishing_path, settle, temporary_sibling
+from mmcli.output.journal import Journal
+from mmcli.output.manifest import count_entries, manifest_header, manifest_path
 
 REQUIRED_KEYS = ("id", "modality", "model", "source")
 STORAGE_DTYPES = ("float32", "float16")
@@ -35,33 +35,10 @@ def errors_path(npy: Path) -> Path:
     return npy.with_suffix(".errors.jsonl")
 
 
-def is_feature_set_path(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` names a feature set: ``NAME.npy``, or a folder (a sharded set)."""
-    return os.fspath(path).endswith(".npy") or Path(path).is_dir()
-
-
-def feature_set_errors(path: Path) -> list[dict[str, Any]]:
-    """The error records beside a set (``NAME.errors.jsonl``; every part's, for a sharded set)."""
-    if path.is_dir():
-        from mmcli.io.shards import read_errors
-
-        return read_errors(path)
-    errors = errors_path(path)
-    return [record for _, record in read_jsonl(errors)] if errors.exists() else []
-
-
-def check_output_path(npy: Path, *, overwrite: bool) -> Path:
-    """Validate ``-o`` before any work is done, so a bad path fails fast and loses nothing."""
-    if npy.suffix != ".npy":
-        raise UsageError(f"output must end in .npy (got {str(npy)!r}); the sidecar .jsonl is written beside it")
-    check_writable(npy, overwrite=overwrite, companions=(sidecar_path(npy),))
-    return npy
-
-
 @dataclass
 class FeatureSet:
     """A loaded feature set: ``vectors`` is memory-mapped, ``records`` are the sidecar lines. For a
-    sharded set (``path`` a folder) ``vectors`` is a :class:`~mmcli.io.shards.ShardedVectors`, which
+    sharded set (``path`` a folder) ``vectors`` is a :class:`~mmcli.output.sharded.ShardedVectors`, which
     reads like a read-only 2-D array."""
 
     vectors: Any
@@ -94,14 +71,8 @@ class FeatureSet:
         return any(record.get("modality") == "fused" for record in self.records)
 
 
-def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> FeatureSet:
-    """Load ``NAME.npy`` and its sidecar, or a sharded set ``DIR/`` (see :mod:`mmcli.io.shards`),
-    refusing anything inconsistent or pickled."""
-    npy = Path(path)
-    if npy.is_dir():
-        from mmcli.io.shards import read_sharded
-
-        return read_sharded(npy, mmap=mmap)
+def read_npy(npy: Path, *, mmap: bool = True) -> FeatureSet:
+    """Load ``NAME.npy`` and its sidecar, refusing anything inconsistent or pickled."""
     settle(npy)  # a set whose publication a killed run left half done is completed first
     if not npy.exists():
         raise InputError(f"feature set {npy} does not exist")
@@ -243,7 +214,8 @@ class FeatureSetWriter:
 
     def close(self) -> None:
         """Publish ``NAME.npy``, ``NAME.jsonl``, the manifest (and ``NAME.errors.jsonl`` if items failed)
-        together: a crash part-way through is completed by the next reader (see :func:`~mmcli.io.atomic.publish`)."""
+        together: a crash part-way through is completed by the next reader
+        (see :func:`~mmcli.output.atomic.publish`)."""
         if self.closed:
             return
         if self.journal is not None:
@@ -327,30 +299,3 @@ class FeatureSetWriter:
             self.close()
         else:
             self.abort()
-
-
-def require_rows(feature_set: FeatureSet) -> None:
-    """Refuse a set with no rows: searching, indexing, classifying or fusing it has nothing to work on,
-    and an empty result would look like an answer."""
-    if len(feature_set) == 0:
-        raise InputError(f"{feature_set.path} has no rows; make it again from inputs that give vectors")
-
-
-def check_rows(feature_set: FeatureSet, chunk_rows: int = 65_536) -> None:
-    """What every command that uses a set's vectors asks of them: at least one row, and every value finite."""
-    require_rows(feature_set)
-    check_finite(feature_set, chunk_rows)
-
-
-def check_finite(feature_set: FeatureSet, chunk_rows: int = 65_536) -> None:
-    """Refuse a set with NaN or infinite values, naming the first bad row, before it poisons a result."""
-    vectors = feature_set.vectors
-    for start in range(0, vectors.shape[0], chunk_rows):
-        finite = np.isfinite(vectors[start : start + chunk_rows]).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
-            bad = int((~finite).sum())
-            raise InputError(
-                f"{feature_set.path}: row {row} (id {feature_set.records[row].get('id')!r}) holds NaN or infinite "
-                f"values ({bad} such rows in rows {start}-{start + len(finite) - 1}); regenerate or drop them"
-            )

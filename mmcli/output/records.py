@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from mmcli.io.atomic import publish, publishing_path, temporary_sibling
-from mmcli.io.journal import Journal
-from mmcli.io.jsonl import dumps
-from mmcli.io.manifest import manifest_header, manifest_path
+from mmcli.jsonl import dumps
+from mmcli.output.atomic import publish, publishing_path, temporary_sibling
+from mmcli.output.journal import Journal
+from mmcli.output.manifest import manifest_header, manifest_path
 
 FORMATS = ("jsonl", "tsv", "text")
 
@@ -76,7 +76,7 @@ class RecordWriter:
     def write(self, record: dict[str, Any], file: dict[str, Any] | None = None) -> None:
         """One record. In tsv and text an error record is an empty text (``ID<TAB>``, or an empty line),
         so the lines still pair with the inputs, as ``paste`` or ``while read`` pair them; the error itself
-        is on stderr. ``file`` (a :func:`~mmcli.io.features.file_entry`) goes to the manifest, if there is one."""
+        is on stderr. ``file`` (a :func:`~mmcli.output.npy.file_entry`) goes to the manifest, if there is one."""
         if file is not None and self._manifest is not None:
             self._manifest.write((dumps(file) + "\n").encode("utf-8"))
         if self.fmt == "jsonl":
@@ -100,7 +100,8 @@ class RecordWriter:
             self.journal.commit(consumed=consumed, rows=self.count, dim=None, counters=counters)
 
     def close(self) -> None:
-        """Publish ``-o`` output with its manifest (see :func:`~mmcli.io.atomic.publish`); stdout is only flushed."""
+        """Publish ``-o`` output with its manifest (see :func:`~mmcli.output.atomic.publish`); stdout is
+        only flushed."""
         self.flush()
         if not self._temporary:
             return

@@ -2,13 +2,13 @@
 + ``part-00000.jsonl``, its manifest and error list), and ``DIR/index.json`` naming the finished parts
 in order. The set's rows are the parts' rows, part after part.
 
-A run writes one part at a time through a :class:`~mmcli.io.features.FeatureSetWriter` (so each part
+A run writes one part at a time through a :class:`~mmcli.output.npy.FeatureSetWriter` (so each part
 appears atomically) and closes it at the first input-item boundary once it holds ``shard_rows`` rows
 (a video's rows never straddle two parts); after each part the index is rewritten atomically, with
 the number of input items consumed up to that part's end. A killed run leaves an index marked
 unfinished, which no reader takes for a set, and which the same command resumes after its last
 finished part. An update stages the parts it rewrites in ``DIR/.staging/`` and swaps them in together
-with the new index (:func:`~mmcli.io.atomic.publish`); parts that come out as they were are kept.
+with the new index (:func:`~mmcli.output.atomic.publish`); parts that come out as they were are kept.
 """
 
 from __future__ import annotations
@@ -24,8 +24,13 @@ from typing import Any
 import numpy as np
 
 from mmcli.errors import InputError, OutputExists, UsageError, option
-from mmcli.io.atomic import atomic_output, publish, settle, temporary_sibling
-from mmcli.io.jsonl import dumps, read_jsonl
+from mmcli.jsonl import dumps, read_jsonl
+from mmcli.output.atomic import atomic_output, publish, settle, temporary_sibling
+from mmcli.output.failures import report_failures
+from mmcli.output.manifest import FileEntries, file_groups
+from mmcli.output.manifest import read_manifest as read_one
+from mmcli.output.npy import FeatureSet, FeatureSetWriter, errors_path, read_sidecar, sidecar_path
+from mmcli.settings import describe_differences
 
 INDEX_NAME = "index.json"
 FORMAT = "mmcli-sharded-feature-set"
@@ -233,11 +238,9 @@ class ShardedVectors:
 
 
 def read_sharded(folder: Path, *, mmap: bool = True) -> Any:
-    """A sharded set as a :class:`~mmcli.io.features.FeatureSet`: every part's header and sidecar are
+    """A sharded set as a :class:`~mmcli.output.npy.FeatureSet`: every part's header and sidecar are
     checked now (a missing, cut-short or inconsistent part is refused by name), the rows are mapped
     as they are read. Ids must be unique across the parts, as within one."""
-    from mmcli.io.features import FeatureSet, read_sidecar, sidecar_path
-
     index = read_index(folder)
     records: list[dict[str, Any]] = []
     first_seen: dict[Any, tuple[str, int]] = {}
@@ -294,8 +297,6 @@ def read_sharded(folder: Path, *, mmap: bool = True) -> Any:
 
 def read_manifest(folder: Path) -> list[dict[str, Any]] | None:
     """The parts' manifests, concatenated (None if a part has none)."""
-    from mmcli.io.manifest import read_manifest as read_one
-
     entries: list[dict[str, Any]] = []
     for part in read_index(folder)["parts"]:
         found = read_one(folder / f"{part['name']}.npy")
@@ -312,8 +313,6 @@ def read_run_settings(folder: Path) -> dict[str, Any] | None:
 
 def read_errors(folder: Path) -> list[dict[str, Any]]:
     """The error records of every part, in order."""
-    from mmcli.io.features import errors_path
-
     found = []
     for part in read_index(folder)["parts"]:
         errors = errors_path(folder / f"{part['name']}.npy")
@@ -385,8 +384,6 @@ def resume_sharded(
         return ShardedResume(new_index(settings, run, rows), rows)
     stored = {"shard_rows": index.get("shard_rows"), **(index.get("run") or {}), **(index.get("settings") or {})}
     wanted = {"shard_rows": shard_rows or index.get("shard_rows"), **run, **settings}
-    from mmcli.incremental import describe_differences
-
     differing = describe_differences(stored, wanted, first_only=True)
     if differing:
         raise UsageError(
@@ -400,18 +397,9 @@ def resume_sharded(
     )  # fmt: skip
 
 
-class RowBatch(list):
-    """A batch's outcomes to write, with ``ends``: the positions in it where an input item's outcomes
-    end (so a sharded sink can close a part between items, never inside one)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.ends: list[int] = []
-
-
 class ShardedSink:
     """A sharded set as an engine sink (see :class:`~mmcli.engine.Sink`): parts of about ``shard_rows``
-    rows, one :class:`~mmcli.io.features.FeatureSetWriter` each.
+    rows, one :class:`~mmcli.output.npy.FeatureSetWriter` each.
 
     A fresh run (``previous`` None) publishes each part as it closes and records it in the index,
     after the parts of ``resume``. An update (``previous``: the set it starts from) stages the parts,
@@ -427,8 +415,6 @@ class ShardedSink:
         settings: dict[str, Any] | None = None,
         previous: Any = None,
     ) -> None:
-        from mmcli.io.manifest import FileEntries
-
         self.folder, self.model, self.resume = folder, model, resume
         self.dtype, self.settings, self.previous = dtype, settings, previous
         self.shard_rows = resume.shard_rows
@@ -473,8 +459,6 @@ class ShardedSink:
         return base / f"{part_name(number)}.npy"
 
     def _open_writer(self) -> Any:
-        from mmcli.io.features import FeatureSetWriter
-
         if self._writer is None:
             path = self._part_path(self._number)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -526,8 +510,6 @@ class ShardedSink:
         self.dim = self._writer.dim
 
     def _write_item(self, outcomes: Sequence[Any], on_error: str, reporter: Any, kept: str) -> int:
-        from mmcli.engine import report_failures
-
         good = [outcome for outcome in outcomes if outcome.error is None]
         if good:
             records = [o.item.record(model=self.model) for o in good]
@@ -564,8 +546,6 @@ class ShardedSink:
         return failed
 
     def carry(self, previous: Any, rows: list[int], records: list[dict], entries: list[dict]) -> None:
-        from mmcli.incremental import file_groups
-
         if len(rows) > 1 and len(file_groups(entries)) > 1:  # the rows of several vanished files
             for group in file_groups(entries):
                 self.carry(previous, [rows[i] for i in group], [records[i] for i in group], [entries[i] for i in group])
@@ -633,8 +613,6 @@ class ShardedSink:
     def _fold_errors_into_last_part(self) -> None:
         """Items after the last row all failed (a fresh run's last items): their errors join the last
         part's list, which keeps the ones its index entry counts (a rerun after a kill here adds them once)."""
-        from mmcli.io.features import errors_path
-
         writer = self._writer
         writer.abort()
         last = self.parts[-1]
