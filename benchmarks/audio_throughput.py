@@ -81,8 +81,8 @@ def main() -> None:
 
     from mmcli.encoders import load_encoder
     from mmcli.extract import extract_features
-    from mmcli.io.features import read_feature_set
     from mmcli.loading import native_bf16_cpu
+    from mmcli.output.feature_set import read_feature_set
     from mmcli.speech import load_transcriber, transcribe_files
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bfloat16: {native_bf16_cpu()}")

@@ -166,8 +166,8 @@ COMPILE_SECONDS: list[float] = []  # the one-off compile of the --compile on con
 def mmcli_engine(model_path: Path, paths: list[Path], out: Path, compile: bool = False, **load: str | None) -> Runner:
     from mmcli.encoders import load_encoder
     from mmcli.extract import embed_items
-    from mmcli.io.features import FeatureSetWriter
     from mmcli.io.inputs import discover_images
+    from mmcli.output.npy import FeatureSetWriter
 
     encoder = load_encoder(str(model_path), device="cpu", **load)
     if compile:  # compiled and warmed on one batch, as the first batch of a long run would be

@@ -84,7 +84,7 @@ def extract(images: Path, model: Path, out: Path, **backend: object) -> tuple[fl
 
 
 def same_rows(left: Path, right: Path) -> bool:
-    from mmcli.io.features import read_feature_set
+    from mmcli.output.feature_set import read_feature_set
 
     a, b = read_feature_set(left), read_feature_set(right)
     return a.ids == b.ids and bool(np.allclose(np.asarray(a.vectors), np.asarray(b.vectors), atol=1e-5, rtol=0))
@@ -113,8 +113,8 @@ def backends(work: Path, count: int) -> None:
 
 def write_sets(work: Path, rows: int, dim: int, parts: int) -> tuple[Path, Path]:
     """The same rows as one ``.npy`` and as a sharded folder (parts written with the set writer)."""
-    from mmcli.io.features import FeatureSetWriter
-    from mmcli.io.shards import new_index, part_name, write_index
+    from mmcli.output.npy import FeatureSetWriter
+    from mmcli.output.sharded import new_index, part_name, write_index
 
     rng = np.random.default_rng(0)
     single, folder = work / "single.npy", work / "sharded"
@@ -147,7 +147,7 @@ def best(function: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
 
 
 def sharded_reading(work: Path, rows: int, dim: int, parts: int) -> None:
-    from mmcli.io.features import read_feature_set
+    from mmcli.output.feature_set import read_feature_set
     from mmcli.search import search_set
 
     single, folder = write_sets(work, rows, dim, parts)

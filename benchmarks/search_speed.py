@@ -119,7 +119,7 @@ def main() -> None:
         del flat
 
         from mmcli.ann import default_nprobe
-        from mmcli.io.features import FeatureSet
+        from mmcli.output.npy import FeatureSet
         from mmcli.search import search_set
 
         # The set as retrieve reads it; searching reads no record, so one shared empty record stands for each row.
