@@ -321,23 +321,11 @@ def caption_files(
     it, the summary the whole transcript (and ``speech_error`` where there is none to be had).
     """
     from mmcli.captioners import load_captioner
-    from mmcli.engine import (
-        Reporter,
-        Resume,
-        RunOptions,
-        open_journal,
-        require_inputs,
-        run_fresh,
-        run_update,
-        with_total,
-    )
+    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, with_total
     from mmcli.io.inputs import discover_images, unique_ids
     from mmcli.io.sources import Columns
     from mmcli.items import STDIN
-    from mmcli.output.destination import check_writable
-    from mmcli.output.previous import previous_records
-    from mmcli.output.records import RecordWriter
-    from mmcli.output.sinks import RecordSink
+    from mmcli.output.destination import RecordFile
 
     reporter = reporter or Reporter()
     run = RunOptions.of(run_options)
@@ -352,94 +340,75 @@ def caption_files(
             )
     elif run.keep_missing:
         raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
-    if output is not None:
-        check_writable(output, overwrite=run.overwrite or run.update)
-    run.check_backend(inputs)
-    sampling = run.video_sampling(default="keyframes")
-    columns = Columns(image_column, text_column, id_column)
-    discovered = discover_images(inputs, videos=True, columns=columns)
-    items, total = with_total(discovered, inputs, what="images or videos")
-    items = unique_ids(items)
-    previous, listed = None, []
-    if run.update:  # what cannot be updated is refused before the model loads
-        assert output is not None
-        listed = list(items)
-        previous = previous_records(output, listed)
-
-    if speech is not None and run.backend != "local":
-        raise UsageError(f"{option('speech')} transcribes on this machine; leave out {option('backend')}")
-    with reporter.loading(model):
-        captioner = load_captioner(model, **run.loading)
-    batch_size = run.batch_size or captioner.default_batch_size
-    transcript = None
-    if speech is not None:
-        from mmcli.speech import load_transcriber, transcribe_recording, transcript_windowing
-
-        with reporter.loading(speech):
-            transcriber = load_transcriber(speech, **run.loading)
-        windowing = transcript_windowing(transcriber, sampling.start, sampling.end)
-        transcript = partial(transcribe_recording, transcriber, windowing=windowing, language=speech_language,
-                             workers=run.workers)  # fmt: skip
-    run_prompt = captioner.prompt_for(prompt, detail)
-    video_prompt = None
-    if captioner.clip_frames:
-        what = f"model {model!r} ({captioner.family}) captions each video whole"
-        sampling = run.clip_sampling(captioner.clip_frames, what)
-        video_prompt = captioner.video_prompt_for(prompt, detail)
-    options = options or GenerationOptions()
-    # What decides the captions; recorded in the manifest so an update can insist on the same.
-    settings = {
-        "model": model,
-        "prompt": run_prompt,
-        "options": vars(options),
-        "max_pixels": run.max_pixels,
-        "exact_decode": run.exact_decode,
-        "dtype": str(captioner.dtype),
-        "quantize": captioner.quantized,
-        "video": {**vars(sampling), "summary": summary},
-        **({"speech": {"model": speech, "language": speech_language}} if speech else {}),
-        **({"video_prompt": video_prompt, "clip_frames": captioner.clip_frames} if captioner.clip_frames else {}),
-    }
-    engine_options = {"prompt": run_prompt, "video_prompt": video_prompt, "options": options,
-                      "batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
-                      "exact_decode": run.exact_decode}  # fmt: skip
-    job = run.distribute(
-        _CaptionJob(captioner, sampling, summary, engine_options, transcript),
-        partial(_load_caption_job, model, run.loading, sampling, summary, engine_options),
-        batch_size=batch_size,
-        min_side=captioner.decode_min_side,
-        reporter=reporter,
-    )
     collected = io.StringIO() if output is None and stream is None else None
-    if previous is not None:
-        writer = RecordWriter(output, fmt="jsonl", settings=settings)
-        stats = run_update(
-            job, listed, previous, RecordSink(writer, manifest=True), settings=settings,
-            keep_missing=run.keep_missing, on_error=run.on_error, reporter=reporter, desc="captioning new",
-        )  # fmt: skip
-    else:
-        resume = Resume()
-        if output is not None and STDIN not in inputs:  # stdout and streams cannot be resumed
+    destination = RecordFile(output, fmt=output_format, text_fields=("caption", "summary"), stream=collected or stream)
+    with destination.check(overwrite=run.overwrite, update=run.update):
+        run.check_backend(inputs)
+        sampling = run.video_sampling(default="keyframes")
+        columns = Columns(image_column, text_column, id_column)
+        discovered = discover_images(inputs, videos=True, columns=columns)
+        items, total = with_total(discovered, inputs, what="images or videos")
+        items = unique_ids(items)
+        previous, listed = None, []
+        if run.update:  # what cannot be updated is refused before the model loads
+            assert output is not None
+            listed = list(items)
+            previous = destination.previous(listed)
+
+        if speech is not None and run.backend != "local":
+            raise UsageError(f"{option('speech')} transcribes on this machine; leave out {option('backend')}")
+        with reporter.loading(model):
+            captioner = load_captioner(model, **run.loading)
+        batch_size = run.batch_size or captioner.default_batch_size
+        transcript = None
+        if speech is not None:
+            from mmcli.speech import load_transcriber, transcribe_recording, transcript_windowing
+
+            with reporter.loading(speech):
+                transcriber = load_transcriber(speech, **run.loading)
+            windowing = transcript_windowing(transcriber, sampling.start, sampling.end)
+            transcript = partial(transcribe_recording, transcriber, windowing=windowing, language=speech_language,
+                                 workers=run.workers)  # fmt: skip
+        run_prompt = captioner.prompt_for(prompt, detail)
+        video_prompt = None
+        if captioner.clip_frames:
+            what = f"model {model!r} ({captioner.family}) captions each video whole"
+            sampling = run.clip_sampling(captioner.clip_frames, what)
+            video_prompt = captioner.video_prompt_for(prompt, detail)
+        options = options or GenerationOptions()
+        # What decides the captions; recorded in the manifest so an update can insist on the same.
+        settings = {
+            "model": model,
+            "prompt": run_prompt,
+            "options": vars(options),
+            "max_pixels": run.max_pixels,
+            "exact_decode": run.exact_decode,
+            "dtype": str(captioner.dtype),
+            "quantize": captioner.quantized,
+            "video": {**vars(sampling), "summary": summary},
+            **({"speech": {"model": speech, "language": speech_language}} if speech else {}),
+            **({"video_prompt": video_prompt, "clip_frames": captioner.clip_frames} if captioner.clip_frames else {}),
+        }
+        engine_options = {"prompt": run_prompt, "video_prompt": video_prompt, "options": options,
+                          "batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
+                          "exact_decode": run.exact_decode}  # fmt: skip
+        job = run.distribute(
+            _CaptionJob(captioner, sampling, summary, engine_options, transcript),
+            partial(_load_caption_job, model, run.loading, sampling, summary, engine_options),
+            batch_size=batch_size,
+            min_side=captioner.decode_min_side,
+            reporter=reporter,
+        )
+        journalled = None  # stdout and streams cannot be resumed
+        if output is not None and STDIN not in inputs:
             journalled = {"command": "caption", "inputs": inputs, "format": output_format}
             if columns.any():
                 journalled["columns"] = vars(columns)
             journalled.update(settings, batch_size=batch_size, device=str(captioner.device))
-            resume, items = open_journal(
-                output, journalled, items, restart=run.restart, reporter=reporter, unit="images"
-            )
-        writer = RecordWriter(
-            output,
-            stream=collected or stream,
-            fmt=output_format,
-            text_fields=("caption", "summary"),
-            journal=resume.journal,
-            settings=settings if resume.journal else None,
-        )
-        # A manifest for a later update: file inputs written to an output only (a stream cannot be compared).
-        sink = RecordSink(writer, manifest=resume.journal is not None)
-        stats = run_fresh(
-            job, items, sink, resume=resume, batch_size=batch_size, total=total, on_error=run.on_error,
-            reporter=reporter, desc="captioning",
+        stats = run_into(
+            destination, job, listed if previous is not None else items, settings=settings, journalled=journalled,
+            previous=previous, total=total, batch_size=batch_size, run=run, reporter=reporter, desc="captioning",
+            unit="images",
         )  # fmt: skip
     counters = stats.counters
     records = None

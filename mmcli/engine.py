@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -222,30 +222,6 @@ RUN_OPTIONS = tuple(RunOptions.__dataclass_fields__)
 
 
 @dataclass
-class Resume:
-    """The journal of a resumable run (``None``: a stream, which cannot be replayed) and how many input
-    items an interrupted run with the same settings already committed."""
-
-    journal: Any = None
-    consumed: int = 0
-
-
-def open_journal(
-    output: Path, settings: dict[str, Any], items: Iterator[Any], *, restart: bool, reporter: Reporter, unit: str
-) -> tuple[Resume, Iterator[Any]]:
-    """The journal for ``output`` and the items still to do: an interrupted run with the same
-    ``settings`` resumes after the items it committed (``restart`` starts over)."""
-    from mmcli.output.journal import Journal, journal_path
-
-    journal = Journal(journal_path(output), settings, restart=restart)
-    reporter.journal(journal.folder)
-    if journal.consumed:
-        reporter.note(f"resuming: {journal.consumed} {unit} were done by an earlier run ({journal.folder})")
-        items = islice(items, journal.consumed, None)
-    return Resume(journal, journal.consumed), items
-
-
-@dataclass
 class RunStats:
     """What a run did: ``failed`` items (an interrupted run's included); for ``--update`` runs, the
     inputs ``kept`` (``moved``: recognised by content), ``processed``, ``dropped``, and the rows of
@@ -266,7 +242,7 @@ def run_fresh(
     items: Iterable[InputItem],
     sink: Sink,
     *,
-    resume: Resume,
+    consumed: int = 0,
     batch_size: int,
     total: int | None,
     on_error: str,
@@ -276,8 +252,9 @@ def run_fresh(
 ) -> RunStats:
     """Run every item through ``job`` into ``sink``, committing whole input batches to the journal
     (so a resumed run batches alike), never inside a video being assembled. The journal counts input
-    items (a video is one, however many frames it gave), which is what a resumed run skips."""
-    consumed = committed = resume.consumed
+    items (a video is one, however many frames it gave), which is what a resumed run skips; ``consumed``
+    of them were done by an interrupted run."""
+    committed = consumed
     with sink, reporter.progress(total, unit=job.unit, desc=desc) as bar:
         bar.update(consumed)
         failed = sink.failed_before
@@ -339,3 +316,37 @@ def run_update(
     stats.kept_missing = len(plan.kept_missing)
     stats.counters = job.counters()
     return stats
+
+
+def run_into(
+    destination: Any,
+    job: Job,
+    items: Iterable[InputItem],
+    *,
+    settings: dict[str, Any],
+    journalled: dict[str, Any] | None,
+    previous: Previous | None,
+    total: int | None,
+    batch_size: int,
+    run: RunOptions,
+    reporter: Reporter,
+    desc: str,
+    unit: str,
+) -> RunStats:
+    """A run into a :class:`~mmcli.output.destination.Destination` (checked and locked already): an
+    ``--update`` of ``previous`` (``items`` then listed), or a fresh run that resumes the journal of
+    an interrupted one with the same ``journalled`` settings (None: a stream, never resumed)."""
+    sink, consumed, items = destination.open(
+        settings, iter(items) if previous is None else items, previous=previous, journalled=journalled,
+        restart=run.restart, reporter=reporter, unit=unit,
+    )  # fmt: skip
+    kept = destination.stopped_note(update=previous is not None)
+    if previous is not None:
+        return run_update(
+            job, list(items), previous, sink, settings=settings, keep_missing=run.keep_missing, on_error=run.on_error,
+            reporter=reporter, desc=f"{desc} new", kept=kept,
+        )  # fmt: skip
+    return run_fresh(
+        job, items, sink, consumed=consumed, batch_size=batch_size, total=total, on_error=run.on_error,
+        reporter=reporter, desc=desc, kept=kept,
+    )  # fmt: skip

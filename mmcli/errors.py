@@ -76,3 +76,11 @@ def options_as_flags() -> Iterator[None]:
         yield
     finally:
         _OPTION_STYLE.reset(token)
+
+
+class OutputBusy(MmcliError):
+    """Another run holds the lock on this output: two writers would corrupt it."""
+
+
+class OutputFailed(MmcliError):
+    """Writing the output failed midway (a full disk, an I/O error); the unfinished state is kept."""

@@ -342,28 +342,16 @@ def extract_features(
     resumes after its last finished part.
     """
     from mmcli.encoders import load_encoder
-    from mmcli.engine import (
-        Reporter,
-        Resume,
-        RunOptions,
-        open_journal,
-        require_inputs,
-        run_fresh,
-        run_update,
-        with_total,
-    )
+    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, with_total
     from mmcli.io.inputs import discover_images, discover_texts, unique_ids
     from mmcli.io.sources import Columns
     from mmcli.items import STDIN
-    from mmcli.output.destination import check_output_path
-    from mmcli.output.npy import FeatureSetWriter, errors_path
-    from mmcli.output.previous import previous_feature_set
-    from mmcli.output.sharded import check_sharded_output, is_sharded_output
-    from mmcli.output.sinks import FeatureSink
+    from mmcli.output.destination import ShardedFolder, feature_destination
 
     reporter = reporter or Reporter()
     run = RunOptions.of(options)
-    sharded = is_sharded_output(output)
+    destination = feature_destination(output, model=model, dtype=output_dtype, shard_rows=shard_rows)
+    sharded = isinstance(destination, ShardedFolder)
     output = Path(output)
     if shard_rows is not None and (not sharded or shard_rows < 1):
         raise UsageError(
@@ -394,133 +382,112 @@ def extract_features(
         raise UsageError(
             f"{given} cuts recordings into windows; it goes with an audio model or {option('modality', 'audio')}"
         )
-    if run.update and (STDIN in inputs or not (output / "index.json" if sharded else output).exists()):
+    if run.update and (STDIN in inputs or not destination.exists()):
         raise UsageError(
             f"{option('update')} brings an existing feature set up to date from files: "
             + ("inputs from stdin cannot be compared" if STDIN in inputs else f"{output} does not exist yet")
         )
     if run.keep_missing and not run.update:
         raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
-    existing = None  # a sharded output's index, where it has one
-    if sharded:
-        existing = check_sharded_output(output, overwrite=run.overwrite, update=run.update)
-    else:
-        check_output_path(output, overwrite=run.overwrite or run.update)
-    run.check_backend(inputs)
+    with destination.check(overwrite=run.overwrite, update=run.update):
+        run.check_backend(inputs)
 
-    sampling = run.video_sampling()
-    columns = Columns(image_column, text_column, id_column)
-    if modality == "text":
-        discovered = discover_texts(inputs, texts, field_name=field, columns=columns, on_note=reporter.note)
-    elif modality == "audio":
-        discovered = chain(discover_images(inputs, audio=True), discover_texts([], texts))
-    else:
-        discovered = chain(discover_images(inputs, videos=True, columns=columns), discover_texts([], texts))
-    items, total = with_total(discovered, inputs, what="recordings" if modality == "audio" else f"{modality}s")
-    items = unique_ids(items)
-    previous, listed = None, []
-    if run.update:  # what cannot be updated is refused before the model loads
-        listed = list(items)
-        previous = previous_feature_set(output, listed, model)
+        sampling = run.video_sampling()
+        columns = Columns(image_column, text_column, id_column)
+        if modality == "text":
+            discovered = discover_texts(inputs, texts, field_name=field, columns=columns, on_note=reporter.note)
+        elif modality == "audio":
+            discovered = chain(discover_images(inputs, audio=True), discover_texts([], texts))
+        else:
+            discovered = chain(discover_images(inputs, videos=True, columns=columns), discover_texts([], texts))
+        items, total = with_total(discovered, inputs, what="recordings" if modality == "audio" else f"{modality}s")
+        items = unique_ids(items)
+        previous, listed = None, []
+        if run.update:  # what cannot be updated is refused before the model loads
+            listed = list(items)
+            previous = destination.previous(listed)
 
-    clip = None
-    if modality == "image" and inputs:  # (the config was read above unless --modality was given)
-        clip = (traits or model_traits(model, trust_remote_code=run.trust_remote_code)).clip
-    if clip is not None:  # sampling flags that cannot apply to a model of whole clips, refused before it loads
-        frames, kind = clip
-        what = f"model {model!r} ({kind}) embeds each video whole"
-        if pool != "mean":
-            raise UsageError(
-                f"{what}, into one row per video; {option('pool', pool)} does not apply "
-                "(it pools image models' frame rows)"
+        clip = None
+        if modality == "image" and inputs:  # (the config was read above unless --modality was given)
+            clip = (traits or model_traits(model, trust_remote_code=run.trust_remote_code)).clip
+        if clip is not None:  # sampling flags that cannot apply to a model of whole clips, refused before it loads
+            frames, kind = clip
+            what = f"model {model!r} ({kind}) embeds each video whole"
+            if pool != "mean":
+                raise UsageError(
+                    f"{what}, into one row per video; {option('pool', pool)} does not apply "
+                    "(it pools image models' frame rows)"
+                )
+            sampling = run.clip_sampling(frames, what)
+
+        with reporter.loading(model):
+            encoder = load_encoder(model, **run.loading)
+        batch_size = run.batch_size or encoder.default_batch_size
+        for needed, modality_name in (
+            (modality in ("image", "audio") and bool(inputs), modality),
+            (bool(texts) or modality == "text", "text"),
+        ):
+            if needed and not encoder.supports(modality_name):
+                raise UsageError(
+                    f"model {model!r} embeds {', '.join(sorted(encoder.modalities))} only, not "
+                    f"{'audio' if modality_name == 'audio' else modality_name + 's'}; "
+                    f"choose a model for that modality with {option('model')}"
+                )
+        # What decides the rows' values; recorded in the manifest so an update can insist on the same.
+        settings: dict[str, Any] = {
+            "model": model,
+            "modality": modality,
+            "field": field,
+            "normalize": normalize,
+            "output_dtype": output_dtype,
+            "max_pixels": run.max_pixels,
+            "exact_decode": run.exact_decode,
+            "dtype": str(encoder.dtype),
+            "quantize": encoder.quantized,
+            "video": {"pool": pool, **vars(sampling)},
+        }
+        windowing = None
+        if modality == "audio":
+            assert encoder.audio_window and encoder.audio_rate
+            windowing = audio_windowing(
+                encoder.audio_window, window, hop, start=sampling.start, end=sampling.end, model=f"model {model!r}"
             )
-        sampling = run.clip_sampling(frames, what)
-
-    with reporter.loading(model):
-        encoder = load_encoder(model, **run.loading)
-    batch_size = run.batch_size or encoder.default_batch_size
-    for needed, modality_name in (
-        (modality in ("image", "audio") and bool(inputs), modality),
-        (bool(texts) or modality == "text", "text"),
-    ):
-        if needed and not encoder.supports(modality_name):
-            raise UsageError(
-                f"model {model!r} embeds {', '.join(sorted(encoder.modalities))} only, not "
-                f"{'audio' if modality_name == 'audio' else modality_name + 's'}; "
-                f"choose a model for that modality with {option('model')}"
+            settings["audio"] = {"pool": pool, "rate": encoder.audio_rate, **vars(windowing)}
+        if clip is not None:
+            settings["video"] = {"clip_frames": clip[0], **vars(sampling)}
+        if _compiles(compile, encoder, modality, total, run):
+            reporter.note(
+                f"compiling the image tower with torch.compile for batches of {batch_size} (a one-off cost of "
+                f"tens of seconds; {option('compile', 'off')} skips it)"
             )
-    # What decides the rows' values; recorded in the manifest so an update can insist on the same.
-    settings: dict[str, Any] = {
-        "model": model,
-        "modality": modality,
-        "field": field,
-        "normalize": normalize,
-        "output_dtype": output_dtype,
-        "max_pixels": run.max_pixels,
-        "exact_decode": run.exact_decode,
-        "dtype": str(encoder.dtype),
-        "quantize": encoder.quantized,
-        "video": {"pool": pool, **vars(sampling)},
-    }
-    windowing = None
-    if modality == "audio":
-        assert encoder.audio_window and encoder.audio_rate
-        windowing = audio_windowing(
-            encoder.audio_window, window, hop, start=sampling.start, end=sampling.end, model=f"model {model!r}"
+            encoder.compile_images(batch_size)
+        embedding = {"batch_size": batch_size, "workers": run.workers, "normalize": normalize,
+                     "max_pixels": run.max_pixels, "exact_decode": run.exact_decode}  # fmt: skip
+        job = run.distribute(
+            _EmbedJob(encoder, sampling, pool, embedding, windowing),
+            partial(_load_embed_job, model, run.loading, sampling, pool, embedding, windowing),
+            batch_size=batch_size,
+            min_side=encoder.decode_min_side,
+            reporter=reporter,
         )
-        settings["audio"] = {"pool": pool, "rate": encoder.audio_rate, **vars(windowing)}
-    if clip is not None:
-        settings["video"] = {"clip_frames": clip[0], **vars(sampling)}
-    if _compiles(compile, encoder, modality, total, run):
-        reporter.note(
-            f"compiling the image tower with torch.compile for batches of {batch_size} (a one-off cost of "
-            f"tens of seconds; {option('compile', 'off')} skips it)"
-        )
-        encoder.compile_images(batch_size)
-    embedding = {"batch_size": batch_size, "workers": run.workers, "normalize": normalize,
-                 "max_pixels": run.max_pixels, "exact_decode": run.exact_decode}  # fmt: skip
-    job = run.distribute(
-        _EmbedJob(encoder, sampling, pool, embedding, windowing),
-        partial(_load_embed_job, model, run.loading, sampling, pool, embedding, windowing),
-        batch_size=batch_size,
-        min_side=encoder.decode_min_side,
-        reporter=reporter,
-    )
-    writer_options = {"dtype": output_dtype, "settings": settings}
-    if sharded:
-        return _compile_noted(encoder, reporter, _extract_sharded(
-            job, output, items, total, listed, previous, existing, model=model, settings=settings,
-            batch_size=batch_size, device=str(encoder.device), inputs=inputs, texts=texts, shard_rows=shard_rows,
-            run=run, reporter=reporter, output_dtype=output_dtype,
-        ))  # fmt: skip
-    if previous is not None:
-        writer = FeatureSetWriter(output, **writer_options)
-        stats = run_update(
-            job, listed, previous, FeatureSink(writer, model),
-            settings=settings, keep_missing=run.keep_missing, on_error=run.on_error, reporter=reporter,
-            desc="embedding new", kept="; the set was left as it was",
-        )  # fmt: skip
-    else:
-        resume = Resume()
-        if STDIN not in inputs:  # a stream cannot be replayed, so there is nothing to resume from
+        journalled = None  # a stream cannot be replayed, so there is nothing to resume from
+        if STDIN not in inputs:
             journalled = {"command": "extract-features", "inputs": inputs, "texts": texts}
             if columns.any():
                 journalled["columns"] = vars(columns)
             journalled.update(settings, batch_size=batch_size, device=str(encoder.device))
-            resume, items = open_journal(
-                output, journalled, items, restart=run.restart, reporter=reporter, unit="items"
-            )
-        writer = FeatureSetWriter(output, journal=resume.journal, **writer_options)
-        stats = run_fresh(
-            job, items, FeatureSink(writer, model), resume=resume, batch_size=batch_size, total=total,
-            on_error=run.on_error, reporter=reporter, desc="embedding", kept="; nothing was written",
+        stats = run_into(
+            destination, job, listed if previous is not None else items, settings=settings, journalled=journalled,
+            previous=previous, total=total, batch_size=batch_size, run=run, reporter=reporter, desc="embedding",
+            unit="items",
         )  # fmt: skip
-        if writer.count == 0:
+        if destination.rows == 0 and (previous is None or sharded):
             raise ItemError(
-                f"every input failed ({stats.failed}); nothing was written to {output} (see {errors_path(output)})"
+                f"every input failed ({stats.failed}); nothing was written to {destination.shown} "
+                f"(see {destination.errors})"
             )
     return _compile_noted(
-        encoder, reporter, ExtractResult(output, writer.count, writer.dim, stats, errors_path(output))
+        encoder, reporter, ExtractResult(output, destination.rows, destination.dim, stats, destination.errors)
     )
 
 
@@ -541,66 +508,3 @@ def _compile_noted(encoder: Encoder, reporter: Reporter, result: ExtractResult) 
     if encoder.compile_error:
         reporter.note(f"torch.compile failed ({encoder.compile_error}); the rows were embedded without it")
     return result
-
-
-def _extract_sharded(
-    job: _EmbedJob,
-    output: Path,
-    items: Iterator[InputItem],
-    total: int | None,
-    listed: list[InputItem],
-    previous: Any,
-    existing: dict[str, Any] | None,
-    *,
-    model: str,
-    settings: dict[str, Any],
-    batch_size: int,
-    device: str,
-    inputs: list[str],
-    texts: list[str],
-    shard_rows: int | None,
-    run: Any,
-    reporter: Reporter,
-    output_dtype: str,
-) -> ExtractResult:
-    """:func:`extract_features` into a sharded set: fresh (resuming after the finished parts of an
-    interrupted run with the same settings) or, with ``previous``, an update."""
-    from itertools import islice
-
-    from mmcli.engine import Resume, run_fresh, run_update
-    from mmcli.items import STDIN
-    from mmcli.output.sharded import ShardedResume, ShardedSink, index_path, resume_sharded
-
-    if previous is not None:
-        assert existing is not None
-        rows = int(shard_rows or existing.get("shard_rows") or 1)
-        resume = ShardedResume(dict(existing, shard_rows=rows), rows)
-        sink = ShardedSink(output, model, resume, dtype=output_dtype, settings=settings, previous=previous)
-        stats = run_update(
-            job, listed, previous, sink, settings=settings, keep_missing=run.keep_missing, on_error=run.on_error,
-            reporter=reporter, desc="embedding new", kept="; the set was left as it was",
-        )  # fmt: skip
-    else:
-        journalled = {"command": "extract-features", "inputs": inputs, "texts": texts,
-                      "batch_size": batch_size, "device": device}  # fmt: skip
-        resume = resume_sharded(
-            output, existing, settings=settings, run=journalled, shard_rows=shard_rows, restart=run.restart,
-            overwrite=run.overwrite, resumable=STDIN not in inputs,
-        )  # fmt: skip
-        reporter.journal(output)  # an interrupted run keeps its finished parts for a rerun
-        if resume.parts:
-            reporter.note(
-                f"resuming: {len(resume.parts)} finished parts ({resume.consumed} items) were done by an earlier "
-                f"run ({index_path(output)})"
-            )
-            items = islice(items, resume.consumed, None)
-        sink = ShardedSink(output, model, resume, dtype=output_dtype, settings=settings)
-        stats = run_fresh(
-            job, items, sink, resume=Resume(None, resume.consumed), batch_size=batch_size, total=total,
-            on_error=run.on_error, reporter=reporter, desc="embedding",
-            kept=f"; the parts finished before it are kept in {output}/",
-        )  # fmt: skip
-    errors = output / "part-NNNNN.errors.jsonl"
-    if sink.rows == 0:
-        raise ItemError(f"every input failed ({stats.failed}); nothing was written to {output}/ (see {errors})")
-    return ExtractResult(output, sink.rows, sink.dim, stats, errors)

@@ -328,12 +328,10 @@ def transcribe_files(
     progress is journalled beside it: a killed run resumes where it stopped (``restart`` discards it).
     ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
     """
-    from mmcli.engine import Reporter, Resume, RunOptions, open_journal, require_inputs, run_fresh, with_total
+    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, with_total
     from mmcli.io.inputs import discover_images, unique_ids
     from mmcli.items import STDIN
-    from mmcli.output.destination import check_writable
-    from mmcli.output.records import RecordWriter
-    from mmcli.output.sinks import RecordSink
+    from mmcli.output.destination import RecordFile
 
     reporter = reporter or Reporter()
     run = RunOptions.of(run_options)
@@ -344,39 +342,33 @@ def transcribe_files(
     require_inputs(inputs, hint="give audio or video files or folders, or - to read paths from stdin")
     if run.update or run.keep_missing:
         raise UsageError(f"{option('update')} is not available for transcripts; rerun into a new -o file")
-    if output is not None:
-        check_writable(output, overwrite=run.overwrite)
-    run.check_backend(inputs)
-    sampling = run.video_sampling()
-    items, total = with_total(discover_images(inputs, audio=True), inputs, what="audio or video files")
-    items = unique_ids(items)
+    with RecordFile(output, stream=stream).check(overwrite=run.overwrite) as destination:
+        run.check_backend(inputs)
+        sampling = run.video_sampling()
+        items, total = with_total(discover_images(inputs, audio=True), inputs, what="audio or video files")
+        items = unique_ids(items)
 
-    with reporter.loading(model):
-        transcriber = load_transcriber(model, **run.loading)
-    batch_size = run.batch_size or transcriber.default_batch_size
-    windowing = transcript_windowing(transcriber, sampling.start, sampling.end)
-    settings = {"model": model, "language": language, "task": task, "dtype": str(transcriber.dtype),
-                "quantize": transcriber.quantized, "audio": vars(windowing)}  # fmt: skip
-    options = {"language": language, "task": task, "batch_size": batch_size, "workers": run.workers}
-    job = run.distribute(
-        _TranscribeJob(transcriber, windowing, options),
-        partial(_load_transcribe_job, model, run.loading, windowing, options),
-        batch_size=batch_size,
-        min_side=None,
-        reporter=reporter,
-    )
-    resume = Resume()
-    if output is not None and STDIN not in inputs:  # stdout and streams cannot be resumed
-        journalled = {"command": "transcribe", "inputs": inputs, **settings, "batch_size": batch_size,
-                      "device": str(transcriber.device)}  # fmt: skip
-        resume, items = open_journal(
-            output, journalled, items, restart=run.restart, reporter=reporter, unit="recordings"
+        with reporter.loading(model):
+            transcriber = load_transcriber(model, **run.loading)
+        batch_size = run.batch_size or transcriber.default_batch_size
+        windowing = transcript_windowing(transcriber, sampling.start, sampling.end)
+        settings = {"model": model, "language": language, "task": task, "dtype": str(transcriber.dtype),
+                    "quantize": transcriber.quantized, "audio": vars(windowing)}  # fmt: skip
+        options = {"language": language, "task": task, "batch_size": batch_size, "workers": run.workers}
+        job = run.distribute(
+            _TranscribeJob(transcriber, windowing, options),
+            partial(_load_transcribe_job, model, run.loading, windowing, options),
+            batch_size=batch_size,
+            min_side=None,
+            reporter=reporter,
         )
-    writer = RecordWriter(output, stream=stream, fmt="jsonl", journal=resume.journal,
-                          settings=settings if resume.journal else None)  # fmt: skip
-    stats = run_fresh(
-        job, items, RecordSink(writer, manifest=resume.journal is not None), resume=resume, batch_size=batch_size,
-        total=total, on_error=run.on_error, reporter=reporter, desc="transcribing",
-    )  # fmt: skip
+        journalled = None  # stdout and streams cannot be resumed
+        if output is not None and STDIN not in inputs:
+            journalled = {"command": "transcribe", "inputs": inputs, **settings, "batch_size": batch_size,
+                          "device": str(transcriber.device)}  # fmt: skip
+        stats = run_into(
+            destination, job, items, settings=settings, journalled=journalled, previous=None, total=total,
+            batch_size=batch_size, run=run, reporter=reporter, desc="transcribing", unit="recordings",
+        )  # fmt: skip
     counters = stats.counters
     return TranscribeResult(output, counters["recordings"], counters["segments"], counters["without_speech"], stats)

@@ -253,7 +253,8 @@ def test_a_run_killed_before_its_publication_is_decided_leaves_no_temporaries(ru
     run_killed(f"import sys; sys.argv = ['mmcli', *{args!r}]; from mmcli.cli import main; main()",
                before_renaming=publishing_path(tmp_path / "set.npy").name)  # fmt: skip
     left = sorted(p.name.rsplit(".", 1)[-1] for p in tmp_path.iterdir() if p.name.startswith("."))
-    assert left == ["npy", "part", "tmp"], left  # what the kill left: nothing is decided, so nothing is published
+    # What the kill left: nothing is decided, so nothing is published; the lock file's lock died with the run.
+    assert left == ["lock", "npy", "part", "tmp"], left
     assert not (tmp_path / "set.npy").exists() and (tmp_path / "set.partial").is_dir()
 
     again = run_mmcli(*args)  # resumes from the journal and publishes; the dead run's temporaries are gone

@@ -104,7 +104,9 @@ def reports_errors(command: F) -> F:
             error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            kept = [folder for folder in _JOURNALS if (folder / "state.json").exists() or _finished_parts(folder)]
+            from mmcli.output.previous import kept_progress
+
+            kept = [folder for folder in _JOURNALS if kept_progress(folder)]
             if kept:
                 error_line(f"interrupted; the progress so far is kept in {kept[0]}: run the same command to resume")
             else:
@@ -117,16 +119,6 @@ def reports_errors(command: F) -> F:
             raise typer.Exit(EXIT_OK) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _finished_parts(folder: Any) -> bool:
-    """Whether a sharded set's unfinished index lists parts a rerun will keep."""
-    import json
-
-    try:
-        return bool(json.loads((folder / "index.json").read_text(encoding="utf-8")).get("parts"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def quiet_libraries() -> None:

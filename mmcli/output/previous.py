@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,3 +95,14 @@ def check_same_settings(output: Path, settings: dict[str, Any], *, videos: bool 
             f"{output} was made with {was}, this run has {now}; {option('update')} must use the same settings "
             f"(give the same flags again, or rebuild it with {option('overwrite')})"
         )
+
+
+def kept_progress(folder: Path) -> bool:
+    """Whether ``folder`` holds progress a rerun resumes from: a journal's committed state, or a
+    sharded set's unfinished index listing finished parts."""
+    if (folder / "state.json").exists():
+        return True
+    try:
+        return bool(json.loads((folder / "index.json").read_text(encoding="utf-8")).get("parts"))
+    except (OSError, ValueError, AttributeError):
+        return False
