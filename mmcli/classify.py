@@ -196,3 +196,121 @@ def classify_items(
 
 def _record(item: InputItem, scores: dict) -> dict[str, Any]:
     return item.record(modality=False, source=item.source, **scores)
+
+
+@dataclass
+class ClassifyResult:
+    """What :func:`classify_files` wrote: to ``output`` (``None``: the stream), how many inputs were
+    ``classified`` into how many ``labels``, and the run's :class:`~mmcli.engine.RunStats`."""
+
+    output: Path | None
+    classified: int
+    labels: int
+    stats: Any
+
+
+class _ClassifyJob:
+    """Classification as an engine job: a batch of inputs in, one prediction record (or error) each."""
+
+    def __init__(self, encoder: Encoder, classes: Classes, top: int | None, options: dict[str, Any], unit: str) -> None:
+        self.encoder, self.classes, self.top, self.options, self.unit = encoder, classes, top, options, unit
+        self._classified = 0
+
+    def batches(
+        self, items: Iterable[InputItem], counters: dict[str, int] | None = None
+    ) -> Iterator[tuple[list[Outcome[InputItem]], list[Outcome[InputItem]]]]:
+        self._classified = (counters or {}).get("classified", 0)
+        for batch in classify_items(items, self.encoder, self.classes, top=self.top, **self.options):
+            self._classified += sum(outcome.error is None for outcome in batch)
+            yield batch, batch
+
+    @property
+    def pending(self) -> bool:
+        return False
+
+    def counters(self) -> dict[str, int]:
+        return {"classified": self._classified}
+
+
+def classify_files(
+    inputs: Sequence[str] = (),
+    output: str | os.PathLike[str] | None = None,
+    *,
+    labels: Sequence[str],
+    templates: Sequence[str] | None = None,
+    features: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    top: int | None = None,
+    stream: Any = None,
+    reporter: Any = None,
+    **run_options: Any,
+) -> ClassifyResult:
+    """Zero-shot classify images, or recordings with an audio-text model (CLAP), into JSONL records in
+    ``output`` (or ``stream``, default stdout); or, with ``features``, the rows of a feature set.
+
+    With ``output``, progress is journalled beside it: a killed run resumes where it stopped
+    (``restart`` discards it), and ``update`` rewrites an existing output classifying only new or
+    changed files. ``model`` None is the default encoder, or for ``features`` the model that made the
+    rows. ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
+    """
+    from mmcli.encoders import DEFAULT_MODEL, input_modality
+    from mmcli.engine import Reporter, RunOptions, RunStats, require_inputs, run_into, with_total
+    from mmcli.io.inputs import discover_images, unique_ids
+    from mmcli.items import STDIN
+    from mmcli.output.destination import RecordFile
+    from mmcli.output.feature_set import read_feature_set
+
+    reporter = reporter or Reporter()
+    run = RunOptions.of(run_options)
+    output = Path(output) if output is not None else None
+    inputs = [str(i) for i in inputs]
+    if features is None:
+        require_inputs(inputs, hint="give image or audio files or folders, - for stdin, or --features FEATS.npy")
+    elif inputs:
+        raise UsageError("give images or --features, not both")
+    if run.update:
+        if output is None or features is not None or STDIN in inputs or not output.exists():
+            raise UsageError(
+                f"{option('update')} brings an existing -o JSONL file up to date from image and audio files"
+                + ("" if output is None or output.exists() else f": {output} does not exist yet")
+            )
+    elif run.keep_missing:
+        raise UsageError(f"{option('keep_missing')} goes with {option('update')}")
+    with RecordFile(output, stream=stream).check(overwrite=run.overwrite, update=run.update) as destination:
+        if features is not None:
+            feature_set = read_feature_set(features)
+            _, classes = zero_shot(model, labels, templates, feature_set=feature_set, **run.loading)
+            with destination.open({}, iter(()), reporter=reporter, unit="rows")[0] as sink:
+                count = 0
+                for record in classify_features(feature_set, classes, top):
+                    sink.writer.write(record)
+                    count += 1
+            return ClassifyResult(output, count, len(classes.labels), RunStats())
+        audio = input_modality(model or DEFAULT_MODEL, trust_remote_code=run.trust_remote_code) == "audio"
+        unit = "recordings" if audio else "images"
+        items, total = with_total(discover_images(inputs, audio=audio), inputs, what=unit)
+        items = unique_ids(items)
+        listed: list[InputItem] = []
+        previous = None
+        if run.update:  # what cannot be updated is refused before the model loads
+            listed = list(items)
+            previous = destination.previous(listed)
+        with reporter.loading(model or DEFAULT_MODEL):
+            encoder, classes = zero_shot(model, labels, templates, **run.loading)
+        batch_size = run.batch_size or encoder.default_batch_size
+        # What decides the records; recorded in the manifest so an update can insist on the same.
+        settings = {"model": model or DEFAULT_MODEL, "labels": list(labels), "templates": list(templates or []),
+                    "top_k": top, "max_pixels": run.max_pixels, "exact_decode": run.exact_decode,
+                    "dtype": str(encoder.dtype), "quantize": encoder.quantized}  # fmt: skip
+        options = {"batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
+                   "exact_decode": run.exact_decode}  # fmt: skip
+        journalled = None  # stdout and streams cannot be resumed
+        if output is not None and STDIN not in inputs:
+            journalled = {"command": "classify", "inputs": inputs, **settings, "batch_size": batch_size,
+                          "device": str(encoder.device)}  # fmt: skip
+        stats = run_into(
+            destination, _ClassifyJob(encoder, classes, top, options, unit), listed if previous is not None else items,
+            settings=settings, journalled=journalled, previous=previous, total=total, batch_size=batch_size, run=run,
+            reporter=reporter, desc="classifying", unit=unit,
+        )  # fmt: skip
+    return ClassifyResult(output, stats.counters.get("classified", 0), len(classes.labels), stats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -63,57 +64,54 @@ def classify(
     exact_decode: opt.ExactDecode = False,
     on_error: opt.OnErrorOption = opt.OnError.skip,
     overwrite: opt.Overwrite = False,
+    restart: opt.Restart = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            help="Bring an existing -o JSONL up to date: classify only new or changed files, drop vanished ones."
+        ),
+    ] = False,
+    keep_missing: opt.KeepMissing = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Zero-shot classify images, or recordings with an audio-text model (CLAP): one {"id", "source",
-    "label", "score", "scores"} record per input."""
-    from mmcli.engine import require_inputs, with_total
-    from mmcli.io.inputs import discover_images
-    from mmcli.output.destination import check_writable
-    from mmcli.output.sinks import RecordSink
+    "label", "score", "scores"} record per input.
 
-    inputs = inputs or []
+    With -o, progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed),
+    the same command resumes where it stopped and gives exactly the output of an uninterrupted run.
+    """
+    flags = dict(locals())  # the shared run options go to the library as they are
+    from mmcli.classify import classify_files
+
     label_list = _labels(labels, labels_file)
-    if features is None:
-        require_inputs(inputs, hint="give image or audio files or folders, - for stdin, or --features FEATS.npy")
-    elif inputs:
-        raise UsageError("give images or --features, not both")
-    if output is not None:
-        check_writable(output, overwrite=overwrite)
-    items = None
-    if features is None:
-        from mmcli.encoders import input_modality
-
-        audio = input_modality(model, trust_remote_code=trust_remote_code) == "audio"
-        found = discover_images(inputs, audio=audio)
-        items, _ = with_total(found, inputs, what="recordings" if audio else "images")
-
     quiet_libraries()
-    from mmcli.classify import classify_features, classify_items, zero_shot
-    from mmcli.output.feature_set import read_feature_set
-    from mmcli.output.records import RecordWriter
-
-    feature_set = read_feature_set(features) if features is not None else None
-    encoder, classes = zero_shot(
-        None if model == opt.DEFAULT_ENCODER else model,
-        label_list,
-        template or None,
-        feature_set=feature_set,
-        **opt.model_loading(device, dtype, quantize, trust_remote_code),
+    # Records on a terminal are progress enough; a bar would tangle with them.
+    bars = not quiet and not (output is None and sys.stdout.isatty())
+    result = classify_files(
+        inputs or [],
+        output,
+        labels=label_list,
+        templates=template or None,
+        features=features,
+        model=None if model == opt.DEFAULT_ENCODER else model,
+        top=top,
+        stream=sys.stdout if output is None else None,
+        **opt.run_flags(flags),
+        reporter=CommandReporter(quiet=quiet, bars=bars),
     )
-    failed = 0
-    with RecordSink(RecordWriter(output, fmt="jsonl"), manifest=False) as sink:
-        if feature_set is not None:
-            for record in classify_features(feature_set, classes, top):
-                sink.writer.write(record)
-        else:
-            batches = classify_items(items, encoder, classes, top=top, batch_size=batch_size, workers=workers,
-                                     max_pixels=max_pixels, exact_decode=exact_decode)  # fmt: skip
-            for batch in batches:
-                failed += sink.write(batch, on_error.value, CommandReporter(quiet=quiet, bars=False), "")
-    note(f"classified into {len(classes.labels)} labels" + (f"; {failed} failed" if failed else ""), quiet=quiet)
-    if failed:
+    stats = result.stats
+    if stats.update:
+        line = (
+            f"updated {output}: {stats.kept} inputs kept ({stats.moved} recognised by content), "
+            f"{stats.processed} classified, {stats.dropped} dropped"
+        )
+        if stats.kept_missing:
+            line += f", {stats.kept_missing} records of vanished files kept"
+    else:
+        line = f"classified into {result.labels} labels"
+    note(line + (f"; {stats.failed} failed" if stats.failed else ""), quiet=quiet)
+    if stats.failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
