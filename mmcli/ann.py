@@ -17,6 +17,7 @@ import numpy as np
 
 from mmcli.errors import InputError, OutputExists, UsageError, option
 from mmcli.output.atomic import publish, settle, temporary_sibling
+from mmcli.output.destination import writing
 from mmcli.output.feature_set import check_rows, read_feature_set
 from mmcli.retrieval import SearchResult
 
@@ -119,7 +120,8 @@ def index_feature_set(
     target = index_path(npy)
     if target.exists() and not overwrite:
         raise OutputExists(f"{target} already exists; pass --overwrite to rebuild it")
-    save_index(build_index(feature_set.vectors, kind=kind, nlist=nlist, m=m), npy, feature_set.vectors)
+    with writing(target, overwrite=True):
+        save_index(build_index(feature_set.vectors, kind=kind, nlist=nlist, m=m), npy, feature_set.vectors)
     return target, len(feature_set)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -80,6 +81,11 @@ def options_as_flags() -> Iterator[None]:
 
 class OutputBusy(MmcliError):
     """Another run holds the lock on this output: two writers would corrupt it."""
+
+
+# Failures of the disk an output is written to, not of an input: where no destination names them, the
+# command line still reports them as one line.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
 class OutputFailed(MmcliError):

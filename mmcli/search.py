@@ -104,6 +104,7 @@ def _faiss_index(feature_set: FeatureSet, ann: str, *, save_index: bool) -> tupl
         return None, result
     from mmcli.ann import build_index, load_index
     from mmcli.ann import save_index as save
+    from mmcli.output.destination import writing
 
     if present:
         try:
@@ -116,10 +117,11 @@ def _faiss_index(feature_set: FeatureSet, ann: str, *, save_index: bool) -> tupl
         result.backend, result.index_file = "faiss", saved
         return index, result
     check_finite(feature_set)  # faiss would index NaN rows without a word
-    index = build_index(feature_set.vectors)
-    result.backend, result.built = "faiss", True
-    if save_index:
-        result.index_file, result.saved = save(index, feature_set.path, feature_set.vectors), True
+    with writing(saved if save_index else None, overwrite=True):  # refused before the build if it cannot be kept
+        index = build_index(feature_set.vectors)
+        result.backend, result.built = "faiss", True
+        if save_index:
+            result.index_file, result.saved = save(index, feature_set.path, feature_set.vectors), True
     return index, result
 
 

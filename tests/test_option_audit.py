@@ -76,6 +76,15 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("caption", "--exact-decode"): (PROOF + "test_exact_decode_turns_reduced_scale_decoding_off",),
     ("caption", "--on-error"): (PROOF + "test_on_error_fail_stops_at_the_bad_item",),
     ("caption", "--overwrite"): ("tests/test_caption.py::test_caption_tsv_to_file_needs_overwrite_to_replace",),
+    ("classify", "--restart"): (
+        "tests/test_output_layer.py::test_classify_restart_discards_an_interrupted_runs_progress",
+    ),
+    ("classify", "--update"): (
+        "tests/test_output_layer.py::test_classify_update_equals_a_fresh_run_and_classifies_only_what_changed",
+    ),
+    ("classify", "--keep-missing"): (
+        "tests/test_output_layer.py::test_classify_update_equals_a_fresh_run_and_classifies_only_what_changed",
+    ),
     ("caption", "--restart"): (PROOF + "test_caption_restart_discards_an_interrupted_runs_progress",),
     ("caption", "--update"): (
         "tests/test_update.py::test_caption_update_equals_a_fresh_run_and_captions_only_what_changed",

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from mmcli.errors import MmcliError, OutputCompleted, options_as_flags
+from mmcli.errors import WRITE_ERRNOS, MmcliError, OutputCompleted, options_as_flags
 from mmcli.reporting import NoProgress, Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,6 +117,11 @@ def reports_errors(command: F) -> F:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(EXIT_OK) from None
+        except OSError as exc:  # a full or failing disk where no destination named it: one line, not a traceback
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            error_line(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 

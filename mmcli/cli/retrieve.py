@@ -102,6 +102,10 @@ def retrieve(
     if output is not None:
         check_writable(output, overwrite=overwrite)
     feature_set = read_feature_set(index)
+    if save_index:  # refused before any query is embedded where the index could not be kept
+        from mmcli.ann import index_path
+
+        check_writable(index_path(feature_set.path), overwrite=True)
     if query or query_image or (queries and not is_feature_set_path(queries)):
         quiet_libraries()
     found = embed_queries(

@@ -21,7 +21,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from mmcli.errors import OutputBusy, OutputCompleted, OutputExists, OutputFailed, UsageError, option
+from mmcli.errors import WRITE_ERRNOS, OutputBusy, OutputCompleted, OutputExists, OutputFailed, UsageError, option
 from mmcli.items import InputItem
 from mmcli.output.atomic import settle, sweep_temporaries
 from mmcli.output.journal import Journal, journal_path
@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 # Failures that are the destination's, not an input's: reported as one line naming the output.
-WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+WRITE_ERRORS = WRITE_ERRNOS | {errno.EACCES, errno.EPERM}
 
 
 def lock_path(output: Path) -> Path:

@@ -186,6 +186,10 @@ def _check_output(out: Path, fingerprint: dict[str, Any], *, overwrite: bool, re
     state_path = out / STATE
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file; -o names the folder the trained model is saved in")
+    folder = out if out.is_dir() else out.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "does not exist" if not folder.is_dir() else "is not writable"
+        raise UsageError(f"cannot write {out}/: folder {str(folder)!r} {why}")
     if state_path.exists() and not overwrite:
         raise OutputExists(f"{out} already holds a trained model; pass --overwrite to train it again")
     checkpoint = out / CHECKPOINT / "state.json"
