@@ -314,7 +314,7 @@ def caption_files(
     discards it), and ``update`` rewrites an existing JSONL captioning only new or changed files.
     ``.tar`` inputs are webdataset shards, ``.parquet`` inputs tables of ``image_column`` (with
     ``text_column`` carried as ``text``, ``id_column`` as ids), URLs read through fsspec (see
-    :mod:`mmcli.io.sources`). ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
+    :mod:`mmcli.io`). ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
 
     ``speech`` names a speech recognition model (Whisper) that transcribes each video's soundtrack
     (in ``speech_language``, or as detected): every video record gets the ``speech`` said during
@@ -323,7 +323,7 @@ def caption_files(
     from mmcli.captioners import load_captioner
     from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, with_total
     from mmcli.io.inputs import discover_images, unique_ids
-    from mmcli.io.sources import Columns
+    from mmcli.io.parquet import Columns
     from mmcli.items import STDIN
     from mmcli.output.destination import RecordFile
 

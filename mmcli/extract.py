@@ -332,7 +332,7 @@ def extract_features(
     pooled by ``pool``; a native video model embeds each whole. ``.tar`` inputs are webdataset shards,
     ``.parquet`` inputs tables whose ``image_column`` (or with ``modality="text"``, ``text_column``)
     holds the inputs, ``id_column`` their ids; URLs are read through fsspec (see
-    :mod:`mmcli.io.sources`). Failed items are listed in
+    :mod:`mmcli.io`). Failed items are listed in
     ``OUT.errors.jsonl``; ``on_error="fail"`` stops at the first instead. ``options`` are the
     settings every run takes (:class:`~mmcli.engine.RunOptions`: ``device``, ``batch_size``, ...).
 
@@ -344,7 +344,7 @@ def extract_features(
     from mmcli.encoders import load_encoder
     from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, with_total
     from mmcli.io.inputs import discover_images, discover_texts, unique_ids
-    from mmcli.io.sources import Columns
+    from mmcli.io.parquet import Columns
     from mmcli.items import STDIN
     from mmcli.output.destination import ShardedFolder, feature_destination
 

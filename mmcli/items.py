@@ -27,7 +27,7 @@ class InputItem:
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set when discovery already knows the item cannot be processed
     # Where the bytes are when they are not a local file: a shard member, a Parquet cell, a URL
-    # (a frozen reference from mmcli.io.sources, read when the item is decoded).
+    # (a frozen reference from mmcli.io.remote or mmcli.io.parquet, read when the item is decoded).
     blob: Any = None
 
     def media(self) -> str | bytes:

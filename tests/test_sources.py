@@ -20,7 +20,10 @@ from PIL import Image
 
 from mmcli.errors import ItemError
 from mmcli.io.inputs import discover_images, discover_texts
-from mmcli.io.sources import ByteRange, Columns, ParquetCell, expand_braces, split_key
+from mmcli.io.parquet import Columns, ParquetCell
+from mmcli.io.patterns import expand_braces
+from mmcli.io.remote import ByteRange
+from mmcli.io.webdataset import split_key
 from mmcli.media.images import load_image
 from mmcli.output.feature_set import read_feature_set
 

@@ -115,7 +115,7 @@ def caption(
     epoch's weights are saved in OUTPUT with the processor, so `mmcli caption --model OUTPUT` (and
     every other command) loads it like a hub model. Unreadable images are skipped and counted.
     """
-    from mmcli.io.sources import Columns
+    from mmcli.io.parquet import Columns
     from mmcli.train.caption import TrainOptions, train_captioner
 
     options = TrainOptions(

@@ -37,8 +37,8 @@ def discover_images(
     Files in a folder that are not images (or videos) by extension are skipped silently; a path
     named explicitly is always an item, so a wrong one becomes an error record rather than vanishing.
     A ``.tar`` file (named, matched or met in a folder) is read as a webdataset shard, one item per
-    sample; a ``.parquet`` file as a table of ``columns`` (a :class:`~mmcli.io.sources.Columns`;
-    in folders only when ``columns.image`` is given). See :mod:`mmcli.io.sources`.
+    sample; a ``.parquet`` file as a table of ``columns`` (a :class:`~mmcli.io.parquet.Columns`;
+    in folders only when ``columns.image`` is given). See :mod:`mmcli.io`.
     """
     for given in inputs:
         if given == STDIN:
@@ -78,7 +78,7 @@ def _discover_images(given: str, videos: bool, columns: Any, audio: bool = False
 
     what = "audio or video file" if audio else "image"
     if is_url(given) and not has_braces(given):
-        from mmcli.io.sources import is_media_url, is_remote_folder, walk_url
+        from mmcli.io.remote import is_media_url, is_remote_folder, walk_url
 
         web = given.lower().startswith(("http://", "https://"))  # no folders, and ? starts a query
         pattern = not web and glob.has_magic(given)
@@ -122,17 +122,19 @@ def _discover_images(given: str, videos: bool, columns: Any, audio: bool = False
 
 def _container_suffixes(columns: Any, *, text_mode: bool) -> tuple[str, ...]:
     """The containers a folder walk reads besides images: shards always, tables when their column is named."""
-    from mmcli.io.sources import PARQUET_SUFFIX, SHARD_SUFFIX
+    from mmcli.io.parquet import PARQUET_SUFFIX
+    from mmcli.io.webdataset import TAR_SUFFIX
 
     column = getattr(columns, "text" if text_mode else "image", None) if columns is not None else None
-    return (SHARD_SUFFIX, PARQUET_SUFFIX) if column else (SHARD_SUFFIX,)
+    return (TAR_SUFFIX, PARQUET_SUFFIX) if column else (TAR_SUFFIX,)
 
 
 def _is_container(path: str, columns: Any, *, text_mode: bool, named: bool = False) -> bool:
     """A shard, or a table (always when ``named`` explicitly: it then needs its column flag)."""
-    from mmcli.io.sources import is_parquet_path, is_shard_path
+    from mmcli.io.parquet import is_parquet_path
+    from mmcli.io.webdataset import is_webdataset_path
 
-    if is_shard_path(path):
+    if is_webdataset_path(path):
         return True
     return is_parquet_path(path) and (
         named or os.path.splitext(path)[1].lower() in _container_suffixes(columns, text_mode=text_mode)
@@ -142,22 +144,23 @@ def _is_container(path: str, columns: Any, *, text_mode: bool, named: bool = Fal
 def _container_items(
     path: str, columns: Any, *, videos: bool = False, text_mode: bool = False, defaults: dict[str, Any] | None = None
 ) -> Iterator[InputItem]:
-    from mmcli.io.sources import Columns, is_shard_path, parquet_items, shard_items
+    from mmcli.io.parquet import Columns, parquet_items
+    from mmcli.io.webdataset import is_webdataset_path, webdataset_items
 
-    if is_shard_path(path):
-        return shard_items(path, text_mode=text_mode, videos=videos, defaults=defaults)
+    if is_webdataset_path(path):
+        return webdataset_items(path, text_mode=text_mode, videos=videos, defaults=defaults)
     return parquet_items(path, columns or Columns(), text_mode=text_mode, videos=videos)
 
 
 def _url(url: str, *, videos: bool) -> InputItem:
-    from mmcli.io.sources import url_item
+    from mmcli.io.remote import url_item
 
     return url_item(url, videos=videos)
 
 
 def is_url(name: str) -> bool:
     """Whether ``name`` is a URL (``scheme://...``), read through fsspec, rather than a local path."""
-    from mmcli.io.sources import is_url as check
+    from mmcli.io.remote import is_url as check
 
     return check(name)
 
@@ -165,13 +168,13 @@ def is_url(name: str) -> bool:
 def has_braces(name: str) -> bool:
     if "{" not in name:
         return False
-    from mmcli.io.sources import has_braces as check
+    from mmcli.io.patterns import has_braces as check
 
     return check(name)
 
 
 def expand_braces(name: str) -> list[str]:
-    from mmcli.io.sources import expand_braces as expand
+    from mmcli.io.patterns import expand_braces as expand
 
     return expand(name)
 
@@ -219,7 +222,7 @@ def discover_texts(
             continue
         try:
             if is_url(given):
-                from mmcli.io.sources import filesystem
+                from mmcli.io.remote import filesystem
 
                 fs, remote = filesystem(given)
                 handle = fs.open(remote, "rt", encoding="utf-8", errors="surrogateescape")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmcli.errors import OutputExists, UsageError, option
-from mmcli.io.sources import Columns
+from mmcli.io.parquet import Columns
 from mmcli.reporting import Reporter
 from mmcli.settings import describe_differences
 from mmcli.train.data import Pair, discover_pairs, load_pairs, split_pairs

@@ -18,7 +18,8 @@ from typing import IO, Any
 
 from mmcli.errors import ItemError, UsageError, option
 from mmcli.io.inputs import JSONL_SUFFIXES, discover_images, unique_ids
-from mmcli.io.sources import Columns, is_url
+from mmcli.io.parquet import Columns
+from mmcli.io.remote import is_url
 from mmcli.items import STDIN, InputItem
 from mmcli.reporting import Reporter
 
