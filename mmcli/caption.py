@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mmcli.captioners import DEFAULT_CAPTIONER
-from mmcli.captioners.base import Captioner, GenerationOptions
+from mmcli.captioners.options import GenerationOptions
 from mmcli.errors import ItemError, UsageError, option
 from mmcli.items import InputItem
 from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, fill_clip
@@ -30,6 +30,7 @@ from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, default_workers, map_batches
 
 if TYPE_CHECKING:
+    from mmcli.captioners.base import Captioner
     from mmcli.engine import Reporter, RunStats
 
 

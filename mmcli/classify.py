@@ -15,17 +15,19 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmcli.encoders.base import Encoder
 from mmcli.errors import InputError, UsageError, option
 from mmcli.items import InputItem
 from mmcli.media.images import DEFAULT_MAX_PIXELS
 from mmcli.output.feature_set import check_rows
 from mmcli.output.npy import FeatureSet
 from mmcli.pipeline import Outcome
+
+if TYPE_CHECKING:
+    from mmcli.encoders.base import Encoder
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmcli.encoders import DEFAULT_MODEL, model_traits
-from mmcli.encoders.base import Encoder
 from mmcli.errors import ItemError, UnsupportedModel, UsageError, option
 from mmcli.items import PART_MODALITIES, InputItem
 from mmcli.media.audio import (
@@ -37,6 +36,7 @@ from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, RowBatch, default_workers, map_batches
 
 if TYPE_CHECKING:
+    from mmcli.encoders.base import Encoder
     from mmcli.engine import Reporter, RunStats
 
 

@@ -1,9 +1,10 @@
 """Registries that decide which model family handles a checkpoint, from its config's ``model_type``.
 
-Families register the model types they know; for a type nobody claimed, each family's
-``accepts(config)`` judges the config's shape (two towers, a vision config, a text vocabulary),
-so new architectures of a known kind work without a release of mmcli. Encoders and captioners
-each keep one registry.
+Families are declared (:meth:`Registry.declare`) with the model types they know and a
+``"module:attr"`` loader imported only when one of their models loads, so the decision and its
+refusals import no torch. For a type nobody claimed, each family's ``accepts(config)`` judges the
+config's shape (two towers, a vision config, a text vocabulary), so new architectures of a known
+kind work without a release of mmcli. Encoders, captioners and transcribers each keep one registry.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ class Traits:
 # Each registry's module and the command its models serve, for pointing a model given to the wrong
 # command at the right one.
 COMMANDS = {
-    "encoder": ("mmcli.encoders", "ENCODERS", "extract-features", "an embedding model"),
-    "captioner": ("mmcli.captioners", "CAPTIONERS", "caption", "a captioning model"),
-    "speech recognition": ("mmcli.speech", "TRANSCRIBERS", "transcribe", "a speech recognition model"),
+    "encoder": ("mmcli.encoders.families", "ENCODERS", "extract-features", "an embedding model"),
+    "captioner": ("mmcli.captioners.families", "CAPTIONERS", "caption", "a captioning model"),
+    "speech recognition": ("mmcli.transcribers", "TRANSCRIBERS", "transcribe", "a speech recognition model"),
 }
 
 
@@ -64,6 +65,19 @@ def other_command_hint(kind: str, config: Any, name: str) -> str:
 
 def _never(config: Any) -> bool:
     return False
+
+
+class _LazyLoader:
+    """A family's loader named as ``"module:function"``, imported on the first call."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
 
 
 class Registry:
@@ -93,6 +107,23 @@ class Registry:
             return load
 
         return decorate
+
+    def declare(
+        self,
+        name: str,
+        *,
+        description: str,
+        model_types: tuple[str, ...] | frozenset[str],
+        loader: str,
+        accepts: Callable[[Any], bool] = _never,
+        reads: str = "image",
+        clip_frames: Callable[[Any], int] | None = None,
+    ) -> None:
+        """A family whose loader (``"module:function"``, see :meth:`register`) is imported when one of its
+        models loads; everything else about it is known without importing it."""
+        self._families[name] = Family(
+            name, description, frozenset(model_types), _LazyLoader(loader), accepts, reads, clip_frames
+        )
 
     def families(self) -> list[Family]:
         return list(self._families.values())

@@ -17,20 +17,20 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from mmcli.errors import ItemError, UsageError, option
 from mmcli.items import InputItem
 from mmcli.media.audio import AUDIO_END, AudioEnd, AudioWindow, Windowing, expand_audio, silence_error
 from mmcli.models import LoadedModel
 from mmcli.pipeline import Outcome, default_workers, map_batches
-from mmcli.registry import Registry
+from mmcli.transcribers import TRANSCRIBERS
 
 if TYPE_CHECKING:
+    import torch
+
     from mmcli.engine import Reporter, RunStats
 
 DEFAULT_TRANSCRIBER = "openai/whisper-small"
-TRANSCRIBERS = Registry("speech recognition")
 TASKS = ("transcribe", "translate")
 
 
@@ -81,6 +81,8 @@ class Transcriber(LoadedModel):
             kwargs["task"] = task
         if language:
             kwargs["language"] = language
+        import torch
+
         with torch.inference_mode():
             batch = self.to_device(collate(inputs))
             try:
@@ -111,17 +113,6 @@ def _segments(decoded: dict[str, Any], duration: float) -> list[Segment]:
     return segments
 
 
-def _is_whisper(config: Any) -> bool:
-    return getattr(config, "num_mel_bins", None) is not None and getattr(config, "decoder_layers", None) is not None
-
-
-@TRANSCRIBERS.register(
-    "whisper",
-    description="Whisper-family speech recognition (transcripts with timestamps)",
-    model_types=("whisper",),
-    accepts=_is_whisper,
-    reads="audio",
-)
 def load_whisper(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> Transcriber:

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from mmcli.captioners import GenerationOptions, load_captioner
-from mmcli.captioners.chat import ChatCaptioner, accepts_chat
+from mmcli.captioners.chat import ChatCaptioner
+from mmcli.captioners.families import accepts_chat
 from mmcli.captioners.registry import CAPTIONERS
 
 OPTIONS = GenerationOptions(max_new_tokens=12, min_new_tokens=8)

@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Families register on import, in this order (the order shape-based guesses are tried in).
-from mmcli.captioners import blip, blip2, chat, florence2, git, vision_encoder_decoder  # noqa: F401
-from mmcli.captioners.base import Captioner, GenerationOptions, clean_caption
-from mmcli.captioners.registry import CAPTIONERS
+from mmcli.captioners.families import CAPTIONERS  # the families, declared; their code is imported on use
+
+if TYPE_CHECKING:
+    from mmcli.captioners.base import Captioner, GenerationOptions, clean_caption
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 
@@ -44,3 +44,17 @@ def load_captioner(
 def list_captioner_families() -> list[dict[str, Any]]:
     """The registered families with the model types each claims."""
     return CAPTIONERS.describe()
+
+
+def __getattr__(name: str) -> Any:
+    """The torch side of the package (``Captioner``, ``GenerationOptions``, ``clean_caption``), imported
+    when first asked for."""
+    if name == "GenerationOptions":
+        from mmcli.captioners.options import GenerationOptions
+
+        return GenerationOptions
+    if name in ("Captioner", "clean_caption"):
+        from mmcli.captioners import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'mmcli.captioners' has no attribute {name!r}")

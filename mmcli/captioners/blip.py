@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import CAPTIONERS
 from mmcli.speedups import fuse_vision_attention
 
 
@@ -13,7 +12,6 @@ class BlipCaptioner(Captioner):
     family = "blip"
 
 
-@CAPTIONERS.register("blip", description="BLIP image captioning (optional text prefix)", model_types=("blip",))
 def load_blip(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> BlipCaptioner:

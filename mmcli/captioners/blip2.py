@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import CAPTIONERS
 
 
 class Blip2Captioner(Captioner):
@@ -37,9 +36,6 @@ def _complete_legacy_layout(model: Any, processor: Any) -> None:
             config.image_token_index = token_id
 
 
-@CAPTIONERS.register(
-    "blip2", description="BLIP-2 image captioning and visual questions (optional prompt)", model_types=("blip-2",)
-)
 def load_blip2(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> Blip2Captioner:

@@ -18,56 +18,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import CAPTIONERS
 from mmcli.errors import UnsupportedModel
 from mmcli.loading import from_pretrained, load_processor
-
-CHAT_MODEL_TYPES = (
-    "smolvlm",
-    "idefics2",
-    "idefics3",
-    "qwen2_vl",
-    "qwen2_5_vl",
-    "qwen3_vl",
-    "qwen3_vl_moe",
-    "llava",
-    "llava_next",
-    "llava_onevision",
-    "gemma3",
-    "gemma3n",
-    "mllama",
-    "mistral3",
-    "internvl",
-    "aya_vision",
-    "lfm2_vl",
-    "glm4v",
-)
-
-# Image-text-to-text architectures that are not chat-templated: captioners prompted with a plain
-# text prefix (or none), OCR and document models with their own task prompts, and non-text outputs.
-NOT_CHAT_MODEL_TYPES = frozenset(
-    {
-        "blip",
-        "blip-2",
-        "git",
-        "instructblip",
-        "instructblipvideo",
-        "paligemma",
-        "pix2struct",
-        "vision-encoder-decoder",
-        "kosmos-2",
-        "kosmos-2.5",
-        "florence2",
-        "udop",
-        "fuyu",
-        "idefics",
-        "evolla",
-        "pi0",
-        "pp_formulanet",
-        "diffusion_gemma",
-    }
-)
-
 
 # Chat architectures whose video path takes frames mmcli has already sampled, with nothing else about
 # them: Qwen2-VL places frames by their index alone (its temporal rotary position counts pairs of
@@ -92,23 +44,6 @@ def chat_clip_frames(processor: Any) -> int:
     step = getattr(video_processor, "temporal_patch_size", None)
     step = step if isinstance(step, int) and step > 0 else 1
     return -(-frames // step) * step
-
-
-def accepts_chat(config: Any) -> bool:
-    """Any other image-text-to-text architecture transformers knows, or remote code registered as one."""
-    model_type = getattr(config, "model_type", "") or ""
-    if model_type in NOT_CHAT_MODEL_TYPES:
-        return False
-    if any(model_type in family.model_types for family in CAPTIONERS.families() if family.name != "chat"):
-        return False
-    auto_map = getattr(config, "auto_map", None) or {}
-    if "AutoModelForImageTextToText" in auto_map:
-        return True
-    try:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-    except ImportError:  # pragma: no cover - transformers without the mapping
-        return False
-    return model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 
 class ChatCaptioner(Captioner):
@@ -223,13 +158,6 @@ def _ensure_chat_template(name: str, processor: Any) -> None:
     )
 
 
-@CAPTIONERS.register(
-    "chat",
-    description="Chat vision-language models (SmolVLM, Idefics, Qwen-VL, LLaVA, Gemma 3, ...) prompted "
-    "through their chat template (--prompt is the instruction)",
-    model_types=CHAT_MODEL_TYPES,
-    accepts=accepts_chat,
-)
 def load_chat(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> ChatCaptioner:

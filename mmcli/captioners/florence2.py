@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import CAPTIONERS
 from mmcli.errors import UnsupportedModel, UsageError
 
 CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
@@ -60,11 +59,6 @@ class Florence2Captioner(Captioner):
         return self.processor(text=[prompt] * len(images), images=list(images), return_tensors="pt")
 
 
-@CAPTIONERS.register(
-    "florence2",
-    description="Florence-2 captions: <CAPTION>, <DETAILED_CAPTION>, <MORE_DETAILED_CAPTION> (task prompts)",
-    model_types=("florence2",),
-)
 def load_florence2(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> Florence2Captioner:

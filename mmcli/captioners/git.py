@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import CAPTIONERS
 
 
 def git_clip_frames(config: Any) -> int | None:
@@ -65,12 +64,6 @@ class GitCaptioner(Captioner):
         return {"pixel_values": pixel_values, **self._prompt_ids(prompt, len(clips))}
 
 
-@CAPTIONERS.register(
-    "git",
-    description="GIT image captioning and visual questions (optional prompt); the VATEX / MSR-VTT checkpoints "
-    "caption whole clips",
-    model_types=("git",),
-)
 def load_git(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> GitCaptioner:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmcli.captioners.base import Captioner
-from mmcli.captioners.registry import CAPTIONERS
 from mmcli.errors import UsageError
 from mmcli.loading import from_pretrained, load_processor
 
@@ -64,11 +63,6 @@ class VisionEncoderDecoderCaptioner(Captioner):
         return {"pixel_values": self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]}
 
 
-@CAPTIONERS.register(
-    "vision-encoder-decoder",
-    description="Vision encoder-decoder captioning, e.g. ViT + GPT-2 (no prompt)",
-    model_types=("vision-encoder-decoder",),
-)
 def load_vision_encoder_decoder(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> VisionEncoderDecoderCaptioner:

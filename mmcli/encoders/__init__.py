@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Families register on import, in this order (the order shape-based guesses are tried in).
-from mmcli.encoders import audio, dual_tower, text, video, vision  # noqa: F401
-from mmcli.encoders.base import Encoder, batched
-from mmcli.encoders.registry import ENCODERS
+from mmcli.encoders.families import ENCODERS  # the families, declared; their code is imported on use
 from mmcli.registry import Traits
+
+if TYPE_CHECKING:
+    from mmcli.encoders.base import Encoder, batched
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
@@ -55,3 +55,12 @@ def input_modality(name_or_path: str, *, trust_remote_code: bool = False) -> str
 def list_encoder_families() -> list[dict[str, Any]]:
     """The registered families with the model types each claims."""
     return ENCODERS.describe()
+
+
+def __getattr__(name: str) -> Any:
+    """``Encoder`` and ``batched`` come from the torch side of the package, imported when first asked for."""
+    if name in ("Encoder", "batched"):
+        from mmcli.encoders import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'mmcli.encoders' has no attribute {name!r}")

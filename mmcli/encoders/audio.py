@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
-from mmcli.encoders.registry import ENCODERS
 
 
 class ClapEncoder(Encoder):
@@ -54,17 +53,6 @@ class ClapEncoder(Encoder):
         return dim if isinstance(dim, int) else None
 
 
-def _has_audio_tower(config: Any) -> bool:
-    return getattr(config, "audio_config", None) is not None and getattr(config, "text_config", None) is not None
-
-
-@ENCODERS.register(
-    "clap",
-    description="audio-text models with get_audio_features / get_text_features",
-    model_types=("clap",),
-    accepts=_has_audio_tower,
-    reads="audio",
-)
 def load_clap(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> ClapEncoder:

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
-from mmcli.encoders.registry import ENCODERS
 from mmcli.speedups import fold_quick_gelu, fuse_vision_attention
 
 # SigLIP towers were trained on texts padded to a fixed length; their reference usage pads so.
@@ -51,16 +50,6 @@ class DualTowerEncoder(Encoder):
         return None
 
 
-def _has_two_towers(config: Any) -> bool:
-    return getattr(config, "text_config", None) is not None and getattr(config, "vision_config", None) is not None
-
-
-@ENCODERS.register(
-    "dual-tower",
-    description="image-text models with get_image_features / get_text_features",
-    model_types=("clip", "siglip", "siglip2", "metaclip_2", "altclip", "chinese_clip", "align", "blip"),
-    accepts=_has_two_towers,
-)
 def load_dual_tower(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> DualTowerEncoder:

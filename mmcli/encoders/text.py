@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder, accepted_kwargs, text_max_length
-from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "lasttoken")  # sentence-transformers concat order
@@ -101,35 +100,6 @@ def read_sentence_transformers_config(path: str) -> tuple[tuple[str, ...], int |
     return modes or ("mean",), max_length if isinstance(max_length, int) else None
 
 
-def _is_text_only(config: Any) -> bool:
-    return (
-        getattr(config, "vocab_size", None) is not None
-        and getattr(config, "vision_config", None) is None
-        and not getattr(config, "is_encoder_decoder", False)
-    )
-
-
-@ENCODERS.register(
-    "text",
-    description="sentence encoders (BERT-like) with sentence-transformers pooling",
-    model_types=(
-        "bert",
-        "roberta",
-        "xlm-roberta",
-        "mpnet",
-        "distilbert",
-        "electra",
-        "albert",
-        "camembert",
-        "deberta",
-        "deberta-v2",
-        "modernbert",
-        "nomic_bert",
-        "xlm",
-        "ernie",
-    ),
-    accepts=_is_text_only,
-)
 def load_text(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> TextEncoder:

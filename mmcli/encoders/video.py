@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
-from mmcli.encoders.registry import ENCODERS
+from mmcli.encoders.families import videomae_frames, xclip_frames
 from mmcli.loading import from_pretrained
 from mmcli.media.clips import fill_clip
 
@@ -74,7 +74,7 @@ class XClipEncoder(_ClipEncoder):
     model_kind = "a video-text model"
 
     def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
-        super().__init__(name, model, processor, config, _xclip_frames(config), **kwargs)
+        super().__init__(name, model, processor, config, xclip_frames(config), **kwargs)
         self.max_length = text_max_length(config.text_config, processor.tokenizer)
 
     def _pixels(self, frames: list[Any]) -> torch.Tensor:
@@ -111,7 +111,7 @@ class VideoMAEEncoder(_ClipEncoder):
     modalities = frozenset({"video", "image"})
 
     def __init__(self, name: str, model: Any, processor: Any, config: Any, *, fc_norm: Any = None, **kwargs: Any):
-        super().__init__(name, model, processor, config, _videomae_frames(config), **kwargs)
+        super().__init__(name, model, processor, config, videomae_frames(config), **kwargs)
         self.fc_norm = fc_norm.to(self.device).eval() if fc_norm is not None else None
 
     def _pixels(self, frames: list[Any]) -> torch.Tensor:
@@ -127,32 +127,6 @@ class VideoMAEEncoder(_ClipEncoder):
         return int(size) if isinstance(size, int) else None
 
 
-def _xclip_frames(config: Any) -> int:
-    return int(config.vision_config.num_frames)
-
-
-def _videomae_frames(config: Any) -> int:
-    return int(config.num_frames)
-
-
-def _is_video_text(config: Any) -> bool:
-    vision = getattr(config, "vision_config", None)
-    return getattr(config, "text_config", None) is not None and hasattr(vision, "mit_hidden_size")
-
-
-def _is_tubelet_video(config: Any) -> bool:
-    return getattr(config, "text_config", None) is None and all(
-        isinstance(getattr(config, key, None), int) for key in ("num_frames", "tubelet_size")
-    )
-
-
-@ENCODERS.register(
-    "video-text",
-    description="video-text models (X-CLIP): whole clips and texts in one space",
-    model_types=("xclip",),
-    accepts=_is_video_text,
-    clip_frames=_xclip_frames,
-)
 def load_xclip(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> XClipEncoder:
@@ -161,13 +135,6 @@ def load_xclip(
     )
 
 
-@ENCODERS.register(
-    "video",
-    description="video backbones (VideoMAE): clips pooled over their tokens",
-    model_types=("videomae",),
-    accepts=_is_tubelet_video,
-    clip_frames=_videomae_frames,
-)
 def load_videomae(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> VideoMAEEncoder:

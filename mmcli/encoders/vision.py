@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from mmcli.encoders.base import Encoder
-from mmcli.encoders.registry import ENCODERS
 from mmcli.loading import from_pretrained
 
 POOLING = ("auto", "cls", "mean", "pooler")
@@ -64,47 +63,6 @@ class VisionEncoder(Encoder):
         return int(size) if isinstance(size, int) and not sizes else None
 
 
-def _is_vision_only(config: Any) -> bool:
-    return (
-        getattr(config, "num_channels", None) is not None
-        and getattr(config, "vocab_size", None) is None
-        and getattr(config, "text_config", None) is None
-    )
-
-
-@ENCODERS.register(
-    "vision",
-    description="image-only backbones (pooled output or CLS token)",
-    model_types=(
-        "vit",
-        "deit",
-        "beit",
-        "dinov2",
-        "dinov2_with_registers",
-        "dinov3_vit",
-        "dinov3_convnext",
-        "convnext",
-        "convnextv2",
-        "swin",
-        "swinv2",
-        "resnet",
-        "regnet",
-        "efficientnet",
-        "mobilevit",
-        "mobilevitv2",
-        "levit",
-        "data2vec-vision",
-        "ijepa",
-        "hiera",
-        "vit_msn",
-        "pvt",
-        "pvt_v2",
-        "focalnet",
-        "siglip_vision_model",
-        "clip_vision_model",
-    ),
-    accepts=_is_vision_only,
-)
 def load_vision(
     name: str,
     path: str,
