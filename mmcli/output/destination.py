@@ -144,6 +144,43 @@ class Destination:
             where = f" ({exc.filename})" if exc.filename else ""
             raise OutputFailed(f"cannot write {self.shown}: {exc.strerror or exc}{where}{self.kept()}") from None
 
+    def open(
+        self,
+        settings: dict[str, Any],
+        items: Iterator[Any],
+        *,
+        previous: Previous | None = None,
+        journalled: dict[str, Any] | None = None,
+        restart: bool = False,
+        reporter: Reporter,
+        unit: str,
+    ) -> tuple[Any, int, Iterator[Any]]:
+        """The sink a run writes into, the input items an interrupted run already did, and those left:
+        for an update of ``previous``, a sink that rewrites it; else one that resumes the journal of an
+        interrupted run with the same ``journalled`` settings (None: a stream, never resumed)."""
+        if previous is not None:
+            return self._update_sink(settings, previous), 0, items
+        return self._fresh_sink(settings, items, journalled, restart=restart, reporter=reporter, unit=unit)
+
+    def _update_sink(self, settings: dict[str, Any], previous: Previous) -> Any:
+        raise NotImplementedError
+
+    def _fresh_sink(
+        self,
+        settings: dict[str, Any],
+        items: Iterator[Any],
+        journalled: dict[str, Any] | None,
+        *,
+        restart: bool,
+        reporter: Reporter,
+        unit: str,
+    ) -> tuple[Any, int, Iterator[Any]]:
+        journal, items = self._journal(journalled, items, restart=restart, reporter=reporter, unit=unit)
+        return self._journalled_sink(settings, journal), journal.consumed if journal is not None else 0, items
+
+    def _journalled_sink(self, settings: dict[str, Any], journal: Journal | None) -> Any:
+        raise NotImplementedError
+
     def _journal(
         self, journalled: dict[str, Any] | None, items: Iterator[Any], *, restart: bool, reporter: Reporter, unit: str
     ) -> tuple[Journal | None, Iterator[Any]]:
@@ -178,23 +215,13 @@ class FeatureFile(Destination):
     def previous(self, items: Sequence[InputItem]) -> Previous:
         return previous_feature_set(self.path, items, self.model)  # type: ignore[arg-type]
 
-    def open(
-        self,
-        settings: dict[str, Any],
-        items: Iterator[Any],
-        *,
-        previous: Previous | None = None,
-        journalled: dict[str, Any] | None = None,
-        restart: bool = False,
-        reporter: Reporter,
-        unit: str,
-    ) -> tuple[Any, int, Iterator[Any]]:
-        """The sink a run writes into, the input items an interrupted run already did, and those left."""
-        journal, items = (None, items) if previous is not None else self._journal(
-            journalled, items, restart=restart, reporter=reporter, unit=unit)  # fmt: skip
+    def _update_sink(self, settings: dict[str, Any], previous: Previous) -> Any:
+        return self._journalled_sink(settings, None)
+
+    def _journalled_sink(self, settings: dict[str, Any], journal: Journal | None) -> Any:
         writer = FeatureSetWriter(self.path, dtype=self.dtype, journal=journal, settings=settings)  # type: ignore[arg-type]
         self.sink = FeatureSink(writer, self.model)
-        return self.sink, journal.consumed if journal is not None else 0, items
+        return self.sink
 
     @property
     def rows(self) -> int:
@@ -239,25 +266,26 @@ class ShardedFolder(FeatureFile):
             return f"; the finished parts are kept in {self.shown}: run the same command again to resume"
         return f"; {self.shown} was left as it was"
 
-    def open(
+    def _update_sink(self, settings: dict[str, Any], previous: Previous) -> Any:
+        assert self.existing is not None
+        rows = int(self.shard_rows or self.existing.get("shard_rows") or 1)
+        resume = ShardedResume(dict(self.existing, shard_rows=rows), rows)
+        self.sink = ShardedSink(self.path, self.model, resume, dtype=self.dtype, settings=settings,  # type: ignore[arg-type]
+                                previous=previous)  # fmt: skip
+        return self.sink
+
+    def _fresh_sink(
         self,
         settings: dict[str, Any],
         items: Iterator[Any],
+        journalled: dict[str, Any] | None,
         *,
-        previous: Previous | None = None,
-        journalled: dict[str, Any] | None = None,
-        restart: bool = False,
+        restart: bool,
         reporter: Reporter,
         unit: str,
     ) -> tuple[Any, int, Iterator[Any]]:
+        """The set's own index is its journal: the parts an interrupted run finished are kept."""
         assert self.path is not None
-        if previous is not None:
-            assert self.existing is not None
-            rows = int(self.shard_rows or self.existing.get("shard_rows") or 1)
-            resume = ShardedResume(dict(self.existing, shard_rows=rows), rows)
-            self.sink = ShardedSink(self.path, self.model, resume, dtype=self.dtype, settings=settings,
-                                    previous=previous)  # fmt: skip
-            return self.sink, 0, items
         run = {key: value for key, value in (journalled or {}).items() if key not in settings}
         resume = resume_sharded(
             self.path, self.existing, settings=settings, run=run, shard_rows=self.shard_rows, restart=restart,
@@ -308,25 +336,14 @@ class RecordFile(Destination):
     def previous(self, items: Sequence[InputItem]) -> Previous:
         return previous_records(self.path, items)  # type: ignore[arg-type]
 
-    def open(
-        self,
-        settings: dict[str, Any],
-        items: Iterator[Any],
-        *,
-        previous: Previous | None = None,
-        journalled: dict[str, Any] | None = None,
-        restart: bool = False,
-        reporter: Reporter,
-        unit: str,
-    ) -> tuple[Any, int, Iterator[Any]]:
-        if previous is not None:
-            writer = RecordWriter(self.path, fmt="jsonl", settings=settings)
-            return RecordSink(writer, manifest=True), 0, items
-        journal, items = self._journal(journalled, items, restart=restart, reporter=reporter, unit=unit)
+    def _update_sink(self, settings: dict[str, Any], previous: Previous) -> Any:
+        return RecordSink(RecordWriter(self.path, fmt="jsonl", settings=settings), manifest=True)
+
+    def _journalled_sink(self, settings: dict[str, Any], journal: Journal | None) -> Any:
         writer = RecordWriter(self.path, stream=self.stream, fmt=self.fmt, text_fields=self.text_fields,
                               journal=journal, settings=settings if journal else None)  # fmt: skip
         # A manifest for a later update: file inputs written to an output only (a stream cannot be compared).
-        return RecordSink(writer, manifest=journal is not None), journal.consumed if journal else 0, items
+        return RecordSink(writer, manifest=journal is not None)
 
 
 def feature_destination(
