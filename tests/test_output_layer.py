@@ -203,6 +203,63 @@ def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_resumes_ident
             assert (small_disk / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
 
+def fill(disk: Path) -> None:
+    """Leave no byte free on ``disk``: big blocks, then small ones for what a big one could not take."""
+    with open(disk / "filler", "wb", buffering=0) as handle:
+        for block in (65536, 512, 1):
+            try:
+                while True:
+                    handle.write(b"\0" * block)
+            except OSError:
+                pass
+
+
+@needs_root
+def test_a_full_disk_is_one_line_naming_the_output_in_every_writing_command(
+    run_mmcli, tiny_models, photos, small_disk, result_files, tmp_path
+):
+    from audio_media import speech_like, write_wav
+    from shapes_corpus import build_word_blip, write_corpus
+
+    clip = str(tiny_models["clip"])
+    assert run_mmcli("extract-features", photos, "-o", tmp_path / "set.npy", "-m", clip, "-q").returncode == 0
+    shutil.copytree(tmp_path, tmp_path / "copy")
+    on_disk = run_mmcli("extract-features", photos, "-o", small_disk / "indexed.npy", "-m", clip, "-q")
+    assert on_disk.returncode == 0, on_disk.stderr
+    speech = write_wav(tmp_path / "talk.wav", speech_like(3.0, 16000), 16000)
+    pairs = write_corpus(tmp_path / "shapes", 16, seed=1)
+    word_blip = build_word_blip(tmp_path / "word-blip")
+    predictions, references = tmp_path / "pred.jsonl", tmp_path / "refs.jsonl"
+    predictions.write_text('{"id": "a", "caption": "a cat on a mat"}\n')
+    references.write_text('{"id": "a", "captions": ["a cat sits on a mat", "a cat"]}\n')
+    disk = small_disk
+    commands = {
+        "extract-features": (["extract-features", photos, "-o", disk / "f.npy", "-m", clip], disk / "f.npy"),
+        "extract-features DIR/": (["extract-features", photos, "-o", f"{disk}/parts/", "-m", clip], disk / "parts"),
+        "caption": (["caption", photos, "-o", disk / "c.jsonl", "-m", tiny_models["blip"], "--max-new-tokens", "2"],
+                    disk / "c.jsonl"),
+        "transcribe": (["transcribe", speech, "-o", disk / "t.jsonl", "-m", tiny_models["whisper"]], disk / "t.jsonl"),
+        "classify": (["classify", photos, "--labels", "a,b", "-o", disk / "l.jsonl", "-m", clip], disk / "l.jsonl"),
+        "fuse": (["fuse", tmp_path / "set.npy", tmp_path / "copy" / "set.npy", "-o", disk / "fused.npy"],
+                 disk / "fused.npy"),
+        "retrieve": (["retrieve", "--index", tmp_path / "set.npy", "--queries", tmp_path / "set.npy",
+                      "-o", disk / "hits.jsonl"], disk / "hits.jsonl"),
+        "index build": (["index", "build", disk / "indexed.npy"], disk / "indexed.faiss"),
+        "report": (["report", result_files / "captions.jsonl", "-o", disk / "report.html"], disk / "report.html"),
+        "evaluate": (["evaluate", "captions", "--pred", predictions, "--refs", references, "--metrics", "bleu",
+                      "--per-item", disk / "items.jsonl"], disk / "items.jsonl"),
+        "train caption": (["train", "caption", "--train", pairs, "--model", word_blip, "-o", disk / "trained",
+                           "--epochs", "1", "-b", "8"], disk / "trained"),
+    }  # fmt: skip
+    fill(disk)
+    for name, (args, output) in commands.items():
+        result = run_mmcli(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (name, result.stderr)
+        assert "Traceback" not in result.stderr and len(lines) == 1, (name, result.stderr)
+        assert "No space left on device" in lines[0] and str(output) in lines[0], (name, lines[0])
+
+
 @pytest.fixture
 def read_only_folder(small_disk):
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)

@@ -84,7 +84,7 @@ def captions(
     from mmcli.metrics.captions import ALL_METRICS
     from mmcli.metrics.files import evaluate_caption_files
     from mmcli.output.atomic import atomic_output
-    from mmcli.output.destination import check_writable
+    from mmcli.output.destination import Destination, check_writable
 
     chosen = [name.strip().lower() for name in metrics.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in ALL_METRICS]
@@ -104,7 +104,7 @@ def captions(
             dtype=dtype.value, strict=strict, video=video.value, on_note=partial(note, quiet=quiet),
         )  # fmt: skip
     if per_item is not None:
-        with atomic_output(per_item) as handle:
+        with Destination(per_item), atomic_output(per_item) as handle:
             for identifier, scores in report.per_item.items():
                 handle.write(dumps({"id": identifier, **scores}) + "\n")
     count = len(report.per_item)

@@ -50,7 +50,7 @@ def classification(
     """Accuracy, top-k accuracy, macro/micro/weighted precision, recall and F1, per class."""
     from mmcli.metrics.files import evaluate_classification_files
     from mmcli.output.atomic import atomic_output
-    from mmcli.output.destination import check_writable
+    from mmcli.output.destination import Destination, check_writable
 
     ks = parse_ints(top_k, "--top-k") if top_k else []
     if confusion is not None:
@@ -62,7 +62,7 @@ def classification(
         raise UsageError(f"--top-k needs per-label scores in {pred} (mmcli classify writes them)") from None
     result = report.scores
     if confusion is not None:
-        with atomic_output(confusion) as handle:
+        with Destination(confusion), atomic_output(confusion) as handle:
             handle.write(",".join(["true \\ predicted", *map(_csv, result.labels)]) + "\n")
             for label, row in zip(result.labels, result.confusion.tolist(), strict=True):
                 handle.write(",".join([_csv(label), *map(str, row)]) + "\n")

@@ -91,7 +91,7 @@ def retrieve(
     quiet: opt.Quiet = False,
 ) -> None:
     """Search a feature set: one {"query_id", "query", "hits": [...]} record per query."""
-    from mmcli.output.destination import check_writable
+    from mmcli.output.destination import Destination, check_writable
     from mmcli.output.feature_set import is_feature_set_path, read_feature_set
     from mmcli.output.records import RecordWriter
     from mmcli.retrieval import hits_for
@@ -133,7 +133,7 @@ def retrieve(
         threshold=threshold,
         exclude_rows=[row_of.get(q) for q in found.ids] if exclude_self else None,
     )
-    with RecordWriter(output, fmt="jsonl") as writer:
+    with Destination(output), RecordWriter(output, fmt="jsonl") as writer:
         for query_id, text, rows, scores in zip(found.ids, found.texts, result.rows, result.scores, strict=True):
             hits = hits_for(rows, scores, feature_set.records, with_metadata=with_metadata)
             writer.write({"query_id": query_id, "query": text, "hits": hits})

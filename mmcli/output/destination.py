@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import inspect
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from mmcli.errors import WRITE_ERRNOS, OutputBusy, OutputCompleted, OutputExists, OutputFailed, UsageError, option
 from mmcli.items import InputItem
@@ -109,16 +111,20 @@ class Destination:
 
     @property
     def shown(self) -> str:
-        return str(self.path)
+        return "standard output" if self.path is None else str(self.path)
 
     def check(self, *, overwrite: bool = False, update: bool = False) -> Destination:
         """Refuse, before any work, a destination that cannot be written or exists without ``overwrite``
         (or ``update``); then hold the lock for the rest of the run."""
         if self.path is None:
             return self
-        self._check(overwrite=overwrite, update=update)
-        assert self._lock is not None
-        self._lock.acquire()
+        try:
+            self._check(overwrite=overwrite, update=update)
+            assert self._lock is not None
+            self._lock.acquire()
+        except OSError as exc:  # (a full disk can refuse even the lock file)
+            self._raise_failure(exc)
+            raise
         return self
 
     def _check(self, *, overwrite: bool, update: bool) -> None:
@@ -130,6 +136,8 @@ class Destination:
 
     def kept(self) -> str:
         """What a run that failed midway left for its rerun, for the message."""
+        if self.path is None:
+            return ""
         if self.path is not None and kept_progress(journal_path(self.path)):
             return f"; the progress so far is kept in {journal_path(self.path)}: run the same command again to resume"
         return f"; {self.shown} was left as it was"
@@ -140,7 +148,12 @@ class Destination:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self._lock is not None:
             self._lock.release()
-        if isinstance(exc, OSError) and not isinstance(exc, BlockingIOError) and exc.errno in WRITE_ERRORS:
+        if isinstance(exc, OSError):
+            self._raise_failure(exc)
+
+    def _raise_failure(self, exc: OSError) -> None:
+        """A failure of the destination's disk as one line naming it (other errors are left as they are)."""
+        if not isinstance(exc, BlockingIOError) and exc.errno in WRITE_ERRORS:
             where = f" ({exc.filename})" if exc.filename else ""
             raise OutputFailed(f"cannot write {self.shown}: {exc.strerror or exc}{where}{self.kept()}") from None
 
@@ -362,9 +375,13 @@ def writing(path: Path | None, *, overwrite: bool, companions: tuple[Path, ...] 
     the same refusal, lock and write-failure line as a run's destination."""
     destination = Destination(path)
     if path is not None:
-        check_writable(path, overwrite=overwrite, companions=companions)
-        assert destination._lock is not None
-        destination._lock.acquire()
+        try:
+            check_writable(path, overwrite=overwrite, companions=companions)
+            assert destination._lock is not None
+            destination._lock.acquire()
+        except OSError as exc:
+            destination._raise_failure(exc)
+            raise
     with destination:
         yield path
 
@@ -403,3 +420,31 @@ def check_output_path(npy: Path, *, overwrite: bool) -> Path:
         raise UsageError(f"output must end in .npy (got {str(npy)!r}); the sidecar .jsonl is written beside it")
     check_writable(npy, overwrite=overwrite, companions=(sidecar_path(npy),))
     return npy
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def names_write_failures(parameter: str) -> Callable[[F], F]:
+    """For a library call that writes the output named by its ``parameter`` (fuse, report, a trained
+    model): a write that fails midway (a full disk, an I/O error) becomes one line naming that output."""
+
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except OSError as exc:
+                if exc.errno not in WRITE_ERRNOS or isinstance(exc, BlockingIOError):
+                    raise
+                output = signature.bind_partial(*args, **kwargs).arguments.get(parameter)
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise OutputFailed(
+                    f"cannot write {output}: {exc.strerror or exc}{where}; an existing {output} was left as it was"
+                ) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
