@@ -400,16 +400,11 @@ def caption_files(
             min_side=captioner.decode_min_side,
             reporter=reporter,
         )
-        journalled = None  # stdout and streams cannot be resumed
-        if output is not None and STDIN not in inputs:
-            journalled = {"command": "caption", "inputs": inputs, "format": output_format}
-            if columns.any():
-                journalled["columns"] = vars(columns)
-            journalled.update(settings, batch_size=batch_size, device=str(captioner.device))
+        identity = {"command": "caption", "inputs": inputs, "format": output_format, **columns.recorded()}
         stats = run_into(
-            destination, job, listed if previous is not None else items, settings=settings, journalled=journalled,
-            previous=previous, total=total, batch_size=batch_size, run=run, reporter=reporter, desc="captioning",
-            unit="images",
+            destination, job, listed if previous is not None else items, settings=settings,
+            identity=None if STDIN in inputs else identity, previous=previous, total=total, batch_size=batch_size,
+            device=str(captioner.device), run=run, reporter=reporter, desc="captioning", unit="images",
         )  # fmt: skip
     counters = stats.counters
     records = None

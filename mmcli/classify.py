@@ -306,13 +306,10 @@ def classify_files(
                     "dtype": str(encoder.dtype), "quantize": encoder.quantized}  # fmt: skip
         options = {"batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
                    "exact_decode": run.exact_decode}  # fmt: skip
-        journalled = None  # stdout and streams cannot be resumed
-        if output is not None and STDIN not in inputs:
-            journalled = {"command": "classify", "inputs": inputs, **settings, "batch_size": batch_size,
-                          "device": str(encoder.device)}  # fmt: skip
         stats = run_into(
             destination, _ClassifyJob(encoder, classes, top, options, unit), listed if previous is not None else items,
-            settings=settings, journalled=journalled, previous=previous, total=total, batch_size=batch_size, run=run,
+            settings=settings, identity=None if STDIN in inputs else {"command": "classify", "inputs": inputs},
+            previous=previous, total=total, batch_size=batch_size, device=str(encoder.device), run=run,
             reporter=reporter, desc="classifying", unit=unit,
         )  # fmt: skip
     return ClassifyResult(output, stats.counters.get("classified", 0), len(classes.labels), stats)

@@ -324,18 +324,24 @@ def run_into(
     items: Iterable[InputItem],
     *,
     settings: dict[str, Any],
-    journalled: dict[str, Any] | None,
+    identity: dict[str, Any] | None,
     previous: Previous | None,
     total: int | None,
     batch_size: int,
+    device: str,
     run: RunOptions,
     reporter: Reporter,
     desc: str,
     unit: str,
 ) -> RunStats:
     """A run into a :class:`~mmcli.output.destination.Destination` (checked and locked already): an
-    ``--update`` of ``previous`` (``items`` then listed), or a fresh run that resumes the journal of
-    an interrupted one with the same ``journalled`` settings (None: a stream, never resumed)."""
+    ``--update`` of ``previous`` (``items`` then listed), or a fresh run that resumes the journal of an
+    interrupted one with the same settings: the command and its inputs (``identity``; None for a
+    stream, which cannot be replayed), ``settings``, ``batch_size`` (a resumed run batches alike) and
+    ``device``."""
+    journalled = None
+    if identity is not None:
+        journalled = {**identity, **settings, "batch_size": batch_size, "device": device}
     sink, consumed, items = destination.open(
         settings, iter(items) if previous is None else items, previous=previous, journalled=journalled,
         restart=run.restart, reporter=reporter, unit=unit,

@@ -470,16 +470,11 @@ def extract_features(
             min_side=encoder.decode_min_side,
             reporter=reporter,
         )
-        journalled = None  # a stream cannot be replayed, so there is nothing to resume from
-        if STDIN not in inputs:
-            journalled = {"command": "extract-features", "inputs": inputs, "texts": texts}
-            if columns.any():
-                journalled["columns"] = vars(columns)
-            journalled.update(settings, batch_size=batch_size, device=str(encoder.device))
+        identity = {"command": "extract-features", "inputs": inputs, "texts": texts, **columns.recorded()}
         stats = run_into(
-            destination, job, listed if previous is not None else items, settings=settings, journalled=journalled,
-            previous=previous, total=total, batch_size=batch_size, run=run, reporter=reporter, desc="embedding",
-            unit="items",
+            destination, job, listed if previous is not None else items, settings=settings,
+            identity=None if STDIN in inputs else identity, previous=previous, total=total, batch_size=batch_size,
+            device=str(encoder.device), run=run, reporter=reporter, desc="embedding", unit="items",
         )  # fmt: skip
         if destination.rows == 0 and (previous is None or sharded):
             raise ItemError(

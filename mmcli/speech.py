@@ -353,13 +353,11 @@ def transcribe_files(
             min_side=None,
             reporter=reporter,
         )
-        journalled = None  # stdout and streams cannot be resumed
-        if output is not None and STDIN not in inputs:
-            journalled = {"command": "transcribe", "inputs": inputs, **settings, "batch_size": batch_size,
-                          "device": str(transcriber.device)}  # fmt: skip
         stats = run_into(
-            destination, job, items, settings=settings, journalled=journalled, previous=None, total=total,
-            batch_size=batch_size, run=run, reporter=reporter, desc="transcribing", unit="recordings",
+            destination, job, items, settings=settings,
+            identity=None if STDIN in inputs else {"command": "transcribe", "inputs": inputs}, previous=None,
+            total=total, batch_size=batch_size, device=str(transcriber.device), run=run, reporter=reporter,
+            desc="transcribing", unit="recordings",
         )  # fmt: skip
     counters = stats.counters
     return TranscribeResult(output, counters["recordings"], counters["segments"], counters["without_speech"], stats)

@@ -104,6 +104,10 @@ class Columns:
     text: str | None = None
     id: str | None = None
 
+    def recorded(self) -> dict[str, Any]:
+        """The columns as a run records them among its settings: nothing where none were named."""
+        return {"columns": vars(self)} if self.any() else {}
+
     def any(self) -> bool:
         return any((self.image, self.text, self.id))
 
