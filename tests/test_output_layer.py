@@ -378,3 +378,25 @@ def test_classify_update_equals_a_fresh_run_and_classifies_only_what_changed(run
     records = [json.loads(line) for line in kept.read_text().splitlines()]
     assert records[-1]["id"] == str(photos / names[0]).replace(str(photos), str(folder))  # the vanished file's
     assert [r["id"] for r in records[:-1]] == [json.loads(line)["id"] for line in out.read_text().splitlines()]
+
+
+def test_a_refused_run_touches_nothing_of_the_run_that_holds_the_output(run_mmcli, tiny_models, photos, tmp_path):
+    from mmcli.output.atomic import temporary_sibling
+    from mmcli.output.destination import OutputLock
+
+    out = tmp_path / "set.npy"
+    holder = OutputLock(out, str(out))
+    holder.acquire()  # the run writing set.npy, midway: its temporaries are beside the output
+    try:
+        rows = temporary_sibling(out, ".rows")
+        rows.write_bytes(b"rows written so far")
+        refused = run_mmcli("extract-features", photos, "-o", out, "-m", tiny_models["clip"])
+        assert refused.returncode == 2 and "being written by another mmcli run" in refused.stderr, refused.stderr
+        assert f"process {os.getpid()}" in refused.stderr
+        assert rows.read_bytes() == b"rows written so far"  # not swept as a dead run's leftovers
+    finally:
+        holder.release()
+    assert not lock_path(out).exists()
+    done = run_mmcli("extract-features", photos, "-o", out, "-m", tiny_models["clip"], "-q")
+    assert done.returncode == 0, done.stderr
+    assert not rows.exists()  # once no run holds it, a leftover temporary is swept

@@ -103,10 +103,8 @@ class OutputLock:
 class Destination:
     """Where a run writes; see the module's description. Use as a context manager around the run."""
 
-    kind = "output"
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    def __init__(self, path: Path | None, *, companions: tuple[Path, ...] = ()) -> None:
+        self.path, self.companions = path, companions
         self._lock = OutputLock(path, self.shown) if path is not None else None
 
     @property
@@ -116,19 +114,26 @@ class Destination:
     def check(self, *, overwrite: bool = False, update: bool = False) -> Destination:
         """Refuse, before any work, a destination that cannot be written or exists without ``overwrite``
         (or ``update``); then hold the lock for the rest of the run."""
-        if self.path is None:
+        if self._lock is None:
             return self
+        try:  # first the lock: what is beside the output (temporaries, a publication) may be another run's
+            self._lock.acquire()
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS):
+                self._check(overwrite=overwrite, update=update)  # says which folder cannot be written
+            self._raise_failure(exc)  # (a full disk can refuse even the lock file)
+            raise
         try:
             self._check(overwrite=overwrite, update=update)
-            assert self._lock is not None
-            self._lock.acquire()
-        except OSError as exc:  # (a full disk can refuse even the lock file)
-            self._raise_failure(exc)
+        except BaseException as exc:
+            self._lock.release()
+            if isinstance(exc, OSError):
+                self._raise_failure(exc)
             raise
         return self
 
     def _check(self, *, overwrite: bool, update: bool) -> None:
-        check_writable(self.path, overwrite=overwrite or update)  # type: ignore[arg-type]
+        check_writable(self.path, overwrite=overwrite or update, companions=self.companions)  # type: ignore[arg-type]
 
     def stopped_note(self, *, update: bool) -> str:
         """What a run stopped at a failed item (``on_error="fail"``) leaves, for its message."""
@@ -211,8 +216,6 @@ class Destination:
 
 class FeatureFile(Destination):
     """``NAME.npy`` with its sidecar ``NAME.jsonl``, manifest and error list."""
-
-    kind = "feature set"
 
     def __init__(self, path: Path, *, model: str = "", dtype: str = "float32") -> None:
         super().__init__(path)
@@ -334,8 +337,6 @@ class RecordFile(Destination):
     """Records (JSONL, TSV or text) in a file, with a manifest where they are JSONL; or, with no path,
     on ``stream`` (stdout by default), which is neither locked nor resumable."""
 
-    kind = "records"
-
     def __init__(
         self, path: Path | None, *, fmt: str = "jsonl", text_fields: tuple[str, ...] = ("caption",),
         stream: IO[str] | None = None,
@@ -373,16 +374,7 @@ def feature_destination(
 def writing(path: Path | None, *, overwrite: bool, companions: tuple[Path, ...] = ()) -> Iterator[Path | None]:
     """For the commands that write a file or two at the end (an index, a report, a head, metrics):
     the same refusal, lock and write-failure line as a run's destination."""
-    destination = Destination(path)
-    if path is not None:
-        try:
-            check_writable(path, overwrite=overwrite, companions=companions)
-            assert destination._lock is not None
-            destination._lock.acquire()
-        except OSError as exc:
-            destination._raise_failure(exc)
-            raise
-    with destination:
+    with Destination(path, companions=companions).check(overwrite=overwrite):
         yield path
 
 
