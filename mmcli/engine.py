@@ -123,6 +123,18 @@ def _what_is_there(inputs: list[str], *, look_at: int = 10_000) -> str:
     return f" (found {common}){hint}"
 
 
+# Where a run's model work can go beyond this process, each backend named by the module that holds it:
+# a client of the engine (mmcli.scale), imported only when a run asks for it, so nothing here depends on it.
+BACKENDS: dict[str, str | None] = {"local": None, "ray": "mmcli.scale.ray_backend"}
+
+
+def backend(name: str) -> Any:
+    """The module of a backend other than ``local`` (see :data:`BACKENDS`), imported now."""
+    import importlib
+
+    return importlib.import_module(BACKENDS[name])  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """The settings every model run takes (``extract_features``, ``caption_files``): loading the model,
@@ -161,8 +173,6 @@ class RunOptions:
         if options.get("on_error", "skip") not in ("skip", "fail"):
             raise UsageError(f"{option('on_error')} is skip or fail, not {options['on_error']!r}")
         run = cls(**options)
-        from mmcli.scale import BACKENDS
-
         if run.backend not in BACKENDS:
             raise UsageError(f"unknown {option('backend')} {run.backend!r}; choose from {', '.join(BACKENDS)}")
         if run.num_workers < 1 or run.gpus_per_worker < 0:
@@ -183,19 +193,17 @@ class RunOptions:
                 f"{option('backend', 'ray')} reads files, folders and shards; stdin is a stream, which "
                 "the local backend processes as it arrives"
             )
-        from mmcli.scale.ray_backend import RayCluster, check_ray_available
-
-        check_ray_available(RayCluster(self.ray_address, self.num_workers, self.gpus_per_worker))
+        ray = backend(self.backend)
+        ray.check_ray_available(ray.RayCluster(self.ray_address, self.num_workers, self.gpus_per_worker))
 
     def distribute(self, job: Job, make_job: Any, *, batch_size: int, min_side: int | None, reporter: Reporter) -> Job:
         """``job``, or with the ray backend the same job run by Ray: ``make_job`` (picklable) builds it in each
         worker, loading the model there; ``min_side`` is the job's own reduced-decode setting."""
         if self.backend == "local":
             return job
-        from mmcli.scale.ray_backend import RayCluster, RayJob
-
-        cluster = RayCluster(self.ray_address, self.num_workers, self.gpus_per_worker)
-        return RayJob(job.unit, make_job, cluster, batch_size=batch_size, max_pixels=self.max_pixels,
+        ray = backend(self.backend)
+        cluster = ray.RayCluster(self.ray_address, self.num_workers, self.gpus_per_worker)
+        return ray.RayJob(job.unit, make_job, cluster, batch_size=batch_size, max_pixels=self.max_pixels,
                       min_side=None if self.exact_decode else min_side, reporter=reporter)  # fmt: skip
 
     @property
