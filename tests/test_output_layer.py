@@ -400,3 +400,27 @@ def test_a_refused_run_touches_nothing_of_the_run_that_holds_the_output(run_mmcl
     done = run_mmcli("extract-features", photos, "-o", out, "-m", tiny_models["clip"], "-q")
     assert done.returncode == 0, done.stderr
     assert not rows.exists()  # once no run holds it, a leftover temporary is swept
+
+
+@pytest.mark.parametrize("command", ["fuse", "report"])
+def test_writers_beyond_the_model_runs_are_refused_while_another_run_holds_their_output(
+    command, run_mmcli, tiny_models, photos, result_files, tmp_path
+):
+    from mmcli.output.destination import OutputLock
+
+    made = run_mmcli("extract-features", photos, "-o", tmp_path / "set.npy", "-m", tiny_models["clip"], "-q")
+    assert made.returncode == 0, made.stderr
+    shutil.copytree(tmp_path, tmp_path / "copy")
+    out = tmp_path / ("fused.npy" if command == "fuse" else "report.html")
+    args = {"fuse": ["fuse", tmp_path / "set.npy", tmp_path / "copy" / "set.npy", "-o", out],
+            "report": ["report", result_files / "captions.jsonl", "-o", out]}[command]  # fmt: skip
+    holder = OutputLock(out, str(out))
+    holder.acquire()
+    try:
+        refused = run_mmcli(*args)
+    finally:
+        holder.release()
+    assert refused.returncode == 2 and "being written by another mmcli run" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not out.exists()
+    done = run_mmcli(*args)
+    assert done.returncode == 0 and out.exists() and not lock_path(out).exists(), done.stderr

@@ -25,7 +25,7 @@ from mmcli.fusion.align import AlignedSets, align
 from mmcli.fusion.early import PcaFitter, Projection, fuse_rows, l2_normalize, prepare_blocks, require_one_width
 from mmcli.fusion.late import DEFAULT_RRF_K, LateFusionReport, fuse_results
 from mmcli.jsonl import read_jsonl
-from mmcli.output.destination import check_output_path, check_writable, names_write_failures
+from mmcli.output.destination import check_output_path, check_writable, writes
 from mmcli.output.feature_set import check_rows, read_feature_set
 from mmcli.output.npy import FeatureSetWriter
 from mmcli.output.records import RecordWriter
@@ -84,7 +84,7 @@ def read_aligned(
     return aligned
 
 
-@names_write_failures("output")
+@writes("output")
 def fuse_sets(
     inputs: Sequence[PathLike],
     output: PathLike,
@@ -150,7 +150,7 @@ def fuse_sets(
     return FusedSet(npy, writer.count, writer.dim, method)
 
 
-@names_write_failures("output")
+@writes("output")
 def train_fusion(
     inputs: Sequence[PathLike],
     labels: PathLike,
@@ -196,7 +196,7 @@ def train_fusion(
     return LearnedFusion(trained, destination, written, width, labelled=len(rows), saved=saved)
 
 
-@names_write_failures("output")
+@writes("output")
 def apply_fusion_head(
     inputs: Sequence[PathLike],
     head: PathLike,
@@ -226,7 +226,7 @@ def apply_fusion_head(
     return LearnedFusion(trained, destination, written, width)
 
 
-@names_write_failures("output")
+@writes("output")
 def fuse_result_files(
     inputs: Sequence[PathLike],
     output: PathLike | None = None,

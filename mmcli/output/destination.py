@@ -417,25 +417,38 @@ def check_output_path(npy: Path, *, overwrite: bool) -> Path:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def names_write_failures(parameter: str) -> Callable[[F], F]:
+def writes(parameter: str) -> Callable[[F], F]:
     """For a library call that writes the output named by its ``parameter`` (fuse, report, a trained
-    model): a write that fails midway (a full disk, an I/O error) becomes one line naming that output."""
+    model): the output's lock for the whole call, and a write that fails midway (a full disk, an I/O
+    error) as one line naming that output. The call's own checks refuse a folder that cannot be written."""
 
     def decorate(function: F) -> F:
         signature = inspect.signature(function)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            output = signature.bind_partial(*args, **kwargs).arguments.get(parameter)
+            on_stdout = output is None or str(output) == "-"
+            lock = None if on_stdout else OutputLock(Path(output), str(output))
             try:
+                if lock is not None:
+                    try:
+                        lock.acquire()
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS):
+                            raise
+                        lock = None  # (the call refuses the folder in its own words)
                 return function(*args, **kwargs)
             except OSError as exc:
                 if exc.errno not in WRITE_ERRNOS or isinstance(exc, BlockingIOError):
                     raise
-                output = signature.bind_partial(*args, **kwargs).arguments.get(parameter)
                 where = f" ({exc.filename})" if exc.filename else ""
                 raise OutputFailed(
                     f"cannot write {output}: {exc.strerror or exc}{where}; an existing {output} was left as it was"
                 ) from None
+            finally:
+                if lock is not None:
+                    lock.release()
 
         return wrapper  # type: ignore[return-value]
 

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from mmcli.errors import OutputExists, UsageError, option
 from mmcli.io.parquet import Columns
-from mmcli.output.destination import names_write_failures
+from mmcli.output.destination import writes
 from mmcli.reporting import Reporter
 from mmcli.settings import describe_differences
 from mmcli.train.data import Pair, discover_pairs, load_pairs, split_pairs
@@ -95,7 +95,7 @@ class TrainResult:
     resumed_from_step: int = 0
 
 
-@names_write_failures("output")
+@writes("output")
 def train_captioner(
     train: str,
     output: str | os.PathLike[str],

@@ -23,7 +23,7 @@ from typing import Any
 
 from mmcli.errors import InputError, UsageError, option
 from mmcli.media.images import DEFAULT_MAX_PIXELS
-from mmcli.output.destination import names_write_failures
+from mmcli.output.destination import writes
 from mmcli.web.report_model import Report
 from mmcli.web.thumbnails import DEFAULT_THUMB_SIZE, Thumb, Thumbnails, looks_like_media, media_time
 
@@ -351,7 +351,7 @@ def render_html(report: Report) -> str:
     return _environment().get_template(f"report_{report.kind}.html.j2").render(report=report)
 
 
-@names_write_failures("output")
+@writes("output")
 def write_report(
     results: str | os.PathLike[str] | Iterable[dict[str, Any]],
     output: str | os.PathLike[str] | None = None,
