@@ -30,6 +30,18 @@ os.environ["MMCLI_DTYPE"] = "float32"
 # reduced-scale JPEG decoding, which is the default for users.
 os.environ["MMCLI_EXACT_DECODE"] = "1"
 
+# Tests that need a Ray cluster, a browser, the README run top to bottom, or a JVM (the COCO tokenizer,
+# METEOR, SPICE): marked slow, so `python -m pytest -m "not slow"` gives an answer in a few minutes while
+# working. `python -m pytest` (what CI runs) is still the whole suite.
+SLOW_MODULES = frozenset({"test_ray_backend.py", "test_browser.py", "test_readme.py"})
+SLOW_FIXTURES = frozenset({"java_on_path"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _float32_auto_dtype():

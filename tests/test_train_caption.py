@@ -32,6 +32,7 @@ def corpus(tmp_path_factory):
     }
 
 
+@pytest.mark.slow  # thirty epochs on 1,500 pictures
 def test_training_from_scratch_learns_to_caption_unseen_pictures(run_mmcli, corpus, tmp_path):
     out = tmp_path / "captioner"
     started = time.monotonic()
