@@ -44,7 +44,7 @@ class Job(Protocol):
 
 
 class Sink(Protocol):
-    """Where a run's outcomes go: a feature set or a record stream, written as one (see :mod:`mmcli.io`).
+    """Where a run's outcomes go: a feature set or a record stream, written as one (see :mod:`mmcli.output`).
 
     ``write`` adds outcomes (good ones as rows or records, each with its manifest entry from ``files``;
     failed ones reported and kept as error records) and returns how many failed; ``carry`` adds rows

@@ -1,4 +1,5 @@
-"""Feature sets: ``NAME.npy`` (N x D matrix) with ``NAME.jsonl`` (N records), per DESIGN.md.
+"""Feature sets: ``NAME.npy`` (N x D matrix) with ``NAME.jsonl`` (N records), as the README's section
+"Files and streams" describes them.
 
 Rows are streamed to temporary files as they are produced, so memory stays flat in the number of
 inputs, and the pair only appears under its final names once every row is written.
