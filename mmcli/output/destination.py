@@ -49,6 +49,17 @@ except ImportError:  # pragma: no cover
 
 # Failures that are the destination's, not an input's: reported as one line naming the output.
 WRITE_ERRORS = WRITE_ERRNOS | {errno.EACCES, errno.EPERM}
+# Why a lock file cannot be made where the folder itself is at fault: the output's checks word those.
+FOLDER_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def write_failure(shown: str, exc: OSError, kept: str, errnos: frozenset[int] = WRITE_ERRORS) -> OutputFailed | None:
+    """A failed write as the one line that names its output (``kept``: what is left for a rerun), or
+    None where ``exc`` is not a failure of the output's disk."""
+    if isinstance(exc, BlockingIOError) or exc.errno not in errnos:
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return OutputFailed(f"cannot write {shown}: {exc.strerror or exc}{where}{kept}")
 
 
 def lock_path(output: Path) -> Path:
@@ -119,7 +130,7 @@ class Destination:
         try:  # first the lock: what is beside the output (temporaries, a publication) may be another run's
             self._lock.acquire()
         except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS):
+            if exc.errno in FOLDER_ERRNOS:
                 self._check(overwrite=overwrite, update=update)  # says which folder cannot be written
             self._raise_failure(exc)  # (a full disk can refuse even the lock file)
             raise
@@ -143,7 +154,7 @@ class Destination:
         """What a run that failed midway left for its rerun, for the message."""
         if self.path is None:
             return ""
-        if self.path is not None and kept_progress(journal_path(self.path)):
+        if kept_progress(journal_path(self.path)):
             return f"; the progress so far is kept in {journal_path(self.path)}: run the same command again to resume"
         return f"; {self.shown} was left as it was"
 
@@ -158,9 +169,9 @@ class Destination:
 
     def _raise_failure(self, exc: OSError) -> None:
         """A failure of the destination's disk as one line naming it (other errors are left as they are)."""
-        if not isinstance(exc, BlockingIOError) and exc.errno in WRITE_ERRORS:
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise OutputFailed(f"cannot write {self.shown}: {exc.strerror or exc}{where}{self.kept()}") from None
+        failure = write_failure(self.shown, exc, self.kept())
+        if failure is not None:
+            raise failure from None
 
     def open(
         self,
@@ -258,12 +269,10 @@ class FeatureFile(Destination):
 class ShardedFolder(FeatureFile):
     """A folder ``DIR/`` of parts and its ``index.json`` (see :mod:`mmcli.output.sharded`)."""
 
-    def __init__(
-        self, path: Path, *, model: str = "", dtype: str = "float32", shard_rows: int | None = None,
-        overwrite: bool = False,
-    ) -> None:  # fmt: skip
+    def __init__(self, path: Path, *, model: str = "", dtype: str = "float32", shard_rows: int | None = None) -> None:
         super().__init__(path, model=model, dtype=dtype)
-        self.shard_rows, self.overwrite = shard_rows, overwrite
+        self.shard_rows = shard_rows
+        self.overwrite = False  # as check() was told
         self.existing: dict[str, Any] | None = None
 
     @property
@@ -435,17 +444,15 @@ def writes(parameter: str) -> Callable[[F], F]:
                     try:
                         lock.acquire()
                     except OSError as exc:
-                        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS):
+                        if exc.errno not in FOLDER_ERRNOS:
                             raise
                         lock = None  # (the call refuses the folder in its own words)
                 return function(*args, **kwargs)
             except OSError as exc:
-                if exc.errno not in WRITE_ERRNOS or isinstance(exc, BlockingIOError):
+                failure = write_failure(str(output), exc, f"; an existing {output} was left as it was", WRITE_ERRNOS)
+                if failure is None:
                     raise
-                where = f" ({exc.filename})" if exc.filename else ""
-                raise OutputFailed(
-                    f"cannot write {output}: {exc.strerror or exc}{where}; an existing {output} was left as it was"
-                ) from None
+                raise failure from None
             finally:
                 if lock is not None:
                     lock.release()

@@ -13,7 +13,6 @@ from mmcli.errors import InputError
 from mmcli.jsonl import read_jsonl
 from mmcli.output import manifest, sharded
 from mmcli.output.npy import FeatureSet, errors_path, read_npy
-from mmcli.output.sharded import read_errors, read_sharded
 
 
 def is_feature_set_path(path: str | os.PathLike[str]) -> bool:
@@ -24,7 +23,7 @@ def is_feature_set_path(path: str | os.PathLike[str]) -> bool:
 def feature_set_errors(path: Path) -> list[dict[str, Any]]:
     """The error records beside a set (``NAME.errors.jsonl``; every part's, for a sharded set)."""
     if path.is_dir():
-        return read_errors(path)
+        return sharded.read_errors(path)
     errors = errors_path(path)
     return [record for _, record in read_jsonl(errors)] if errors.exists() else []
 
@@ -34,7 +33,7 @@ def read_feature_set(path: str | os.PathLike[str], *, mmap: bool = True) -> Feat
     refusing anything inconsistent or pickled."""
     npy = Path(path)
     if npy.is_dir():
-        return read_sharded(npy, mmap=mmap)
+        return sharded.read_sharded(npy, mmap=mmap)
     return read_npy(npy, mmap=mmap)
 
 

@@ -20,6 +20,7 @@ from typing import IO, Any
 from mmcli.errors import UsageError, option
 
 STATE_VERSION = 1
+STATE_FILE = "state.json"  # what the journal has committed; written last, atomically
 
 
 def journal_path(output: Path) -> Path:
@@ -85,12 +86,12 @@ class Journal:
             os.fsync(handle.fileno())
             self.state[name] = handle.tell()
         self.state.update(consumed=consumed, rows=rows, dim=dim, counters=counters or {})
-        temporary = self.folder / "state.json.tmp"
+        temporary = self.folder / f"{STATE_FILE}.tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(self.state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, self.folder / "state.json")
+        os.replace(temporary, self.folder / STATE_FILE)
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -113,7 +114,7 @@ class Journal:
 
     def _load_state(self) -> dict[str, Any] | None:
         try:
-            with open(self.folder / "state.json", encoding="utf-8") as handle:
+            with open(self.folder / STATE_FILE, encoding="utf-8") as handle:
                 state = json.load(handle)
         except (OSError, ValueError):
             return None

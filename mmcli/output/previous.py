@@ -12,7 +12,9 @@ from typing import Any
 from mmcli.errors import UsageError, option
 from mmcli.items import InputItem
 from mmcli.jsonl import read_jsonl
+from mmcli.output import sharded
 from mmcli.output.feature_set import feature_set_errors, read_feature_set, read_output_manifest, read_output_settings
+from mmcli.output.journal import STATE_FILE
 from mmcli.settings import flat_settings
 
 
@@ -100,9 +102,9 @@ def check_same_settings(output: Path, settings: dict[str, Any], *, videos: bool 
 def kept_progress(folder: Path) -> bool:
     """Whether ``folder`` holds progress a rerun resumes from: a journal's committed state, or a
     sharded set's unfinished index listing finished parts."""
-    if (folder / "state.json").exists():
+    if (folder / STATE_FILE).exists():
         return True
     try:
-        return bool(json.loads((folder / "index.json").read_text(encoding="utf-8")).get("parts"))
+        return bool(json.loads(sharded.index_path(folder).read_text(encoding="utf-8")).get("parts"))
     except (OSError, ValueError, AttributeError):
         return False
