@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mmcli import keep
 from mmcli.errors import UnsupportedModel
 from mmcli.loading import check_quantize, load_config, quantize_linear_layers, resolve_device, resolve_dtype
 
@@ -163,12 +164,30 @@ class Registry:
         trust_remote_code: bool = False,
         **options: Any,
     ) -> Any:
-        """Resolve config, family, device and dtype, then let the family load the checkpoint.
+        """Resolve config, family, device and dtype, then let the family load the checkpoint (or take
+        the one a warm process keeps, see :mod:`mmcli.keep`).
 
         ``quantize="int8"`` (CPU only) loads float32 weights and makes every Linear layer int8.
         """
         resolved_device = resolve_device(device)
         check_quantize(quantize, resolved_device, dtype)
+        request = {"device": resolved_device, "dtype": dtype, "quantize": quantize}
+        return keep.kept_or_loaded(
+            self.kind,
+            name_or_path,
+            {**request, "trust_remote_code": trust_remote_code, **options},
+            lambda: self._load(name_or_path, resolved_device, dtype, quantize, trust_remote_code, options),
+        )
+
+    def _load(
+        self,
+        name_or_path: str,
+        resolved_device: str,
+        dtype: str,
+        quantize: str | None,
+        trust_remote_code: bool,
+        options: dict[str, Any],
+    ) -> Any:
         config = load_config(name_or_path, trust_remote_code=trust_remote_code)
         family = self.family_for(config, name_or_path)
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tiny_models import TinyModels
+from tiny_models import TinyModels, cache_folder
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -21,6 +21,9 @@ PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 SCRIPT = "<script>alert(1)</script>"  # markup that must reach a page as text
 ATTRIBUTE = '"><img src=x onerror=alert(1)>'  # ... and must not break out of an attribute
 
+# Subprocesses run cold, whatever warm process the developer has running; the tests of warm runs
+# (tests/test_warm.py, tests/test_readme.py) start their own, on sockets of their own.
+os.environ["MMCLI_WARM"] = "off"
 # Tests never reach the hub: every model is a local folder, and a missing one must fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Parity with reference usage is checked in float32, whatever `--dtype auto` would pick on the CPU
@@ -66,10 +69,10 @@ def _one_intra_op_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> TinyModels:
+def tiny_models() -> TinyModels:
     """Every tiny random checkpoint by name (``tiny_models["clip"]``), saved with save_pretrained the
-    first time a test looks it up."""
-    return TinyModels(tmp_path_factory.mktemp("models"))
+    first time any test run looks it up, and kept for the next (see :func:`tiny_models.cache_folder`)."""
+    return TinyModels(cache_folder())
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +92,21 @@ def photos(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
     for name in PHOTO_NAMES:
         Image.fromarray(getattr(data, name)()).save(folder / f"{name}.jpg", quality=90)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def album(tmp_path_factory):
+    """300 small generated photos and one corrupt file (an error record, which must survive a resume)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("album")
+    rng = np.random.default_rng(0)
+    for index in range(300):
+        pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index:03d}.jpg", quality=90)
+    (folder / "img150_corrupt.jpg").write_bytes(b"not an image at all")
     return folder
 
 

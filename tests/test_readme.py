@@ -4,13 +4,16 @@ earlier one's output, fails here.
 
 The model ids the README names are laid out in a Hugging Face cache as tiny checkpoints of the same
 architectures, so each command loads its model through the real ``from_pretrained`` path, offline.
-The reader's own files the README speaks of (``photos/``, ``clips/``, ``talk.mp4``, ...) are made
+The blocks' commands run through a warm process started for the test (``mmcli warm start``), as a
+reader with one running would run them; tests/test_warm.py shows each command's warm run equal to its
+cold one. The reader's own files the README speaks of (``photos/``, ``clips/``, ``talk.mp4``, ...) are made
 first; everything else an example reads, an earlier example wrote. A block that cannot run here is
 preceded by ``<!-- not run: REASON -->``, and the reasons are few and checked.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -120,20 +123,32 @@ def test_the_readme_runs_top_to_bottom_in_one_folder(mmcli_exe, tiny_models, pho
     folder = tmp_path / "reader"
     folder.mkdir()
     readers_files(folder, photos)
+    warm = tmp_path / "warm"
+    warm.mkdir(mode=0o700)
     env = {
         **os.environ,
         "HF_HOME": str(hub_cache(tmp_path / "hf", tiny_models)),
         "HF_HUB_OFFLINE": "1",
         "PATH": f"{Path(mmcli_exe).parent}{os.pathsep}{os.environ['PATH']}",
+        "MMCLI_WARM": "on",
+        "MMCLI_WARM_SOCKET": str(warm / "warm.sock"),
     }
+    started = subprocess.run([mmcli_exe, "warm", "start"], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
     prelude = _pip_of_the_test_environment()
     ran = 0
-    for line, code, reason in shell_blocks(README.read_text()):
-        if reason is not None:
-            continue
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + code], cwd=folder, env=env,
-                                capture_output=True, text=True, timeout=900)  # fmt: skip
-        assert result.returncode == 0, f"README.md:{line}: the block failed\n{code}\n{result.stderr[-3000:]}"
-        assert "Traceback" not in result.stderr, f"README.md:{line}\n{result.stderr[-3000:]}"
-        ran += 1
+    try:
+        for line, code, reason in shell_blocks(README.read_text()):
+            if reason is not None:
+                continue
+            result = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + code], cwd=folder, env=env,
+                                    capture_output=True, text=True, timeout=900)  # fmt: skip
+            assert result.returncode == 0, f"README.md:{line}: the block failed\n{code}\n{result.stderr[-3000:]}"
+            assert "Traceback" not in result.stderr, f"README.md:{line}\n{result.stderr[-3000:]}"
+            ran += 1
+        status = subprocess.run([mmcli_exe, "warm", "status", "--json"], env=env, capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+        assert json.loads(status.stdout)["commands_run"] >= 60  # the blocks' commands ran warm
+    finally:
+        subprocess.run([mmcli_exe, "warm", "stop"], env=env, capture_output=True, timeout=300)
     assert ran >= 15

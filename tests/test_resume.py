@@ -18,18 +18,6 @@ import pytest
 from PIL import Image
 
 
-@pytest.fixture(scope="module")
-def album(tmp_path_factory):
-    """300 small generated photos and one corrupt file (an error record, which must survive a resume)."""
-    folder = tmp_path_factory.mktemp("album")
-    rng = np.random.default_rng(0)
-    for index in range(300):
-        pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{index:03d}.jpg", quality=90)
-    (folder / "img150_corrupt.jpg").write_bytes(b"not an image at all")
-    return folder
-
-
 def extract(mmcli_exe, album, out, model, *extra):
     return [mmcli_exe, "extract-features", str(album), "-o", str(out), "--model", str(model), "-b", "8", "-q", *extra]
 

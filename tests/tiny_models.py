@@ -10,8 +10,12 @@ each on first use (:class:`TinyModels`). Run as a script to write them all to a 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -311,12 +315,18 @@ def registry() -> dict[str, Builder]:
     return REGISTRY
 
 
+STAMP = ".tiny-stamp.json"  # each saved file's size and modification time, written when the build ended
+
+
 class TinyModels(Mapping[str, Path]):
     """The tiny checkpoints under ``root``, each built the first time it is looked up, so a run that
-    needs two models builds two.
+    needs two models builds two; one already under ``root`` (a cache kept across runs, see
+    :func:`cache_folder`) is used as it is, unless a file of it changed since it was built.
 
-    Builders seed torch themselves; building under a forked RNG keeps a lazy build in the middle of a
-    test from changing the global random state that test sees.
+    A checkpoint is built in a folder of its own beside ``root``'s and renamed into place whole, so
+    parallel test processes building the same one never see half of it. Builders seed torch
+    themselves; building under a forked RNG keeps a lazy build in the middle of a test from changing
+    the global random state that test sees.
     """
 
     def __init__(self, root: Path, builders: Mapping[str, Builder] | None = None) -> None:
@@ -328,9 +338,29 @@ class TinyModels(Mapping[str, Path]):
         if name not in self._built:
             if name not in self.builders:
                 raise KeyError(f"no tiny checkpoint named {name!r}; known: {', '.join(sorted(self.builders))}")
-            with torch.random.fork_rng(devices=[]):
-                self._built[name] = self.builders[name](self.root / f"tiny-{name}")
+            self._built[name] = self._build(name)
         return self._built[name]
+
+    def _build(self, name: str) -> Path:
+        final = self.root / f"tiny-{name}"
+        if _intact(final):
+            return final
+        self.root.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # changed since it was built (or left half-made by an older layout): set aside
+            with contextlib.suppress(OSError):
+                final.rename(self.root / f".stale-{name}-{os.getpid()}")
+                shutil.rmtree(self.root / f".stale-{name}-{os.getpid()}", ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".building-{name}-", dir=self.root))
+        try:
+            with torch.random.fork_rng(devices=[]):
+                built = self.builders[name](staging / final.name)
+            assert built == staging / final.name, f"the {name} builder saved elsewhere: {built}"
+            (built / STAMP).write_text(json.dumps(_stamps(built)))
+            with contextlib.suppress(OSError):  # another process renamed its own build first: use that
+                built.rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return final
 
     def __contains__(self, name: object) -> bool:
         return name in self.builders  # without building it, as Mapping's default would
@@ -340,6 +370,39 @@ class TinyModels(Mapping[str, Path]):
 
     def __len__(self) -> int:
         return len(self.builders)
+
+
+def _stamps(folder: Path) -> dict[str, list[int]]:
+    return {
+        str(path.relative_to(folder)): [path.stat().st_size, path.stat().st_mtime_ns]
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != STAMP
+    }
+
+
+def _intact(folder: Path) -> bool:
+    try:
+        return json.loads((folder / STAMP).read_text()) == _stamps(folder)
+    except (OSError, ValueError):
+        return False
+
+
+def cache_folder() -> Path:
+    """Where tiny checkpoints are kept across test runs: ``$MMCLI_TEST_CACHE``, else
+    ``~/.cache/mmcli-tests``, in a folder named by the torch and transformers versions and a digest of
+    the builders' source, so a new release or a changed builder builds afresh."""
+    import hashlib
+
+    import transformers
+
+    base = os.environ.get("MMCLI_TEST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mmcli-tests"
+    )
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("tiny_*.py")):
+        digest.update(source.read_bytes())
+    name = f"tiny-torch-{torch.__version__}-transformers-{transformers.__version__}-{digest.hexdigest()[:12]}"
+    return Path(base) / name
 
 
 def build_all(root: Path) -> dict[str, Path]:

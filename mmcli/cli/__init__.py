@@ -27,6 +27,7 @@ from mmcli.cli.serve import serve
 from mmcli.cli.train import app as train_app
 from mmcli.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES
 from mmcli.cli.transcribe import transcribe
+from mmcli.cli.warm import app as warm_app
 
 app = typer.Typer(
     cls=Group,
@@ -65,6 +66,7 @@ app.command("transcribe", cls=Command, epilog=TRANSCRIBE_EXAMPLES)(transcribe)
 app.add_typer(index_app, name="index")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(train_app, name="train")
+app.add_typer(warm_app, name="warm")
 
 
 def main() -> None:
