@@ -127,6 +127,19 @@ def mmcli_exe() -> str:
     return exe
 
 
+@pytest.fixture(scope="session")
+def warm_env(mmcli_exe, tmp_path_factory) -> dict[str, str]:
+    """The environment of a warm process started for the session (``mmcli warm start`` on a socket of
+    its own): the example scripts run their commands through it, as the README's blocks run theirs."""
+    folder = tmp_path_factory.mktemp("warm")
+    folder.chmod(0o700)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MMCLI_WARM": "on", "MMCLI_WARM_SOCKET": str(folder / "warm.sock")}
+    started = subprocess.run([mmcli_exe, "warm", "start"], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
+    yield env
+    subprocess.run([mmcli_exe, "warm", "stop"], env=env, capture_output=True, timeout=300)
+
+
 @dataclass
 class CliResult:
     """What a test reads of an in-process run: the attributes of a text-mode CompletedProcess."""

@@ -382,14 +382,14 @@ def test_progress_bar_with_rate_on_a_terminal(mmcli_exe, tiny_models, photos, tm
     assert "wrote 4 rows" in terminal
 
 
-def test_example_pipeline_runs(tiny_models):
+def test_example_pipeline_runs(tiny_models, warm_env):
     from conftest import EXAMPLES
 
     result = subprocess.run(
         ["bash", str(EXAMPLES / "pipeline.sh")],
         capture_output=True,
         text=True,
-        env={**os.environ, "MMCLI_MODEL": str(tiny_models["clip"]), "HF_HUB_OFFLINE": "1"},
+        env={**warm_env, "MMCLI_MODEL": str(tiny_models["clip"]), "HF_HUB_OFFLINE": "1"},
         timeout=300,
     )
     assert result.returncode == 0, result.stderr

@@ -124,8 +124,7 @@ def test_late_fusion_of_retrieve_output_files(tmp_path, run_mmcli):
     assert single.returncode == 2 and "at least two" in single.stderr
 
 
-def test_example_fusion_script(tiny_models):
-    import os
+def test_example_fusion_script(tiny_models, warm_env):
     import subprocess
 
     from conftest import EXAMPLES
@@ -135,7 +134,7 @@ def test_example_fusion_script(tiny_models):
         capture_output=True,
         text=True,
         env={
-            **os.environ,
+            **warm_env,
             "IMAGE_MODEL": str(tiny_models["clip"]),
             "VISION_MODEL": str(tiny_models["dinov2"]),
             "HF_HUB_OFFLINE": "1",

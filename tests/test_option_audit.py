@@ -476,6 +476,22 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("train caption", "--quiet"): ("tests/test_train_caption.py::test_device_dtype_quiet_and_max_pixels",),
     # -- index build -----------------------------------------------------------------------------------
+    # -- warm -------------------------------------------------------------------------------------------
+    ("warm start", "--idle"): ("tests/test_warm.py::test_an_idle_warm_process_leaves_on_time",),
+    ("warm start", "--max-models"): (
+        "tests/test_warm.py::test_models_stay_loaded_and_the_least_recently_used_goes_first",
+    ),
+    ("warm start", "--max-memory"): ("tests/test_warm.py::test_models_beyond_the_memory_bound_are_not_kept",),
+    ("warm start", "--foreground"): (
+        "tests/test_warm.py::test_foreground_serves_in_the_terminal_until_ctrl_c_and_quiet_says_nothing",
+    ),
+    ("warm start", "--quiet"): (
+        "tests/test_warm.py::test_foreground_serves_in_the_terminal_until_ctrl_c_and_quiet_says_nothing",
+    ),
+    ("warm status", "--json"): ("tests/test_warm.py::test_models_stay_loaded_and_the_least_recently_used_goes_first",),
+    ("warm stop", "--quiet"): (
+        "tests/test_warm.py::test_foreground_serves_in_the_terminal_until_ctrl_c_and_quiet_says_nothing",
+    ),
     ("index build", "--kind"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),
     ("index build", "--nlist"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),
     ("index build", "--m"): (PROOF + "test_index_build_kind_nlist_m_and_overwrite",),

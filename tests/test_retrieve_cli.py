@@ -122,8 +122,7 @@ def test_queries_of_the_same_width_from_another_model_are_refused_unless_model_i
     assert len(forced.stdout.splitlines()) == 3
 
 
-def test_example_search_pipeline_with_jq(tiny_models):
-    import os
+def test_example_search_pipeline_with_jq(tiny_models, warm_env):
     import subprocess
 
     from conftest import EXAMPLES
@@ -132,7 +131,7 @@ def test_example_search_pipeline_with_jq(tiny_models):
         ["bash", str(EXAMPLES / "search.sh"), "a rocket"],
         capture_output=True,
         text=True,
-        env={**os.environ, "MMCLI_MODEL": str(tiny_models["clip"]), "HF_HUB_OFFLINE": "1"},
+        env={**warm_env, "MMCLI_MODEL": str(tiny_models["clip"]), "HF_HUB_OFFLINE": "1"},
         timeout=300,
     )
     assert result.returncode == 0, result.stderr

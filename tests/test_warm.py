@@ -471,3 +471,57 @@ def test_warm_help_says_how_to_bypass_it(mmcli_exe):
     )
     assert result.returncode == 0
     assert "MMCLI_WARM=off" in result.stdout and "MMCLI_WARM=auto" in result.stdout
+
+
+def test_models_beyond_the_memory_bound_are_not_kept(mmcli_exe, tmp_path_factory, tiny_models, photos):
+    process = Warm(mmcli_exe, private_folder(tmp_path_factory, "memory"), {**os.environ, "HF_HUB_OFFLINE": "1"},
+                   "--max-memory", "0.01")  # fmt: skip
+    try:
+        result = process.mmcli(
+            "caption", photos / "rocket.jpg", "--model", tiny_models["blip"], "--max-new-tokens", "3"
+        )
+        assert result.returncode == 0, result.stderr
+        status = process.status()
+        assert status["models"] == [] and status["max_memory"] == int(0.01 * 2**30)
+        assert f"keeping captioner {tiny_models['blip']}" in process.log()
+        assert f"dropped {tiny_models['blip']}" in process.log()
+    finally:
+        process.stop()
+
+
+def test_a_socket_folder_others_may_enter_is_refused(mmcli_exe, tmp_path):
+    folder = tmp_path / "open"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    env = {**os.environ, "MMCLI_WARM_SOCKET": str(folder / "warm.sock")}
+    result = subprocess.run([mmcli_exe, "warm", "start"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == f"mmcli: error: {folder} must be yours and mode 0700 (chmod 700 {folder})\n"
+    assert not (folder / "warm.sock").exists()
+
+
+def test_foreground_serves_in_the_terminal_until_ctrl_c_and_quiet_says_nothing(mmcli_exe, tmp_path_factory):
+    folder = private_folder(tmp_path_factory, "foreground")
+    env = {**os.environ, "MMCLI_WARM": "on", "MMCLI_WARM_SOCKET": str(folder / "warm.sock")}
+    server = subprocess.Popen([mmcli_exe, "warm", "start", "--foreground"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (folder / "warm.sock").exists() and time.monotonic() < deadline:
+            assert server.poll() is None
+            time.sleep(0.1)
+        quiet = subprocess.run([mmcli_exe, "warm", "start", "-q"], env=env, capture_output=True, text=True, timeout=60)
+        assert quiet.returncode == 0 and quiet.stderr == "" and server.poll() is None  # the one running is kept
+        version = subprocess.run([mmcli_exe, "--version"], env=env, capture_output=True, text=True, timeout=60)
+        assert version.returncode == 0 and version.stdout.startswith("mmcli ")
+        server.send_signal(signal.SIGINT)
+        _, log = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == 0, log
+    assert f"warm process {server.pid} listening on {folder / 'warm.sock'}" in log
+    assert "ran --version (process" in log and f"warm process {server.pid} stopped" in log
+    assert not (folder / "warm.sock").exists()
+    stop = subprocess.run([mmcli_exe, "warm", "stop", "-q"], env=env, capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0 and stop.stderr == ""
+    loud = subprocess.run([mmcli_exe, "warm", "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert loud.stderr == "mmcli: no warm process was running\n"
