@@ -199,8 +199,34 @@ def move_to(inputs: Any, device: str, dtype: Any) -> dict[str, Any]:
     return moved
 
 
+_configs: dict[tuple[Any, ...], Any] = {}  # read once per command: traits first, then the load
+
+
 def load_config(name: str, *, trust_remote_code: bool = False) -> Any:
-    """The model's config (which decides the family), with errors that say what to do."""
+    """The model's config (which decides the family), with errors that say what to do; read once per
+    process (a copy each time, so a loader that changes its config changes no other caller's)."""
+    import copy
+
+    key = (os.getcwd(), name, trust_remote_code, _stamp(os.path.join(os.path.expanduser(name), "config.json")))
+    if key not in _configs:
+        _configs[key] = _read_config(name, trust_remote_code)
+    return copy.deepcopy(_configs[key])
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+def forget_configs() -> None:
+    """Read configs afresh from now on (a warm process's command is a new process)."""
+    _configs.clear()
+
+
+def _read_config(name: str, trust_remote_code: bool) -> Any:
     if looks_like_path(name):
         if not os.path.exists(os.path.expanduser(name)):
             raise ModelNotFound(f"model folder {name!r} does not exist")

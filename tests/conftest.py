@@ -209,11 +209,13 @@ def run_in_process(
     """
     from typer.testing import CliRunner
 
+    from mmcli import loading
     from mmcli.cli import app, common
 
     argv = [os.fspath(arg) if isinstance(arg, os.PathLike) else str(arg) for arg in args]
     state = _InterpreterState()
     common._JOURNALS.clear()  # a fresh process names only its own run's journals when interrupted
+    loading.forget_configs()  # ... and reads its model's config afresh
     try:
         if cwd is not None:
             os.chdir(cwd)

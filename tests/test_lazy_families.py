@@ -72,3 +72,17 @@ def test_a_declared_family_loads_through_its_named_loader(tiny_models):
 
     assert type(load_encoder(str(tiny_models["clap"]), device="cpu")).__module__ == "mmcli.encoders.audio"
     assert type(load_captioner(str(tiny_models["blip"]), device="cpu")).__module__ == "mmcli.captioners.blip"
+
+
+def test_a_model_command_reads_its_config_once(run_mmcli, tiny_models, photos, tmp_path, monkeypatch):
+    """extract-features asks the config what the model reads (before any input is decoded) and loads the
+    model from it: one read of config.json for both."""
+    from mmcli import loading
+
+    reads = []
+    read = loading._read_config
+    monkeypatch.setattr(loading, "_read_config", lambda *args: reads.append(args) or read(*args))
+    model = str(tiny_models["clip"])
+    result = run_mmcli("extract-features", photos, "--model", model, "-o", tmp_path / "set.npy", "-q")
+    assert result.returncode == 0, result.stderr
+    assert reads == [(model, False)]

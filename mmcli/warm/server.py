@@ -460,6 +460,7 @@ class WarmServer:
             sys.modules["numpy"].random.seed()
         constants.HF_HUB_OFFLINE = self.fresh["hub_offline"]
         loading._hub_unreachable = self.fresh["hub_unreachable"]
+        loading.forget_configs()
         verbosity, bars = self.fresh["transformers_logging"]
         logging.set_verbosity(verbosity)
         (logging.enable_progress_bar if bars else logging.disable_progress_bar)()
