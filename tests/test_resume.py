@@ -29,16 +29,36 @@ def committed(state_file):
         return 0
 
 
-def kill_partway(command, state_file, at_least):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+def started_and_partway(command, state_file, at_least, env=None, **popen):
+    """``command`` started, once its journal has committed ``at_least`` items (it must still be running)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"} if env is None else env
+    process = subprocess.Popen(command, env=env, **popen)
     deadline = time.monotonic() + 120
     while committed(state_file) < at_least and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert process.poll() is None, "the run finished before it could be interrupted"
+    return process
+
+
+def kill_partway(command, state_file, at_least, env=None):
+    process = started_and_partway(command, state_file, at_least, env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
     process.send_signal(signal.SIGKILL)
     process.wait()
     return committed(state_file)
+
+
+def interrupt_partway(command, state_file, at_least, env=None) -> str:
+    """Ctrl-C to ``command`` once it committed ``at_least`` items; its stderr, checked to name the kept
+    progress in one message and end with status 130."""
+    process = started_and_partway(command, state_file, at_least, env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"progress so far is kept in {state_file.parent}: run the same command to resume" in stderr, stderr
+    assert "Traceback" not in stderr
+    return stderr
 
 
 def test_extract_features_killed_and_rerun_equals_an_uninterrupted_run(mmcli_exe, run_mmcli_process, tiny_models,
@@ -95,17 +115,8 @@ def test_ctrl_c_says_the_progress_is_kept_and_a_rerun_finishes(mmcli_exe, run_mm
     model = tiny_models["clip"]
     out = tmp_path / "out.npy"
     command = extract(mmcli_exe, album, out, model)[:-1]  # not quiet: the message is what is tested
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while committed(tmp_path / "out.partial" / "state.json") < 16 and time.monotonic() < deadline:
-        assert process.poll() is None, "the run finished before it could be interrupted"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert f"progress so far is kept in {tmp_path / 'out.partial'}: run the same command to resume" in stderr
-    assert "Traceback" not in stderr and not out.exists()
+    interrupt_partway(command, tmp_path / "out.partial" / "state.json", 16)
+    assert not out.exists()
     rerun = run_mmcli(*command[1:])
     assert rerun.returncode == 1 and "resuming: " in rerun.stderr, rerun.stderr
     assert np.load(out).shape[0] == 300
