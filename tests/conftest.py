@@ -40,10 +40,28 @@ SLOW_MODULES = frozenset({"test_ray_backend.py", "test_browser.py", "test_readme
 SLOW_FIXTURES = frozenset({"java_on_path"})
 
 
+# The longest tests first, so the workers (pytest-xdist) do not end on them one at a time.
+LONG_FIRST = (
+    "test_readme.py::test_the_readme_runs",
+    "test_warm.py::test_each_command",
+    "test_train_caption.py::test_training_from_scratch",
+    "test_ray_backend.py",
+    "test_resume.py::test_caption_killed",
+    "test_train_caption.py::test_kill_9",
+    "test_transcribe.py::test_a_killed_transcription",
+    "test_output_layer.py::test_a_full_disk",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, name in enumerate(LONG_FIRST) if name in item.nodeid), len(LONG_FIRST))
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)
