@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import typer.rich_utils  # noqa: F401 - read TERMINAL_WIDTH now, not under the first help test's own width
 from tiny_models import TinyModels, cache_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +41,8 @@ SLOW_MODULES = frozenset({"test_ray_backend.py", "test_browser.py", "test_readme
 SLOW_FIXTURES = frozenset({"java_on_path"})
 
 
-# The longest tests first, so the workers (pytest-xdist) do not end on them one at a time.
+# The longest tests first (and so their modules, which pytest-xdist hands out whole): the workers start
+# on them rather than end on them one at a time.
 LONG_FIRST = (
     "test_readme.py::test_the_readme_runs",
     "test_warm.py::test_each_command",

@@ -42,8 +42,13 @@ ENVIRONMENT_PREFIXES = (
     "PYTHON",
     "LC_",
     "TQDM_",
+    "TYPER_",
+    "_TYPER_",
 )
-ENVIRONMENT_NAMES = frozenset({"LANG", "LANGUAGE", "HOME", "XDG_CACHE_HOME"})
+# ... and by typer's help formatting when it is imported (its width and colours).
+ENVIRONMENT_NAMES = frozenset(
+    {"LANG", "LANGUAGE", "HOME", "XDG_CACHE_HOME", "TERMINAL_WIDTH", "FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS"}
+)
 # Libraries whose upgrade while a warm process runs must not go unnoticed: their files are part of
 # the fingerprint, as mmcli's own are.
 LIBRARIES = ("torch", "transformers", "huggingface_hub", "tokenizers", "typer")
