@@ -57,9 +57,9 @@ def start(
 
     limits = Limits(idle=idle, max_models=max_models, max_memory=int((max_memory or 0) * 2**30))
     if foreground:
-        from mmcli.cli import main
+        from mmcli.cli import click_command, main
 
-        control.serve(main, limits)
+        control.serve(main, limits, click_command)
         return
     answer, new = control.start(limits)
     verb = "started" if new else "already running"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from typing import Any
 
@@ -110,6 +109,8 @@ def _umask() -> int:
 
 def start_in_background() -> None:
     """``mmcli warm start`` detached from this process, for the next command (``MMCLI_WARM=auto``)."""
+    import subprocess
+
     try:
         subprocess.Popen(
             [sys.executable, "-c", "from mmcli.cli import main; main()", "warm", "start", "--quiet"],

@@ -102,7 +102,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def serve(run_command: Callable[[], Any], limits: Limits) -> None:
+def serve(run_command: Callable[[], Any], limits: Limits, prepare: Callable[[], Any] | None = None) -> None:
     """Be the warm process, in this process, until stopped or idle."""
     if not protocol.supported():
         raise WarmError("warm runs need Linux (Unix sockets that pass descriptors and name the peer's uid)")
@@ -114,6 +114,6 @@ def serve(run_command: Callable[[], Any], limits: Limits) -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
     try:
-        WarmServer(run_command, protocol.socket_path(), limits, log).serve()
+        WarmServer(run_command, protocol.socket_path(), limits, log, prepare).serve()
     except protocol.WarmUnavailable as exc:
         raise WarmError(str(exc)) from None

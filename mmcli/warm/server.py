@@ -98,10 +98,19 @@ class _Command:
 
 class WarmServer:
     """Serve commands on ``path`` until stopped or idle; ``run_command`` runs ``sys.argv`` as the
-    ``mmcli`` program does (exits through SystemExit)."""
+    ``mmcli`` program does (exits through SystemExit); ``prepare`` does once, before the first command,
+    what each command would otherwise do first (building the command line's parser)."""
 
-    def __init__(self, run_command: Callable[[], Any], path: str, limits: Limits, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        run_command: Callable[[], Any],
+        path: str,
+        limits: Limits,
+        log: Callable[[str], None],
+        prepare: Callable[[], Any] | None = None,
+    ) -> None:
         self.run_command = run_command
+        self.prepare = prepare
         self.path = path
         self.limits = limits
         if not limits.max_memory:
@@ -181,6 +190,9 @@ class WarmServer:
         started = time.monotonic()
         for name in PRELOAD:
             self._import(name)
+        if self.prepare is not None:
+            with _quiet():
+                self.prepare()
         import torch
 
         self.fresh["threads"] = torch.get_num_threads()
