@@ -22,6 +22,9 @@ PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 SCRIPT = "<script>alert(1)</script>"  # markup that must reach a page as text
 ATTRIBUTE = '"><img src=x onerror=alert(1)>'  # ... and must not break out of an attribute
 
+# Two test workers share the cores: torch's OpenMP threads in each test's processes must sleep, not
+# spin, while they wait, or they burn the other worker's time (results are the same either way).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Subprocesses run cold, whatever warm process the developer has running; the tests of warm runs
 # (tests/test_warm.py, tests/test_readme.py) start their own, on sockets of their own.
 os.environ["MMCLI_WARM"] = "off"
