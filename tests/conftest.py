@@ -260,17 +260,17 @@ def run_mmcli() -> Callable[..., CliResult]:
 
 
 @pytest.fixture(scope="session")
-def run_mmcli_process(mmcli_exe, warm_env) -> Callable[..., subprocess.CompletedProcess]:
-    """Run the installed ``mmcli ARGS`` in a subprocess; returns the CompletedProcess (text mode).
+def run_mmcli_process(mmcli_exe) -> Callable[..., subprocess.CompletedProcess]:
+    """Run the installed ``mmcli ARGS`` in a subprocess of its own (cold); returns the CompletedProcess
+    (text mode).
 
-    For what needs a real process: the console script itself, settings read when a library is
-    imported (HF_HOME), pipes and code a checkpoint ships. It goes through the session's warm process
-    (whose runs equal cold ones, tests/test_warm.py), which runs it cold where ``env`` sets what a
-    library reads at import; runs that are signalled or killed start their own cold process instead.
+    For what needs a real process: the console script itself, start-up imports, settings read when
+    a library is imported (HF_HOME), signals, pipes and code a checkpoint ships; and the reference runs
+    whose outputs are compared byte for byte with a killed or stopped cold process's.
     """
 
     def run(*args: object, input: str | None = None, cwd: Path | None = None, env: dict | None = None):
-        environment = {**warm_env, **(env or {})}
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
         return subprocess.run(
             [mmcli_exe, *map(str, args)],
             input=input,
