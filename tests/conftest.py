@@ -259,18 +259,24 @@ def run_mmcli() -> Callable[..., CliResult]:
     return run_in_process
 
 
-@pytest.fixture(scope="session")
-def run_mmcli_process(mmcli_exe) -> Callable[..., subprocess.CompletedProcess]:
-    """Run the installed ``mmcli ARGS`` in a subprocess of its own (cold); returns the CompletedProcess
-    (text mode).
+# Modules whose subprocess runs are references compared byte for byte with a killed or stopped cold
+# process: they run cold too (a process of its own, as the run they are compared with).
+COLD_REFERENCE_MODULES = frozenset({"test_output_layer.py", "test_resume.py", "test_transcribe.py", "test_publish.py"})
 
-    For what needs a real process: the console script itself, start-up imports, settings read when
-    a library is imported (HF_HOME), signals, pipes and code a checkpoint ships; and the reference runs
-    whose outputs are compared byte for byte with a killed or stopped cold process's.
+
+@pytest.fixture
+def run_mmcli_process(request, mmcli_exe, warm_env) -> Callable[..., subprocess.CompletedProcess]:
+    """Run the installed ``mmcli ARGS`` in a subprocess; returns the CompletedProcess (text mode).
+
+    For what needs a real process: the console script itself, settings read when a library is
+    imported (HF_HOME), pipes and code a checkpoint ships. It goes through the session's warm process
+    (whose runs equal cold ones, tests/test_warm.py), which runs it cold where ``env`` sets what a
+    library reads at import; in :data:`COLD_REFERENCE_MODULES` it runs cold.
     """
+    base = os.environ if request.path.name in COLD_REFERENCE_MODULES else warm_env
 
     def run(*args: object, input: str | None = None, cwd: Path | None = None, env: dict | None = None):
-        environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        environment = {**base, "HF_HUB_OFFLINE": "1", **(env or {})}
         return subprocess.run(
             [mmcli_exe, *map(str, args)],
             input=input,
