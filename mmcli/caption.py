@@ -45,6 +45,7 @@ def caption_items(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     exact_decode: bool = False,
+    linger: float | None = None,
 ) -> Iterator[list[Outcome[InputItem]]]:
     """Caption images and video frames in input order, one list of outcomes per batch (``value`` is
     the caption; ``None`` for a video's end marker). Clips are captioned with ``video_prompt``.
@@ -52,7 +53,8 @@ def caption_items(
     Images are decoded on worker threads while the model generates for the previous batch; an
     image that cannot be decoded gets an ``error`` and the rest of its batch goes on. ``batch_size``
     defaults to the captioner's choice for its device. Large JPEGs are decoded at reduced
-    scale (see :func:`~mmcli.media.images.load_image`) unless ``exact_decode``.
+    scale (see :func:`~mmcli.media.images.load_image`) unless ``exact_decode``. Batches are exactly
+    ``batch_size`` items unless a ``linger`` lets a slow stream ship them short.
     """
     options = options or GenerationOptions()
     if options.seed is not None:
@@ -90,6 +92,7 @@ def caption_items(
         workers=default_workers() if workers is None else workers,
         group=lambda item: "clip" if isinstance(item, ClipItem) else "image",
         fatal=(UsageError,),
+        linger=linger,
     )
 
 
@@ -322,7 +325,7 @@ def caption_files(
     it, the summary the whole transcript (and ``speech_error`` where there is none to be had).
     """
     from mmcli.captioners import load_captioner
-    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, with_total
+    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, stream_linger, with_total
     from mmcli.io.inputs import discover_images, unique_ids
     from mmcli.io.parquet import Columns
     from mmcli.items import STDIN
@@ -392,7 +395,7 @@ def caption_files(
         }
         engine_options = {"prompt": run_prompt, "video_prompt": video_prompt, "options": options,
                           "batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
-                          "exact_decode": run.exact_decode}  # fmt: skip
+                          "exact_decode": run.exact_decode, "linger": stream_linger(inputs)}  # fmt: skip
         job = run.distribute(
             _CaptionJob(captioner, sampling, summary, engine_options, transcript),
             partial(_load_caption_job, model, run.loading, sampling, summary, engine_options),

@@ -177,6 +177,7 @@ def classify_items(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     exact_decode: bool = False,
+    linger: float | None = None,
 ) -> Iterator[list[Outcome[InputItem]]]:
     """Classify images (or recordings, for an audio model: the mean of their windows) in input order,
     one list of outcomes per batch: each ``value`` is the item's prediction record, or its ``error``
@@ -184,7 +185,13 @@ def classify_items(
     from mmcli.extract import embed_rows
 
     for batch in embed_rows(
-        items, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, exact_decode=exact_decode
+        items,
+        encoder,
+        batch_size=batch_size,
+        workers=workers,
+        max_pixels=max_pixels,
+        exact_decode=exact_decode,
+        linger=linger,
     ):
         good = [outcome for outcome in batch if outcome.error is None]
         rows = iter(probabilities([outcome.value for outcome in good], classes)) if good else iter(())
@@ -256,7 +263,7 @@ def classify_files(
     rows. ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
     """
     from mmcli.encoders import DEFAULT_MODEL, input_modality
-    from mmcli.engine import Reporter, RunOptions, RunStats, require_inputs, run_into, with_total
+    from mmcli.engine import Reporter, RunOptions, RunStats, require_inputs, run_into, stream_linger, with_total
     from mmcli.io.inputs import discover_images, unique_ids
     from mmcli.items import STDIN
     from mmcli.output.destination import RecordFile
@@ -305,7 +312,7 @@ def classify_files(
                     "top_k": top, "max_pixels": run.max_pixels, "exact_decode": run.exact_decode,
                     "dtype": str(encoder.dtype), "quantize": encoder.quantized}  # fmt: skip
         options = {"batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,
-                   "exact_decode": run.exact_decode}  # fmt: skip
+                   "exact_decode": run.exact_decode, "linger": stream_linger(inputs)}  # fmt: skip
         stats = run_into(
             destination, _ClassifyJob(encoder, classes, top, options, unit), listed if previous is not None else items,
             settings=settings, identity=None if STDIN in inputs else {"command": "classify", "inputs": inputs},

@@ -73,6 +73,14 @@ def require_inputs(inputs: list[str], *, extra: bool = False, hint: str) -> None
         raise UsageError("- (stdin) can be given only once")
 
 
+def stream_linger(inputs: list[str]) -> float | None:
+    """How long a batch waits for a late item: only a stream (stdin) ships short batches, so the
+    batches of files, folders, shards and tables, and the bytes they give, do not depend on timing."""
+    from mmcli.pipeline import STREAM_LINGER
+
+    return STREAM_LINGER if STDIN in inputs else None
+
+
 def with_total(items: Iterable[Any], inputs: list[str], *, what: str) -> tuple[Iterator[Any], int | None]:
     """Items and their count for the progress bar; an empty set is a usage error.
 

@@ -159,6 +159,7 @@ def embed_items(
     normalize: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     exact_decode: bool = False,
+    linger: float | None = None,
 ) -> Iterator[list[Outcome[InputItem]]]:
     """Embed images, texts and clips in input order, yielding one list of outcomes per batch.
 
@@ -166,7 +167,9 @@ def embed_items(
     undecodable, too large, non-finite output); a failed item never stops the rest. Images are
     decoded and preprocessed on worker threads while the model embeds the previous batch.
     ``batch_size`` defaults to the encoder's choice for its device. Large JPEGs are decoded at reduced scale
-    (see :func:`~mmcli.media.images.load_image`) unless ``exact_decode``.
+    (see :func:`~mmcli.media.images.load_image`) unless ``exact_decode``. Batches are exactly
+    ``batch_size`` items unless a ``linger`` lets a slow stream ship them short (see
+    :func:`~mmcli.pipeline.prepared_batches`).
     """
 
     min_side = None if exact_decode else encoder.decode_min_side
@@ -210,6 +213,7 @@ def embed_items(
         group=_batch_group,
         markers=("end",),
         fatal=(UnsupportedModel,),
+        linger=linger,
     ):
         for outcome in outcomes:
             if outcome.error is None and outcome.value is not None and not np.all(np.isfinite(outcome.value)):
@@ -274,11 +278,12 @@ def embed_rows(
     normalize: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     exact_decode: bool = False,
+    linger: float | None = None,
 ) -> Iterator[list[Outcome[InputItem]]]:
     """The rows :func:`embed_items` gives once videos and recordings are expanded into frames and
     windows and pooled by ``pool`` (see :class:`Pooler`): one list of outcomes per batch, in input order."""
     options = {"batch_size": batch_size, "workers": workers, "normalize": normalize,
-               "max_pixels": max_pixels, "exact_decode": exact_decode}  # fmt: skip
+               "max_pixels": max_pixels, "exact_decode": exact_decode, "linger": linger}  # fmt: skip
     for rows, _ in _EmbedJob(encoder, sampling, pool, options, windowing).batches(items):
         yield list(rows)
 
@@ -342,7 +347,7 @@ def extract_features(
     resumes after its last finished part.
     """
     from mmcli.encoders import load_encoder
-    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, with_total
+    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, stream_linger, with_total
     from mmcli.io.inputs import discover_images, discover_texts, unique_ids
     from mmcli.io.parquet import Columns
     from mmcli.items import STDIN
@@ -462,7 +467,8 @@ def extract_features(
             )
             encoder.compile_images(batch_size)
         embedding = {"batch_size": batch_size, "workers": run.workers, "normalize": normalize,
-                     "max_pixels": run.max_pixels, "exact_decode": run.exact_decode}  # fmt: skip
+                     "max_pixels": run.max_pixels, "exact_decode": run.exact_decode,
+                     "linger": stream_linger(inputs)}  # fmt: skip
         job = run.distribute(
             _EmbedJob(encoder, sampling, pool, embedding, windowing),
             partial(_load_embed_job, model, run.loading, sampling, pool, embedding, windowing),

@@ -21,6 +21,12 @@ R = TypeVar("R")
 
 _END = object()
 
+# How long a batch read from a stream (stdin) waits for its next item before it ships short: a slow
+# producer still gets each result promptly. Files, folders, shards and tables never ship short: their
+# batches are exactly ``batch_size`` items (the last one shorter), so the same inputs give the same
+# batches, and the same bytes, however loaded the machine is.
+STREAM_LINGER = 0.05
+
 
 @dataclass
 class _Raised:
@@ -34,7 +40,7 @@ def prepared_batches(
     batch_size: int,
     workers: int,
     ahead: int,
-    linger: float = 0.05,
+    linger: float | None = None,
     counts: Callable[[T], bool] | None = None,
 ) -> Iterator[list[tuple[T, R | None, BaseException | None]]]:
     """Batches of ``(item, function(item), error)`` in input order; an exception is returned, not raised.
@@ -42,9 +48,10 @@ def prepared_batches(
     A feeder thread walks ``items`` (which may block, e.g. on stdin) and hands each to a pool of
     ``workers`` threads (0: the feeder prepares them itself), keeping at most ``ahead`` in flight.
     A batch is shipped when full (``batch_size`` items for which ``counts`` is true: markers that
-    ride along need not take a model's place), or when no further item arrives within ``linger``
-    seconds, so a slow stream still gets its results promptly. An exception raised by ``items`` itself ends the
-    run after the batch before it.
+    ride along need not take a model's place). With a ``linger`` (streams: :data:`STREAM_LINGER`) a
+    batch also ships when no further item arrives within that many seconds, so a slow stream still
+    gets its results promptly; without one, batches do not depend on timing. An exception raised by
+    ``items`` itself ends the run after the batch before it.
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmcli-prepare") if workers > 0 else None
     slots: queue.Queue[Any] = queue.Queue(maxsize=max(ahead, batch_size, 1))
@@ -69,6 +76,9 @@ def prepared_batches(
         except BaseException as exc:  # handed to the consumer, which raises it
             put(_Raised(exc))
 
+    def following() -> Any:
+        return slots.get() if linger is None else slots.get(timeout=linger)
+
     threading.Thread(target=feed, name="mmcli-feed", daemon=True).start()
     try:
         finished = False
@@ -91,16 +101,16 @@ def prepared_batches(
                     if counts is not None:  # the markers that follow ride along: an input ends in its batch
                         while True:
                             try:
-                                following = slots.get(timeout=linger)
+                                after = following()
                             except queue.Empty:
                                 break
-                            if following is _END or isinstance(following, _Raised) or counts(following[0]):
-                                carried = following
+                            if after is _END or isinstance(after, _Raised) or counts(after[0]):
+                                carried = after
                                 break
-                            batch.append(following)
+                            batch.append(after)
                     break
                 try:
-                    entry = slots.get(timeout=linger)
+                    entry = following()
                 except queue.Empty:
                     break
             if batch:
@@ -156,19 +166,21 @@ def map_batches(
     group: Callable[[T], Any] = lambda item: None,
     fatal: tuple[type[BaseException], ...] = (),
     markers: Any = (),
+    linger: float | None = None,
 ) -> Iterator[list[Outcome[T]]]:
     """Prepare items on worker threads, run the model on batches, and yield outcomes in input order.
 
     ``prepare(item)`` runs in a thread (decode, preprocess); ``process(key, prepared)`` runs the
     items of a batch that share ``group(item)``, wherever they stand in it, and returns one value
     each. Items of the ``markers`` groups (ends of videos and recordings) do not count toward
-    ``batch_size``, so a stream of short recordings still fills each call. An item whose
+    ``batch_size``, so a stream of short recordings still fills each call. ``linger`` is for streams
+    (see :func:`prepared_batches`). An item whose
     preparation fails gets an error and the batch goes on without it; if ``process`` raises, every
     item of that call gets the error, unless it is one of ``fatal``, which propagates.
     """
     counts = (lambda item: group(item) not in markers) if markers else None
     batches = prepared_batches(prepare, items, batch_size=batch_size, workers=workers, ahead=2 * batch_size,
-                               counts=counts)  # fmt: skip
+                               counts=counts, linger=linger)  # fmt: skip
     for batch in batches:
         keys = [group(entry[0]) for entry in batch]
         outcomes: list[Any] = [None] * len(batch)

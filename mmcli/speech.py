@@ -150,6 +150,7 @@ def transcribe_items(
     task: str = "transcribe",
     batch_size: int | None = None,
     workers: int | None = None,
+    linger: float | None = None,
 ) -> Iterator[list[Outcome[InputItem]]]:
     """Transcribe recordings (``modality: audio`` items) in input order, one list of outcomes per
     batch: each window's ``value`` is its segments (times in the recording), the end marker's
@@ -178,6 +179,7 @@ def transcribe_items(
         group=lambda item: "window" if isinstance(item, AudioWindow) else "end",
         markers=("end",),
         fatal=(UsageError,),
+        linger=linger,
     ):
         for outcome in outcomes:
             if isinstance(outcome.item, AudioWindow) and outcome.value is not None:
@@ -319,7 +321,7 @@ def transcribe_files(
     progress is journalled beside it: a killed run resumes where it stopped (``restart`` discards it).
     ``run_options`` are the settings every run takes (:class:`~mmcli.engine.RunOptions`).
     """
-    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, with_total
+    from mmcli.engine import Reporter, RunOptions, require_inputs, run_into, stream_linger, with_total
     from mmcli.io.inputs import discover_images, unique_ids
     from mmcli.items import STDIN
     from mmcli.output.destination import RecordFile
@@ -345,7 +347,8 @@ def transcribe_files(
         windowing = transcript_windowing(transcriber, sampling.start, sampling.end)
         settings = {"model": model, "language": language, "task": task, "dtype": str(transcriber.dtype),
                     "quantize": transcriber.quantized, "audio": vars(windowing)}  # fmt: skip
-        options = {"language": language, "task": task, "batch_size": batch_size, "workers": run.workers}
+        options = {"language": language, "task": task, "batch_size": batch_size, "workers": run.workers,
+                   "linger": stream_linger(inputs)}  # fmt: skip
         job = run.distribute(
             _TranscribeJob(transcriber, windowing, options),
             partial(_load_transcribe_job, model, run.loading, windowing, options),

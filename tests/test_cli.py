@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -571,3 +572,44 @@ def test_a_folder_without_images_says_what_it_holds(run_mmcli, tiny_models, tmp_
         "extract-features", texts / "captions.txt", "-o", tmp_path / "b.npy", "--model", model, "--modality", "text"
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_batches_of_files_are_full_however_slowly_frames_come_and_a_stream_ships_them_short(
+    run_mmcli, tiny_models, tmp_path, monkeypatch
+):
+    """Same inputs, same batches, same bytes, whatever the machine's load: a file's frames fill each
+    batch even when decoding lags; only a stream (stdin) ships a batch short to answer promptly."""
+    from test_video_media import scenes_with_moving_square, write_video
+
+    from mmcli.encoders.base import Encoder
+    from mmcli.media.video import VideoReader
+
+    video = write_video(tmp_path / "clip.mp4", scenes_with_moving_square, fps=10, duration=2.0)
+    args = ["--model", tiny_models["clip"], "--fps", "5", "-b", "4", "-q"]
+    sizes: list[int] = []
+    embed, frames = Encoder.embed_preprocessed, VideoReader.frames
+
+    def counted(self, inputs, **kwargs):
+        sizes.append(len(inputs))
+        return embed(self, inputs, **kwargs)
+
+    def lagging(self):
+        for frame in frames(self):
+            time.sleep(0.15)  # a busy machine: each frame comes later than a stream's linger
+            yield frame
+
+    monkeypatch.setattr(Encoder, "embed_preprocessed", counted)
+    prompt = run_mmcli("extract-features", video, "-o", tmp_path / "prompt.npy", "--pool", "none", *args)
+    assert prompt.returncode == 0, prompt.stderr
+    assert sizes == [4, 4, 2]  # ten frames
+    sizes.clear()
+    monkeypatch.setattr(VideoReader, "frames", lagging)
+    slow = run_mmcli("extract-features", video, "-o", tmp_path / "slow.npy", "--pool", "none", *args)
+    assert slow.returncode == 0, slow.stderr
+    assert sizes == [4, 4, 2]
+    assert (tmp_path / "slow.npy").read_bytes() == (tmp_path / "prompt.npy").read_bytes()
+    sizes.clear()
+    streamed = run_mmcli("extract-features", "-", "-o", tmp_path / "streamed.npy", "--pool", "none", *args,
+                         input=f"{video}\n")  # fmt: skip
+    assert streamed.returncode == 0, streamed.stderr
+    assert sum(sizes) == 10 and max(sizes) < 4, sizes

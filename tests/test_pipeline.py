@@ -83,6 +83,16 @@ def test_a_slow_stream_gets_partial_batches_without_waiting_for_more_input():
     assert [value for _, value, _ in next(batches)] == ["SECOND"]
 
 
+def test_without_a_linger_batches_are_full_however_slowly_items_arrive():
+    def items():
+        for n in range(7):
+            time.sleep(0.12)  # slower than a stream's linger
+            yield n
+
+    sizes = [len(batch) for batch in prepared_batches(lambda x: x, items(), batch_size=3, workers=2, ahead=6)]
+    assert sizes == [3, 3, 1]
+
+
 def test_stopping_early_does_not_hang():
     def endless():
         n = 0

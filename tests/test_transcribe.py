@@ -71,8 +71,6 @@ def test_segments_are_the_reference_usage_window_by_window(run_mmcli, whisper, t
 def test_windows_of_several_recordings_share_batches(run_mmcli, whisper, tmp_path, monkeypatch):
     from transformers import WhisperForConditionalGeneration
 
-    from mmcli import pipeline
-
     paths = [write_wav(tmp_path / f"r{i}.wav", speech_like(40.0 if i == 0 else 10.0, RATE, seed=i), RATE)
              for i in range(3)]  # fmt: skip
     sizes, calls = [], []
@@ -84,9 +82,7 @@ def test_windows_of_several_recordings_share_batches(run_mmcli, whisper, tmp_pat
         return generate(self, *args, **kwargs)
 
     monkeypatch.setattr(WhisperForConditionalGeneration, "generate", counting)
-    # batches are not shipped part-full while the next file decodes, as they are for a slow stream
-    prepared = pipeline.prepared_batches
-    monkeypatch.setattr(pipeline, "prepared_batches", lambda *a, **k: prepared(*a, **{**k, "linger": 30.0}))
+    # files' batches are full, however long the next file takes to decode
     batched = run_mmcli("transcribe", *paths, "-m", whisper[0], "-b", "3", "--language", "en", "--task", "translate")
     assert batched.returncode == 0, batched.stderr
     assert sizes == [3, 1]  # four windows (two of the 40 s recording), three to a call
