@@ -259,24 +259,19 @@ def run_mmcli() -> Callable[..., CliResult]:
     return run_in_process
 
 
-# Modules whose subprocess runs are references compared byte for byte with a killed or stopped cold
-# process: they run cold too (a process of its own, as the run they are compared with).
-COLD_REFERENCE_MODULES = frozenset({"test_output_layer.py", "test_resume.py", "test_transcribe.py", "test_publish.py"})
-
-
 @pytest.fixture
-def run_mmcli_process(request, mmcli_exe, warm_env) -> Callable[..., subprocess.CompletedProcess]:
+def run_mmcli_process(mmcli_exe, warm_env) -> Callable[..., subprocess.CompletedProcess]:
     """Run the installed ``mmcli ARGS`` in a subprocess; returns the CompletedProcess (text mode).
 
     For what needs a real process: the console script itself, settings read when a library is
     imported (HF_HOME), pipes and code a checkpoint ships. It goes through the session's warm process
-    (whose runs equal cold ones, tests/test_warm.py), which runs it cold where ``env`` sets what a
-    library reads at import; in :data:`COLD_REFERENCE_MODULES` it runs cold.
+    (whose runs equal cold ones, byte for byte: tests/test_warm.py, and the references the killed and
+    stopped cold runs of tests/test_resume.py and tests/test_output_layer.py are compared with), which
+    runs it cold where ``env`` sets what a library reads at import.
     """
-    base = os.environ if request.path.name in COLD_REFERENCE_MODULES else warm_env
 
     def run(*args: object, input: str | None = None, cwd: Path | None = None, env: dict | None = None):
-        environment = {**base, "HF_HUB_OFFLINE": "1", **(env or {})}
+        environment = {**warm_env, "HF_HUB_OFFLINE": "1", **(env or {})}
         return subprocess.run(
             [mmcli_exe, *map(str, args)],
             input=input,

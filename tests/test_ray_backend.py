@@ -321,6 +321,7 @@ def test_an_unreachable_cluster_is_a_clear_error(run_mmcli, tiny_models, photos,
                     "--backend", "ray", "--ray-address", address)  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert f"cannot start or reach a Ray cluster at {address!r} (--ray-address)" in run.stderr
+    assert "nothing answers there (connection refused)" in run.stderr  # probed, not half a minute of Ray's retries
     assert "Traceback" not in run.stderr
 
 

@@ -93,6 +93,12 @@ def connect(cluster: RayCluster) -> bool:
     if ray.is_initialized():
         return False
     if cluster.address is not None:
+        refused = _nothing_answers(cluster.address)
+        if refused:
+            raise UsageError(
+                f"cannot start or reach a Ray cluster at {cluster.address!r} ({option('ray_address')}): "
+                f"nothing answers there ({refused}); is the cluster up (ray start --head) and the address its GCS's?"
+            )
         _send_token_if_the_cluster_wants_one()
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     with _native_stderr_held() as held:
@@ -105,6 +111,22 @@ def connect(cluster: RayCluster) -> bool:
             where = f"at {cluster.address!r} ({option('ray_address')})" if cluster.address else "on this machine"
             raise UsageError(f"cannot start or reach a Ray cluster {where}: {exc}{held()}") from None
     return True
+
+
+def _nothing_answers(address: str, *, timeout: float = 5.0) -> str | None:
+    """Why no connection can be made to ``address`` (``HOST:PORT``, ``ray://HOST:PORT``), found in
+    seconds where Ray itself retries for half a minute; ``None`` when something accepts it, or when
+    the address is not a host and port (``auto``)."""
+    host, colon, port = address.split("://")[-1].rpartition(":")
+    if not colon or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except TimeoutError:
+        return f"no answer in {timeout:g} s"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
 
 
 def _send_token_if_the_cluster_wants_one() -> None:
