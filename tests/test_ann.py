@@ -58,6 +58,26 @@ def test_saved_index_is_reused_and_refused_when_stale(tmp_path):
         load_index(npy, data[:1_500])
 
 
+def test_a_saved_index_is_read_once_per_process_and_again_once_rebuilt(tmp_path, monkeypatch):
+    """A server answering many searches over one set reads FEATS.faiss once, not per search."""
+    import faiss
+
+    rng = np.random.default_rng(3)
+    npy = tmp_path / "feats.npy"
+    data = _clustered(rng, 2_000, 16, 10)
+    np.save(npy, data)
+    save_index(build_index(data, kind="ivf"), npy, data)
+    reads = []
+    read = faiss.read_index
+    monkeypatch.setattr(faiss, "read_index", lambda path: reads.append(path) or read(path))
+    first = [load_index(npy, data) for _ in range(3)]
+    assert len(reads) == 1 and first[0] is first[1] is first[2]
+    save_index(build_index(data, kind="hnsw"), npy, data)  # rebuilt, of another kind, while the server runs
+    rebuilt = load_index(npy, data)
+    assert len(reads) == 2 and hasattr(rebuilt, "hnsw") and not hasattr(first[0], "hnsw")
+    assert load_index(npy, data) is rebuilt
+
+
 def test_index_build_and_retrieve_with_faiss(run_mmcli, tmp_path):
     rng = np.random.default_rng(3)
     data = _clustered(rng, 3_000, 16, 10)

@@ -407,6 +407,14 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
         "tests/test_serve.py::test_serve_command_flags_reach_the_server",
         "tests/test_serve.py::test_oversized_upload_is_413",
     ),
+    ("serve", "--max-upload-megapixels"): (
+        "tests/test_serve.py::test_serve_command_flags_reach_the_server",
+        "tests/test_serve.py::test_malformed_uploads_get_a_4xx_json_error",
+    ),
+    ("serve", "--allow-host"): (
+        "tests/test_serve.py::test_serve_command_flags_reach_the_server",
+        "tests/test_serve.py::test_foreign_host_names_are_refused_on_every_route",
+    ),
     ("serve", "--model"): ("tests/test_serve.py::test_serve_command_flags_reach_the_server",),
     ("serve", "--device"): ("tests/test_serve.py::test_serve_device_and_dtype_reach_the_loader", NO_GPU),
     ("serve", "--dtype"): ("tests/test_serve.py::test_serve_device_and_dtype_reach_the_loader",),

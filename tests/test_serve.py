@@ -26,6 +26,7 @@ from mmcli.output.feature_set import read_feature_set
 from mmcli.web import serve as web
 
 QUERIES = ["a photo of a cat", "a rocket on the launch pad"]
+LOCAL = "http://127.0.0.1"  # the Host a browser on this machine sends
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def app(gallery):
 
 @pytest.fixture(scope="module")
 def client(app):
-    return TestClient(app)
+    return TestClient(app, base_url=LOCAL)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +194,7 @@ def test_symlink_out_of_the_sources_folders_is_refused(client, gallery, app):
 def test_oversized_upload_is_413(gallery, encoder):
     small = web.make_app(gallery, encoder=encoder, max_upload_mb=0.01)
     try:
-        client = TestClient(small)
+        client = TestClient(small, base_url=LOCAL)
         photo = (gallery.parent / "gallery" / "astronaut.jpg").read_bytes()
         assert len(photo) > 0.01 * 2**20
         response = client.post("/api/search", files={"image": ("a.jpg", photo)})
@@ -252,7 +253,7 @@ def test_malformed_uploads_get_a_4xx_json_error(client, gallery):
     )
     assert 400 <= broken.status_code < 500 and "error" in broken.json()
     page = client.post("/", files={"image": ("bomb.png", _bomb_png())})
-    assert page.status_code == 422 and "decompression bomb" in page.text
+    assert page.status_code == 413 and "decompression bomb" in page.text  # refused from its header
 
 
 class _Elements(HTMLParser):
@@ -293,7 +294,7 @@ def test_hostile_ids_sources_and_captions_render_inert(tmp_path, photos, tiny_mo
     assert done.returncode == 0, done.stderr
     hostile = web.make_app(out, encoder=encoder)
     try:
-        client = TestClient(hostile)
+        client = TestClient(hostile, base_url=LOCAL)
         pages = [client.get("/", params={"q": "<script>alert('q')</script>"}), client.get("/item/0")]
         pages.append(client.get("/item/1"))
         for response in pages:
@@ -393,10 +394,13 @@ def captured_run(monkeypatch):
 
     def run(app, sock):
         seen["app"], seen["address"] = app, sock.getsockname()
-        client = TestClient(app)
+        client = TestClient(app, base_url=LOCAL)
         seen["stats"] = client.get("/api/stats").json()
         seen["search"] = client.get("/api/search", params={"q": QUERIES[0], "k": 2}).json()
         seen["upload"] = client.post("/api/search", files={"image": ("a.jpg", b"x" * 20_000)}).status_code
+        seen["big"] = client.post("/api/search", files={"image": ("b.png", _bomb_png(7_000))})
+        seen["hosts"] = {host: client.get("/api/stats", headers={"host": host}).status_code
+                         for host in ("evil.example", "search.lan:8000", "localhost:8000")}  # fmt: skip
 
     monkeypatch.setattr(web, "_run", run)
     return seen
@@ -413,6 +417,8 @@ def test_serve_command_flags_reach_the_server(run_mmcli, gallery, captured_run, 
     args = ["serve", "--index", gallery, "--port", port, "--max-batch", "4", "--linger-ms", "40"]
     done = run_mmcli(*args, "--max-upload-mb", "0.01")
     assert done.returncode == 0, done.stderr
+    assert captured_run["big"].status_code == 413 and "limit of 40 megapixels" in captured_run["big"].json()["error"]
+    assert captured_run["hosts"] == {"evil.example": 400, "search.lan:8000": 400, "localhost:8000": 200}
     assert captured_run["address"] == ("127.0.0.1", port)
     assert f"serving 5 rows of {gallery} with {tiny_models['clip']} at http://127.0.0.1:{port}/" in done.stderr
     assert "stopped" in done.stderr and "warning" not in done.stderr
@@ -426,6 +432,12 @@ def test_serve_command_flags_reach_the_server(run_mmcli, gallery, captured_run, 
 
     quiet = run_mmcli("serve", "--index", gallery, "--port", "0", "-q")
     assert quiet.returncode == 0 and "serving" not in quiet.stderr and captured_run["address"][1] != 0
+
+    wider = run_mmcli("serve", "--index", gallery, "--port", "0", "--max-upload-megapixels", "200",
+                      "--allow-host", "search.lan", "-q")  # fmt: skip
+    assert wider.returncode == 0, wider.stderr
+    assert captured_run["big"].status_code == 200  # 49 megapixels: decoded and searched under a 200 limit
+    assert captured_run["hosts"] == {"evil.example": 400, "search.lan:8000": 200, "localhost:8000": 200}
 
     copy = gallery.parent / "other-clip"
     shutil.copytree(tiny_models["clip"], copy, dirs_exist_ok=True)
@@ -477,3 +489,75 @@ def test_serve_device_and_dtype_reach_the_loader(run_mmcli, gallery, captured_ru
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cuda = run_mmcli("serve", "--index", gallery, "--port", "0", "--device", "cuda")
     assert cuda.returncode == 2 and "--device cuda was asked for, but no CUDA GPU" in cuda.stderr
+
+
+def test_foreign_host_names_are_refused_on_every_route(gallery, encoder):
+    """DNS rebinding: a page on another site that resolves its name to 127.0.0.1 sends its own Host."""
+    with _server(web.make_app(gallery, encoder=encoder)) as base:
+        for path in ("api/search?q=cat", "image/0", "thumb/0", "item/0", "", "api/stats"):
+            evil = httpx.get(f"{base}{path}", headers={"host": "evil.example"}, timeout=30)
+            assert evil.status_code == 400, (path, evil.status_code)
+            for host in ("127.0.0.1", "localhost:8000", "[::1]:8000", "LOCALHOST"):
+                assert httpx.get(f"{base}{path}", headers={"host": host}, timeout=30).status_code == 200, (path, host)
+
+
+def test_uploads_decode_on_their_own_threads_two_at_a_time_while_text_queries_are_answered(gallery, encoder):
+    app = web.make_app(gallery, encoder=encoder)
+    service = app.state.service
+    decoding: list[str] = []
+    threads: set[str] = set()
+    most = 0
+    lock, release = threading.Lock(), threading.Event()
+    decode = service.decode_upload
+
+    def held(data, name):
+        nonlocal most
+        with lock:
+            decoding.append(name)
+            most = max(most, len(decoding))
+            threads.add(threading.current_thread().name)
+        release.wait(60)
+        try:
+            return decode(data, name)
+        finally:
+            with lock:
+                decoding.remove(name)
+
+    service.decode_upload = held
+    photo = (gallery.parent / "gallery" / "chelsea.jpg").read_bytes()
+    with _server(app) as base, ThreadPoolExecutor(4) as pool:
+        uploads = [
+            pool.submit(httpx.post, f"{base}api/search", files={"image": (f"u{n}.jpg", photo)}, timeout=120)
+            for n in range(4)
+        ]
+        deadline = time.monotonic() + 60
+        while len(decoding) < web.UPLOAD_DECODERS:
+            assert time.monotonic() < deadline, "the uploads never reached their decoders"
+            time.sleep(0.02)
+        text = httpx.get(f"{base}api/search", params={"q": QUERIES[0], "k": 2}, timeout=60)
+        assert text.status_code == 200 and len(text.json()["hits"]) == 2  # answered while two uploads decode
+        assert len(decoding) == web.UPLOAD_DECODERS  # the other two wait their turn
+        release.set()
+        answers = [upload.result() for upload in uploads]
+    assert [answer.status_code for answer in answers] == [200] * 4
+    assert most == web.UPLOAD_DECODERS == 2
+    assert threads and all(name.startswith("mmcli-upload") for name in threads), threads
+
+
+def test_clients_that_leave_mid_upload_leave_no_traceback(gallery, encoder, capfd):
+    count = 20
+    with _server(web.make_app(gallery, encoder=encoder)) as base:
+        port = int(base.rsplit(":", 1)[1].strip("/"))
+        body, content_type = _multipart(b"\xff\xd8" + b"\0" * 5000)
+        for _ in range(count):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                head = (f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+                        f"Content-Length: {len(body) + 100_000}\r\n\r\n")  # fmt: skip
+                conn.sendall(head.encode() + body)  # and the connection closes, the body unfinished
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}api/stats", timeout=30).json()["uploads_abandoned"] < count:
+            assert time.monotonic() < deadline, "the server did not see the clients go"
+            time.sleep(0.05)
+        assert httpx.get(f"{base}api/search", params={"q": QUERIES[0]}, timeout=30).status_code == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ClientDisconnect" not in err, err[-2000:]

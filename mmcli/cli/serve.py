@@ -60,6 +60,26 @@ def serve(
             min=0.001, help="Largest image upload accepted, in MB (larger: HTTP 413).", rich_help_panel=SERVER
         ),
     ] = 20.0,
+    max_upload_megapixels: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Largest image upload accepted, in decoded megapixels, read from its header before any "
+            "decoding (larger: HTTP 413); far below a local run's --max-pixels, as a 164 KB PNG can claim "
+            "170 megapixels, 3 GB decoded.",
+            rich_help_panel=SERVER,
+        ),
+    ] = 40.0,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another name requests may give as their Host (repeat for more; '*': any). Only "
+            "127.0.0.1, localhost, [::1] and --host are answered otherwise (a 400 defeats DNS rebinding).",
+            rich_help_panel=SERVER,
+            show_default=False,
+        ),
+    ] = None,
     model: opt.QueryModel = None,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
@@ -78,5 +98,7 @@ def serve(
         max_batch=max_batch,
         linger=linger_ms / 1000,
         max_upload_mb=max_upload_mb,
+        max_upload_megapixels=max_upload_megapixels,
+        hosts=allow_host or [],
         reporter=CommandReporter(quiet=quiet),
     )

@@ -72,6 +72,23 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
+def claimed_pixels(data: bytes) -> int | None:
+    """The pixels an image's header says it holds, read without decoding it (Pillow's bomb guard
+    included); ``None`` when the bytes are not an image Pillow knows."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            return width * height
+    except Image.DecompressionBombError as exc:
+        size = _BOMB_SIZE.search(str(exc))
+        return int(size.group(1)) if size else None
+    except Exception:  # not an image, or a broken one: the decoder says which
+        return None
+
+
+_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
+
+
 def load_image(
     path: str | os.PathLike[str] | bytes | IO[bytes],
     *,
@@ -124,7 +141,7 @@ def load_image(
     except UnidentifiedImageError:
         raise ItemError("not an image (unrecognised or corrupt format)") from None
     except Image.DecompressionBombError as exc:  # Pillow's own check, in Image.open, for images far over the limit
-        size = re.search(r"\((\d+) pixels\)", str(exc))
+        size = _BOMB_SIZE.search(str(exc))
         pixels = f"{int(size.group(1)):,} pixels" if size else "too many pixels"
         raise ItemError(
             f"image has {pixels}, over the limit of {max_pixels:,} (a decompression bomb?); "

@@ -10,12 +10,16 @@ Images are served by row number only, never by a path from the request: each ima
 is resolved once at start-up, and one whose real path (after symlinks) lies outside the folders the
 set's sources live in is refused. Thumbnails and uploads are decoded by the one safe decoder,
 :func:`mmcli.media.images.load_image`, so an upload that is no image, is truncated or is a
-decompression bomb gets a 4xx JSON error. ``fastapi``, ``uvicorn`` and ``jinja2`` (the ``web`` extra)
+decompression bomb gets a 4xx JSON error. Uploads are bounded twice, in bytes and in decoded pixels
+(far below what a local run accepts), and decoded a few at a time on threads of their own, so a
+text query never waits for an upload's decoding. Requests naming another host than the server's
+own (DNS rebinding) get a 400. ``fastapi``, ``uvicorn`` and ``jinja2`` (the ``web`` extra)
 are imported here, never by ``mmcli --help``.
 """
 
 # (No `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time.)
 import asyncio
+import contextlib
 import io
 import ipaddress
 import itertools
@@ -26,6 +30,8 @@ import socket
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +39,8 @@ from typing import Any
 from mmcli.errors import InputError, MmcliError, UsageError, option
 from mmcli.io.inputs import discover_texts
 from mmcli.items import InputItem
-from mmcli.media.images import DEFAULT_MAX_PIXELS, is_image_path, load_image
+from mmcli.media.clips import FrameItem
+from mmcli.media.images import DEFAULT_MAX_PIXELS, claimed_pixels, is_image_path, load_image
 from mmcli.output.feature_set import read_feature_set
 from mmcli.output.npy import FeatureSet
 from mmcli.reporting import Reporter
@@ -44,6 +51,11 @@ DEFAULT_PORT = 8000
 DEFAULT_K = 10
 MAX_K = 1000
 DEFAULT_MAX_UPLOAD_MB = 20.0
+# An upload's decoded size: a 40-megapixel photo decodes to 120 MB of RGB; a 164 KB PNG can claim
+# 170 megapixels (3 GB decoded), which a local run's --max-pixels allows but a server must not.
+DEFAULT_MAX_UPLOAD_MEGAPIXELS = 40.0
+UPLOAD_DECODERS = 2  # uploads decoded at once; the rest wait their turn, holding only their bytes
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 THUMB_SIDE = 256
 THUMB_CACHE = 2048
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -79,6 +91,7 @@ class Query:
     item: InputItem
     query_id: str
     k: int
+    upload: bool = False
 
 
 @dataclass
@@ -154,16 +167,20 @@ class SearchService:
         max_batch: int = DEFAULT_MAX_BATCH,
         linger: float = DEFAULT_LINGER_S,
         max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20),
+        max_upload_pixels: int = int(DEFAULT_MAX_UPLOAD_MEGAPIXELS * 1e6),
         max_pixels: int = DEFAULT_MAX_PIXELS,
         base: Path | None = None,
     ) -> None:
         self.feature_set = feature_set
         self.encoder = encoder
         self.max_upload_bytes = max_upload_bytes
+        self.max_upload_pixels = max_upload_pixels
         self.max_pixels = max_pixels
+        self._decoders = ThreadPoolExecutor(max_workers=UPLOAD_DECODERS, thread_name_prefix="mmcli-upload")
         self.images, self.refused = resolve_images(feature_set, base=base)
         self.batcher: MicroBatcher[Query, Answer] = MicroBatcher(self._answer, max_batch=max_batch, linger=linger)
         self._numbers = itertools.count(1)
+        self.uploads_abandoned = 0  # clients that left before their upload was read
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
 
@@ -173,20 +190,39 @@ class SearchService:
 
     def close(self) -> None:
         self.batcher.close()
+        self._decoders.shutdown(wait=False, cancel_futures=True)
 
     # -- queries ---------------------------------------------------------------------------------
     def text_query(self, text: str, k: int) -> Query:
         (item,) = discover_texts([], [text])  # the item `retrieve --query TEXT` makes, id "1"
         return self._query(item, k)
 
-    def image_query(self, data: bytes, name: str, k: int) -> Query:
-        item = InputItem(id=name, modality="image", source=name, blob=_Bytes(data))
-        return self._query(item, k)
+    async def image_query(self, data: bytes, name: str, k: int) -> Query:
+        """The query of an uploaded image, decoded on the upload threads (at most
+        :data:`UPLOAD_DECODERS` at once), so the model worker gets it ready to embed."""
+        image = await asyncio.get_running_loop().run_in_executor(self._decoders, self.decode_upload, data, name)
+        return self._query(FrameItem(id=name, modality="image", source=name, image=image), k, upload=True)
 
-    def _query(self, item: InputItem, k: int) -> Query:
+    def decode_upload(self, data: bytes, name: str) -> Any:
+        """An upload's picture: refused (413) from its header when it claims more than
+        ``max_upload_pixels``, else decoded by the safe decoder (422 with the reason it cannot be)."""
+        limit = self.max_upload_pixels
+        pixels = claimed_pixels(data) or 0
+        if pixels > limit:
+            raise RequestError(
+                f"query {name}: image has {pixels:,} pixels, over this server's upload limit of {limit / 1e6:g} "
+                f"megapixels ({option('max_upload_megapixels')}): a decompression bomb, or a picture to shrink first",
+                413,
+            )
+        try:
+            return load_image(data, max_pixels=limit, min_side=getattr(self.encoder, "decode_min_side", None))
+        except MmcliError as exc:
+            raise RequestError(f"query {name}: {exc}", 422) from None
+
+    def _query(self, item: InputItem, k: int, *, upload: bool = False) -> Query:
         query_id = item.id
         item.id = f"{query_id}\x00{next(self._numbers)}"  # unique within any batch; the record keeps query_id
-        return Query(item, query_id, k)
+        return Query(item, query_id, k, upload=upload)
 
     async def ask(self, query: Query) -> Answer:
         """The query's answer, embedded and searched in a batch with the queries that came with it."""
@@ -266,16 +302,6 @@ class SearchService:
         }
 
 
-class _Bytes:
-    """An upload's bytes as an :class:`InputItem` blob."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read(self) -> bytes:
-        return self.data
-
-
 def parse_k(value: Any) -> int:
     """``k`` from a request: an integer from 1 to MAX_K, else a 400."""
     text = "" if value is None else str(value).strip()
@@ -297,13 +323,17 @@ def make_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     linger: float = DEFAULT_LINGER_S,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_upload_megapixels: float = DEFAULT_MAX_UPLOAD_MEGAPIXELS,
+    hosts: Sequence[str] = (),
     reporter: Reporter | None = None,
 ) -> Any:
     """The ASGI app (FastAPI) serving search over ``index``; the model loads here, once.
 
     ``model`` defaults to the model named in the set's records (as for ``retrieve``); an ``encoder``
     already loaded is used as it is. ``max_batch`` queries at most share a model call, gathered for up
-    to ``linger`` seconds (``max_batch=1``: no batching). Uploads over ``max_upload_mb`` get a 413.
+    to ``linger`` seconds (``max_batch=1``: no batching). Uploads over ``max_upload_mb``, or whose
+    header claims more than ``max_upload_megapixels``, get a 413. Requests must name this machine as
+    their host (``127.0.0.1``, ``localhost``, ``[::1]``) or one of ``hosts`` (``*``: any), else a 400.
     The :class:`SearchService` is ``app.state.service`` (close it when done).
     """
     from mmcli.search import index_model
@@ -314,6 +344,8 @@ def make_app(
         raise UsageError(f"{option('linger_ms')} cannot be negative")
     if not max_upload_mb > 0:
         raise UsageError(f"{option('max_upload_mb')} must be more than 0")
+    if not max_upload_megapixels > 0:
+        raise UsageError(f"{option('max_upload_megapixels')} must be more than 0")
     reporter = reporter or Reporter()
     feature_set = index if isinstance(index, FeatureSet) else read_feature_set(index)
     if len(feature_set) == 0:
@@ -325,17 +357,36 @@ def make_app(
         with reporter.loading(name):
             encoder = load_encoder(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     service = SearchService(
-        feature_set, encoder, max_batch=max_batch, linger=linger, max_upload_bytes=int(max_upload_mb * 2**20)
-    )
+        feature_set, encoder, max_batch=max_batch, linger=linger, max_upload_bytes=int(max_upload_mb * 2**20),
+        max_upload_pixels=int(max_upload_megapixels * 1e6),
+    )  # fmt: skip
     if service.refused:
         reporter.note(
             f"{service.refused} image row(s) of {feature_set.path} are not served: their files resolve "
             "outside the folders the set's sources live in"
         )
-    return _build_app(service)
+    return _build_app(service, allowed_hosts(hosts))
 
 
-def _build_app(service: SearchService) -> Any:
+def allowed_hosts(hosts: Sequence[str]) -> list[str]:
+    """The names a request may give as its ``Host``: this machine's loopback names and ``hosts``;
+    a wildcard address (``0.0.0.0``, ``::``) adds this machine's own name and addresses."""
+    names = [*LOOPBACK_NAMES]
+    for host in hosts:
+        names.append(f"[{host}]" if ":" in host and not host.startswith("[") else host)
+        if host in ("0.0.0.0", "::", "[::]"):
+            own = {socket.gethostname(), socket.getfqdn()}
+            with contextlib.suppress(OSError):
+                own |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+            names += sorted(f"[{name}]" if ":" in name else name for name in own)
+    return list(dict.fromkeys(name.lower() for name in names))
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its request was read: nobody is left to answer."""
+
+
+def _build_app(service: SearchService, hosts: list[str]) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -343,7 +394,10 @@ def _build_app(service: SearchService) -> Any:
     from starlette.exceptions import HTTPException
 
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     app = FastAPI(title="mmcli search", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)  # DNS rebinding: another name is a 400
     app.state.service = service
     feature_set = service.feature_set
 
@@ -353,6 +407,11 @@ def _build_app(service: SearchService) -> Any:
     @app.exception_handler(RequestError)
     async def _refused(request: Request, exc: RequestError) -> Any:
         return error(str(exc), exc.status)
+
+    @app.exception_handler(_ClientGone)
+    async def _gone(request: Request, exc: _ClientGone) -> Any:
+        service.uploads_abandoned += 1
+        return Response(status_code=400)  # never read by anyone; no traceback, no log line
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Any:
@@ -365,7 +424,7 @@ def _build_app(service: SearchService) -> Any:
     async def answered(query: Query) -> Answer:
         answer = await service.ask(query)
         if answer.error is not None:
-            raise RequestError(f"query {query.query_id}: {answer.error}", 422 if query.item.blob else 400)
+            raise RequestError(f"query {query.query_id}: {answer.error}", 422 if query.upload else 400)
         return answer
 
     def text_query(request: Request) -> Query:
@@ -384,7 +443,7 @@ def _build_app(service: SearchService) -> Any:
             raise RequestError("the uploaded image is empty (0 bytes)")
         k = parse_k(form.get("k") or request.query_params.get("k"))
         name = os.path.basename(upload.filename or "") or "upload"
-        return service.image_query(data, name, k)
+        return await service.image_query(data, name, k)
 
     def api_answer(answer: Answer) -> Any:
         headers = {**SECURITY_HEADERS, "X-Batch-Size": str(answer.batch_size)}
@@ -403,6 +462,7 @@ def _build_app(service: SearchService) -> Any:
         stats = {"index": str(feature_set.path), "rows": len(feature_set), "model": service.model}
         stats["images"] = len(service.images)
         stats["batching"] = service.batcher.stats
+        stats["uploads_abandoned"] = service.uploads_abandoned
         return JSONResponse(stats, headers=SECURITY_HEADERS)
 
     def page(name: str, status: int = 200, **values: Any) -> Any:
@@ -467,7 +527,7 @@ def _build_app(service: SearchService) -> Any:
 
 async def _bounded_form(request: Any, limit: int) -> Any:
     """The request's multipart form, read only while the body stays within ``limit`` bytes (else a 413)."""
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
 
     too_large = RequestError(f"upload too large: the limit is {limit / 2**20:g} MB ({option('max_upload_mb')})", 413)
     length = request.headers.get("content-length")
@@ -476,10 +536,13 @@ async def _bounded_form(request: Any, limit: int) -> Any:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise RequestError("send the image as multipart/form-data, in the field 'image'", 415)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except ClientDisconnect:
+        raise _ClientGone() from None
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -538,7 +601,8 @@ def serve(
         warning = host_warning(host)
         if warning:
             print(warning, file=sys.stderr, flush=True)
-        app = make_app(index, reporter=reporter, **app_options)
+        hosts = [host, *app_options.pop("hosts", ())]  # the name the server was started with is its own
+        app = make_app(index, reporter=reporter, hosts=hosts, **app_options)
         service: SearchService = app.state.service
         try:
             reporter.note(
