@@ -108,8 +108,8 @@ def plan_update(
             if entry["path"] not in failed:
                 by_path.setdefault(entry["path"], rows)
                 by_digest.setdefault(entry["blake2b"], rows)
-        elif record.get("modality") == "text":
-            by_text.setdefault(record["source"], rows)
+        elif record.get("modality") == "text" and not record.get("source_truncated"):
+            by_text.setdefault(record["source"], rows)  # (a cut source is no text's whole: embedded again)
     plan = UpdatePlan()
     used: set[int] = set()
     for index, item in enumerate(items):

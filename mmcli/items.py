@@ -14,6 +14,11 @@ STDIN = "-"
 # their own: progress and resumed runs count the input, once, at its end marker.
 PART_MODALITIES = frozenset({"frame", "window"})
 
+# A text's ``source`` in a record (a sidecar row, a hit, an error line): its first characters, which
+# keep a paragraph whole, and a flag where more was cut; the model reads the text itself, bounded by
+# what the model can read (see mmcli.encoders.base.model_prefix).
+SOURCE_CHARS = 4096
+
 
 @dataclass
 class InputItem:
@@ -43,13 +48,24 @@ class InputItem:
         in ``fields``), then the item's extra keys, which never override the others."""
         record: dict[str, Any] = {"id": self.id, "modality": self.modality} if modality else {"id": self.id}
         record.update(fields)
-        record.setdefault("source", self.source)
+        if "source" not in record:
+            record["source"] = self.shown_source
+            if self.shown_source is not self.source:
+                record["source_truncated"] = True
         reserved = {*record, "id", "modality", "source"}
         record.update((k, v) for k, v in self.extra.items() if k not in reserved)
         return record
 
     def error_record(self, message: str) -> dict[str, Any]:
-        return {"id": self.id, "source": self.source, "error": message}
+        cut = {"source_truncated": True} if self.shown_source is not self.source else {}
+        return {"id": self.id, "source": self.shown_source, **cut, "error": message}
+
+    @property
+    def shown_source(self) -> str:
+        """``source`` as records and messages carry it: a text's first :data:`SOURCE_CHARS` characters."""
+        if self.modality == "text" and isinstance(self.source, str) and len(self.source) > SOURCE_CHARS:
+            return self.source[:SOURCE_CHARS]
+        return self.source
 
 
 def path_sort_key(path: str) -> list[str]:

@@ -134,6 +134,7 @@ class Queries:
     texts: list[str] = field(default_factory=list)
     vectors: np.ndarray | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
+    note: str | None = None  # texts longer than the model reads, said once
 
 
 def embed_queries(
@@ -205,17 +206,22 @@ def embed_queries(
                     f"model {name!r} cannot embed {modality} queries; it embeds {', '.join(sorted(encoder.modalities))}"
                 )
         rows = []
+        cut_before = encoder.texts_cut
         for batch in embed_items(items, encoder, batch_size=batch_size):
             for outcome in batch:
                 if outcome.error:
-                    record = {"query_id": outcome.item.id, "query": outcome.item.source, "error": outcome.error}
+                    record = {"query_id": outcome.item.id, "query": outcome.item.shown_source, "error": outcome.error}
                     found.failures.append(record)
                 else:
                     found.ids.append(outcome.item.id)
-                    found.texts.append(outcome.item.source)
+                    found.texts.append(outcome.item.shown_source)
                     rows.append(outcome.value)
         if rows:
             blocks.append(np.stack(rows))
+        if encoder.texts_cut > cut_before:
+            from mmcli.extract import texts_cut_note
+
+            found.note = texts_cut_note(encoder, encoder.texts_cut - cut_before)
     width = feature_set.vectors.shape[1]
     found.vectors = np.concatenate(blocks) if blocks else np.zeros((0, width), np.float32)
     if not found.ids and not found.failures:

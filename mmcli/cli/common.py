@@ -160,7 +160,7 @@ class CommandReporter(Reporter):
         note(message, quiet=self.quiet)
 
     def skipped(self, item: Any, error: str) -> None:
-        message = f"mmcli: skipping {item.source}: {error}"
+        message = f"mmcli: skipping {getattr(item, 'shown_source', item.source)}: {error}"
         write = getattr(self._bar, "write", None)  # through a showing bar, so the bar is not torn
         if write is not None:
             write(message, file=sys.stderr)

@@ -121,6 +121,8 @@ def retrieve(
     )
     for failure in found.failures:
         print(f"mmcli: skipping query {failure['query']}: {failure['error']}", file=sys.stderr)
+    if found.note:
+        note(found.note, quiet=quiet)
     row_of = {record_id: row for row, record_id in enumerate(feature_set.ids)} if exclude_self else {}
     result = search_set(
         feature_set,
