@@ -46,9 +46,12 @@ def text_lines(lines: Iterable[str], name: str, *, paths: bool = False) -> Itera
     """``(line_number, line)`` of a text stream, refusing bytes that are not UTF-8 with the line that
     holds them: files read with ``errors="surrogateescape"`` carry them as surrogates; a strictly
     decoded stream (stdin) fails in whole blocks, with no line to name. A list of ``paths`` keeps
-    such bytes (a file name may hold them) and refuses only a stream that cannot be decoded at all."""
+    such bytes (a file name may hold them) and refuses only a stream that cannot be decoded at all.
+    A byte-order mark before the first line (Windows editors write one) is not part of it."""
     try:
         for number, line in enumerate(lines, start=1):
+            if number == 1:
+                line = line.removeprefix("\ufeff")
             undecodable = None if paths else _UNDECODABLE.search(line)
             if undecodable is not None:
                 byte = ord(undecodable.group()) - 0xDC00

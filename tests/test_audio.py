@@ -106,6 +106,30 @@ def test_bad_files_are_item_errors(tmp_path):
                 list(reader.chunks())
 
 
+def _with_data_size(wav: bytes, size: int) -> bytes:
+    """``wav`` with its data chunk's size field set to ``size`` (the samples themselves unchanged)."""
+    at = wav.index(b"data") + 4
+    return wav[:at] + size.to_bytes(4, "little") + wav[at + 4 :]
+
+
+def test_a_wav_whose_header_claims_more_than_it_holds_is_truncated(run_mmcli, clap, tmp_path):
+    whole = write_wav(tmp_path / "whole.wav", speech_like(1.0, RATE), RATE).read_bytes()
+    liar = tmp_path / "liar.wav"
+    liar.write_bytes(_with_data_size(whole, RATE * 2 * 36_000))  # ten hours claimed, one second there
+    piped = tmp_path / "piped.wav"
+    piped.write_bytes(_with_data_size(whole, 0xFFFFFFFF))  # a writer to a pipe: length unknown
+    for path, cut in ((tmp_path / "whole.wav", False), (liar, True), (piped, False)):
+        for source in (str(path), path.read_bytes()):  # a file, and a shard member's bytes
+            with AudioReader(source, RATE) as reader:
+                assert sum(len(chunk) for chunk in reader.chunks()) == RATE
+            assert reader.truncated is cut, (path.name, type(source))
+    out = tmp_path / "sounds.npy"
+    run = run_mmcli("extract-features", tmp_path / "whole.wav", liar, "--model", clap[0], "-o", out)
+    assert run.returncode == 0, run.stderr
+    pooled = {r["id"]: r for r in read_feature_set(out).records if r.get("pool")}
+    assert pooled[str(liar)]["truncated"] is True and "truncated" not in pooled[str(tmp_path / "whole.wav")]
+
+
 def test_windows_of_a_two_hour_stream_hold_about_one_window_in_memory():
     rate, seconds = 16_000, 2 * 3600
     chunk = np.ones(4096, np.float32)

@@ -34,6 +34,7 @@ from PIL import Image
 
 from mmcli.errors import ItemError
 from mmcli.media.images import load_image
+from mmcli.output.feature_set import read_feature_set
 
 ORIENTATION = 0x0112
 RED = (255, 0, 0)
@@ -616,6 +617,62 @@ def test_sidecar_with_a_different_row_count_is_refused(run_mmcli, tmp_path):
     result = run_mmcli("retrieve", "--index", tmp_path / "index.npy", "--queries", tmp_path / "queries.npy")
     line = assert_stops_with_one_line(result, 2)
     assert "3 rows" in line and "2 records" in line, line
+
+
+def test_a_zero_byte_npy_is_one_error_line_not_aborted(run_mmcli, tmp_path):
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "empty.jsonl").write_text("")
+    write_feature_set(tmp_path / "queries.npy", np.ones((1, 8), np.float32))
+    for args in (["retrieve", "--index", tmp_path / "empty.npy", "--queries", tmp_path / "queries.npy"],
+                 ["fuse", tmp_path / "empty.npy", tmp_path / "queries.npy", "-o", tmp_path / "f.npy"],
+                 ["index", "build", tmp_path / "empty.npy"]):  # fmt: skip
+        result = run_mmcli(*args)
+        line = assert_stops_with_one_line(result, 2)
+        assert "empty.npy" in line and "empty or cut short" in line and "Aborted" not in result.stderr, line
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_text_query_label_or_path(run_mmcli, tiny_models, photos, tmp_path):
+    bom = "\ufeff"
+    texts = tmp_path / "input-texts.txt"
+    texts.write_text(bom + "a red cat\na dog\n", encoding="utf-8")
+    records = tmp_path / "input-records.jsonl"
+    records.write_text(bom + json.dumps({"id": "first", "caption": "a red cat"}) + "\n", encoding="utf-8")
+    clip = tiny_models["clip"]
+    for name, args in (("texts", [texts]), ("records", [records, "--field", "caption"])):
+        done = run_mmcli("extract-features", "--modality", "text", *args, "-o", tmp_path / f"{name}.npy", "-m", clip)
+        assert done.returncode == 0, done.stderr
+    plain = read_feature_set(tmp_path / "texts.npy")
+    assert plain.records[0]["source"] == "a red cat" and read_feature_set(tmp_path / "records.npy").ids == ["first"]
+    queries = tmp_path / "queries.txt"
+    queries.write_text(bom + "a red cat\n", encoding="utf-8")
+    hits = run_mmcli("retrieve", "--index", tmp_path / "texts.npy", "--queries", queries, "-k", "1")
+    assert hits.returncode == 0, hits.stderr
+    assert json.loads(hits.stdout)["query"] == "a red cat"
+    labels = tmp_path / "labels.txt"
+    labels.write_text(bom + "cat\nrocket\n", encoding="utf-8")
+    scored = run_mmcli("classify", photos / "chelsea.jpg", "--labels-file", labels, "-m", clip)
+    assert scored.returncode == 0, scored.stderr
+    assert set(json.loads(scored.stdout)["scores"]) == {"cat", "rocket"}
+    paths = tmp_path / "paths.txt"
+    paths.write_text(bom + f"{photos / 'chelsea.jpg'}\n", encoding="utf-8")
+    listed = run_mmcli("extract-features", "-", "-o", tmp_path / "listed.npy", "-m", clip, input=paths.read_text())
+    assert listed.returncode == 0, listed.stderr
+    assert read_feature_set(tmp_path / "listed.npy").records[0]["source"] == str(photos / "chelsea.jpg")
+
+
+def test_a_null_parquet_text_is_an_error_record_naming_its_row(run_mmcli, tiny_models, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "texts.parquet"
+    pq.write_table(pa.table({"caption": ["a cat", None, "a dog"]}), table)
+    out = tmp_path / "t.npy"
+    done = run_mmcli("extract-features", "--modality", "text", table, "--text-column", "caption", "-o", out,
+                     "-m", tiny_models["clip"])  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    (error,) = [json.loads(line) for line in (tmp_path / "t.errors.jsonl").read_text().splitlines()]
+    assert error["source"] == f"{table}:1" and error["error"] == "no text in column 'caption' (null)", error
+    assert [r["source"] for r in read_feature_set(out).records] == ["a cat", "a dog"]
 
 
 def test_broken_jsonl_queries_name_the_line(run_mmcli, extracted, tmp_path):

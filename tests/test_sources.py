@@ -180,6 +180,35 @@ def test_a_corrupt_member_and_a_truncated_shard_are_error_records(run_mmcli, tin
     assert errors[str(cut)]["source"] == str(cut) and "shard" in errors[str(cut)]["error"]
 
 
+def test_links_and_devices_in_a_shard_are_error_records_not_silent_losses(
+    run_mmcli, tiny_models, photos, loose, tmp_path
+):
+    shard = tmp_path / "links.tar"
+    with tarfile.open(shard, "w") as archive:
+        for key, members in [sample(photos, 0)]:
+            for extension, data in members.items():
+                add_member(archive, f"{key}.{extension}", data)
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        archive.addfile(folder)  # a folder entry is no sample, and no error
+        for name, kind, target in [("sym.jpg", tarfile.SYMTYPE, f"{KEYS[0]}.jpg"),
+                                   ("hard.jpg", tarfile.LNKTYPE, f"{KEYS[0]}.jpg"), ("dev.jpg", tarfile.CHRTYPE, ""),
+                                   ("fifo.jpg", tarfile.FIFOTYPE, "")]:  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            archive.addfile(info)
+    result, feature_set = extract(run_mmcli, tiny_models, tmp_path / "e.npy", shard)
+    assert result.returncode == 1, result.stderr
+    assert feature_set.ids == [KEYS[0]] and np.abs(feature_set.vectors - loose.vectors[:1]).max() < 1e-6
+    errors = {e["id"]: e["error"] for e in map(json.loads, (tmp_path / "e.errors.jsonl").read_text().splitlines())}
+    assert errors == {
+        "sym": f"member sym.jpg is a symbolic link (to {KEYS[0]}.jpg), not a regular file",
+        "hard": f"member hard.jpg is a hard link (to {KEYS[0]}.jpg), not a regular file",
+        "dev": "member dev.jpg is a device, not a regular file",
+        "fifo": "member fifo.jpg is a FIFO, not a regular file",
+    }
+
+
 def test_a_video_in_a_shard_is_spooled_and_embedded_like_the_file(run_mmcli, tiny_models, tmp_path):
     from test_video_extract import scenes
     from test_video_media import write_video

@@ -171,9 +171,12 @@ def parquet_items(
                 }
                 text = values.get(columns.text) if columns.text else None
                 if text_mode:
-                    item = InputItem(id=item_id, modality="text", source=str(text), text=text, extra=extra)
-                    if not isinstance(text, str):
-                        item.error = f"no text in column {columns.text!r}"
+                    if isinstance(text, str):
+                        item = InputItem(id=item_id, modality="text", source=text, text=text, extra=extra)
+                    else:  # the row's place names it, not the text it lacks
+                        what = "null" if text is None else f"a {type(text).__name__}, not a text"
+                        item = InputItem(id=item_id, modality="text", source=f"{table}:{row}", extra=extra,
+                                         error=f"no text in column {columns.text!r} ({what})")  # fmt: skip
                 else:
                     if isinstance(text, str):
                         extra["text"] = text

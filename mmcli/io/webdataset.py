@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmcli.errors import ItemError, UsageError
 from mmcli.io.remote import ByteRange, open_binary, reading_error, suffix_of
 from mmcli.items import InputItem
 from mmcli.media.images import IMAGE_EXTENSIONS
 from mmcli.media.video import VIDEO_EXTENSIONS
+
+if TYPE_CHECKING:
+    import tarfile
 
 TAR_SUFFIX = ".tar"
 
@@ -78,7 +81,7 @@ def webdataset_items(
             with tarfile.open(fileobj=handle, mode="r:") as archive:
                 while (member := archive.next()) is not None:
                     archive.members.clear()  # TarFile keeps every header it reads; an index of offsets is enough
-                    if not member.isfile():
+                    if member.isdir():
                         continue
                     member_key, extension = split_key(member.name)
                     if member_key is None:
@@ -86,6 +89,9 @@ def webdataset_items(
                     if member_key != key:
                         yield from finished()
                         key, current = member_key, {}
+                    if not member.isfile():  # a link or device has no bytes of its own: the sample cannot be read
+                        current.setdefault("!", f"member {member.name} is {_kind(member)}, not a regular file")
+                        continue
                     if extension in current:
                         current["!"] = f"duplicate member {member.name}"
                     if extension in ("txt", "json"):
@@ -103,6 +109,16 @@ def webdataset_items(
             )
             return
     yield from finished()
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return f"a symbolic link (to {member.linkname})"
+    if member.islnk():
+        return f"a hard link (to {member.linkname})"
+    if member.ischr() or member.isblk():
+        return "a device"
+    return "a FIFO" if member.isfifo() else "not a file"
 
 
 def _sample_item(

@@ -136,6 +136,7 @@ class AudioReader:
         self.truncated = False
         self._av = av
         opened: Any = io.BytesIO(source) if isinstance(source, bytes) else _local_path(source)
+        self._opened = opened
         try:
             self._container = av.open(opened, mode="r", metadata_errors="ignore")
         except av.FFmpegError as exc:
@@ -171,6 +172,8 @@ class AudioReader:
                         yield chunk.astype(np.float32, copy=False)
                     if left == 0:
                         return
+            if "wav" in self._container.format.name.split(",") and _riff_cut_short(self._opened):
+                self.truncated = True  # FFmpeg decodes the bytes there are and says nothing of the rest
         except av.FFmpegError as exc:
             if not self.samples:
                 raise ItemError(_describe(exc)) from None
@@ -188,6 +191,34 @@ class AudioReader:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _riff_cut_short(opened: Any) -> bool:
+    """Whether a RIFF/WAVE file's ``data`` chunk claims more bytes than the file holds: a header
+    written for a longer recording than the one there (sizes 0 and 0xFFFFFFFF mean "unknown", as a
+    writer streaming to a pipe leaves them, and are not a shortfall)."""
+    try:
+        handle = opened if hasattr(opened, "read") else open(opened, "rb")  # (closed below unless given)
+    except OSError:
+        return False
+    try:
+        handle.seek(0)
+        head = handle.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return False
+        while len(chunk := handle.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                start = handle.tell()
+                available = handle.seek(0, io.SEEK_END) - start
+                return size not in (0, 0xFFFFFFFF) and size > available
+            handle.seek(size + (size & 1), io.SEEK_CUR)
+        return False
+    except OSError:
+        return False
+    finally:
+        if handle is not opened:
+            handle.close()
 
 
 def decode_audio(source: str | bytes, rate: int, *, start: float = 0.0, end: float | None = None) -> np.ndarray:

@@ -81,6 +81,8 @@ def read_npy(npy: Path, *, mmap: bool = True) -> FeatureSet:
         vectors = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
         raise InputError(f"{npy}: not a plain numeric .npy file ({exc})") from None
+    except EOFError:  # (which the command line would take for Ctrl-D and answer "Aborted.")
+        raise InputError(f"{npy}: empty or cut short before its header ends; not a .npy file") from None
     except OSError as exc:
         raise InputError(f"{npy}: cannot read ({exc})") from None
     if vectors.ndim != 2:

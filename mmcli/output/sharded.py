@@ -154,8 +154,9 @@ class ShardedVectors:
             path = self.paths[number]
             try:
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise InputError(f"part {path.name} of {path.parent}: cannot read ({exc})") from None
+            except (OSError, ValueError, EOFError) as exc:
+                reason = str(exc) if not isinstance(exc, EOFError) else "empty or cut short before its header ends"
+                raise InputError(f"part {path.name} of {path.parent}: cannot read ({reason})") from None
             self._parts[number] = array
         return array
 
