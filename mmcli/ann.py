@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from mmcli.errors import InputError, OutputExists, UsageError, option
+from mmcli.errors import InputError, OutputExists, UsageError, install_hint, option
 from mmcli.output.atomic import publish, settle, temporary_sibling
 from mmcli.output.destination import writing
 from mmcli.output.feature_set import check_rows, read_feature_set
 from mmcli.retrieval import SearchResult
 
 KINDS = ("ivf", "hnsw")
+TRAINING_ROWS_PER_LIST = 39  # the fewest rows a list trains on without faiss's warning
 ADD_CHUNK = 65_536
 DEFAULT_EF = 128  # HNSW search breadth (faiss's own default, 16, gives poor recall)
 
@@ -32,7 +33,7 @@ def faiss_module() -> Any:
     try:
         import faiss
     except ImportError:
-        raise UsageError("approximate search needs faiss: pip install 'mmcli[ann]' (or faiss-cpu)") from None
+        raise UsageError(f"approximate search needs faiss: {install_hint('ann')}") from None
     return faiss
 
 
@@ -62,7 +63,7 @@ def _fingerprint(npy: Path, vectors: np.ndarray) -> dict[str, Any]:
 def default_nlist(rows: int) -> int:
     """About sqrt(N) lists (at least 39 training rows each, as faiss asks): k-means training stays
     cheap on a CPU, and one list in 16 still covers only ~6% of the rows per query."""
-    return max(1, min(int(math.sqrt(rows)), rows // 39))
+    return max(1, min(int(math.sqrt(rows)), rows // TRAINING_ROWS_PER_LIST))
 
 
 def default_nprobe(nlist: int) -> int:

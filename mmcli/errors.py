@@ -59,6 +59,24 @@ class MissingScores(UsageError):
 _OPTION_STYLE: ContextVar[str] = ContextVar("mmcli_option_style", default="parameter")
 
 
+# The packages of each optional extra (pyproject.toml's), named in messages by their own names: the
+# name "mmcli" on the package index belongs to another project, so "pip install 'mmcli[audio]'" would
+# install something else; from mmcli's source folder, the extra itself works.
+EXTRA_PACKAGES = {
+    "ann": "faiss-cpu",
+    "scale": "pyarrow fsspec s3fs",
+    "ray": "'ray[data]' pyarrow fsspec s3fs",
+    "web": "jinja2 fastapi uvicorn python-multipart",
+    "train": "peft",
+    "audio": "av",
+}
+
+
+def install_hint(extra: str) -> str:
+    """How to install ``extra``: ``pip install PACKAGES (or, in mmcli's source folder, pip install '.[EXTRA]')``."""
+    return f"pip install {EXTRA_PACKAGES[extra]} (or, in mmcli's source folder, pip install '.[{extra}]')"
+
+
 def option(name: str, value: object = None) -> str:
     """How a message names the setting ``name`` (a library parameter such as ``save_index``), with its
     ``value`` if given: as the parameter (``ann='faiss'``) for Python callers, as its flag

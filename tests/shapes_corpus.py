@@ -88,9 +88,11 @@ def build_word_blip(folder: Path, hidden: int = 64, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":  # python tests/shapes_corpus.py DIR: a corpus and a model to try training on
-    import sys
+    import argparse
 
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "shapes")
+    parser = argparse.ArgumentParser(description="Write a captioning corpus and a word-level BLIP to train on.")
+    parser.add_argument("folder", nargs="?", default="shapes", help="where to write them (default: shapes)")
+    root = Path(parser.parse_args().folder)
     write_corpus(root, 1500, seed=1, name="train")
     write_corpus(root, 60, seed=2, name="val")
     build_word_blip(root / "word-blip")

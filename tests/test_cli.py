@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,17 @@ def test_help_lists_subcommands_without_importing_torch():
     assert "extract-features" in result.stdout
     assert "Embed images, videos, audio and texts" in result.stdout
     assert "HEAVY []" in result.stdout
+
+
+def test_the_top_help_lists_commands_in_the_readmes_order_with_examples(run_mmcli):
+    shown = run_mmcli("--help", env={"COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    listed = re.findall(r"^│ ([a-z][a-z-]+) ", shown.stdout, re.MULTILINE)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = list(dict.fromkeys(re.findall(r"^### `mmcli ([a-z-]+)", readme, re.MULTILINE)))
+    assert [name for name in listed if name in documented] == documented, (listed, documented)
+    assert set(documented) <= set(listed)
+    assert "Examples:" in shown.stdout and "mmcli caption examples/photos/chelsea.jpg" in shown.stdout
 
 
 def test_every_command_has_help_with_an_example(run_mmcli):
@@ -613,3 +625,59 @@ def test_batches_of_files_are_full_however_slowly_frames_come_and_a_stream_ships
                          input=f"{video}\n")  # fmt: skip
     assert streamed.returncode == 0, streamed.stderr
     assert sum(sizes) == 10 and max(sizes) < 4, sizes
+
+
+def test_each_model_variable_the_readme_names_sets_its_commands_model(run_mmcli, tiny_models, photos, tmp_path):
+    from audio_media import speech_like, write_wav
+
+    photo = photos / "chelsea.jpg"
+    speech = write_wav(tmp_path / "talk.wav", speech_like(2.0, 16000), 16000)
+    runs = {
+        "MMCLI_MODEL": (["extract-features", photo, "-o", tmp_path / "f.npy"], "clip", tmp_path / "f.jsonl"),
+        "MMCLI_CAPTION_MODEL": (["caption", photo, "--max-new-tokens", "2"], "blip", None),
+        "MMCLI_SPEECH_MODEL": (["transcribe", speech], "whisper", None),
+    }
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for variable, (args, model, sidecar) in runs.items():
+        assert f"`{variable}`" in readme, variable
+        done = run_mmcli(*args, env={variable: str(tiny_models[model])})
+        assert done.returncode == 0, (variable, done.stderr)
+        lines = (sidecar.read_text() if sidecar else done.stdout).splitlines()
+        assert json.loads(lines[0])["model"] == str(tiny_models[model]), (variable, lines[0])
+
+
+def test_summaries_count_in_the_singular_and_the_corpus_script_has_help(run_mmcli, tiny_models, photos, tmp_path):
+    from audio_media import speech_like, write_wav
+
+    speech = write_wav(tmp_path / "one.wav", speech_like(2.0, 16000), 16000)
+    said = run_mmcli("transcribe", speech, "-m", tiny_models["whisper"])
+    segments = len(said.stdout.splitlines())
+    assert f"transcribed 1 recording into {segments} segment{'' if segments == 1 else 's'}" in said.stderr
+    labelled = run_mmcli("classify", photos / "coffee.jpg", "--labels", "cat", "-m", tiny_models["clip"])
+    assert "classified 1 input into 1 label" in labelled.stderr and "1 labels" not in labelled.stderr
+    helped = subprocess.run([sys.executable, "tests/shapes_corpus.py", "--help"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent, timeout=120)  # fmt: skip
+    assert helped.returncode == 0 and "usage:" in helped.stdout
+    assert not (Path(__file__).resolve().parent.parent / "--help").exists()
+
+
+def test_install_hints_name_packages_that_exist_not_another_projects_mmcli(
+    run_mmcli, tiny_models, tmp_path, monkeypatch
+):
+    import tomllib
+
+    from mmcli.errors import EXTRA_PACKAGES
+
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra, packages in EXTRA_PACKAGES.items():
+        declared = {re.split(r"[<>=\[]", requirement)[0] for requirement in extras[extra]}
+        assert {re.split(r"[\[]", name.strip("'"))[0] for name in packages.split()} == declared, extra
+    for source in (root / "mmcli").rglob("*.py"):
+        for line in source.read_text().splitlines():
+            assert "install 'mmcli[" not in line or line.lstrip().startswith("#"), (source, line)
+    monkeypatch.setitem(sys.modules, "av", None)  # PyAV not installed
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    missing = run_mmcli("transcribe", tmp_path / "a.wav", "-m", tiny_models["whisper"])
+    assert missing.returncode == 2, missing.stderr
+    assert "pip install av (or, in mmcli's source folder, pip install '.[audio]')" in missing.stderr

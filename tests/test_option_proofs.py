@@ -531,7 +531,7 @@ def test_classify_output_and_overwrite(run_mmcli, tiny_models, photos, tmp_path)
 
 def test_classify_quiet_silences_the_summary(run_mmcli, tiny_models, photos):
     args = ["classify", photos / "coffee.jpg", "--labels", "cat,dog", "--model", tiny_models["clip"]]
-    assert "mmcli: classified into 2 labels" in run_mmcli(*args).stderr
+    assert "mmcli: classified 1 input into 2 labels" in run_mmcli(*args).stderr
     assert run_mmcli(*args, "-q").stderr == ""
 
 

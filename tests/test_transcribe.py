@@ -65,7 +65,7 @@ def test_segments_are_the_reference_usage_window_by_window(run_mmcli, whisper, t
     assert {r["source"] for r in found} == {str(path)} and {r["model"] for r in found} == {str(whisper[0])}
     assert found[0]["id"] == f"{path}#t={found[0]['t']:.3f},{found[0]['end']:.3f}"
     assert any(r["t"] >= 60 for r in found) and max(r["end"] for r in found) <= 65.0  # the short last window
-    assert f"transcribed 1 recording into {len(found)} segments" in run.stderr
+    assert f"transcribed 1 recording into {len(found)} segment{'s' if len(found) != 1 else ''}" in run.stderr
 
 
 def test_windows_of_several_recordings_share_batches(run_mmcli, whisper, tmp_path, monkeypatch):

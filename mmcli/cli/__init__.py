@@ -30,11 +30,26 @@ from mmcli.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES
 from mmcli.cli.transcribe import transcribe
 from mmcli.cli.warm import app as warm_app
 
+EXAMPLES = """\
+Examples:
+
+  mmcli caption examples/photos/chelsea.jpg
+
+  mmcli extract-features examples/photos -o photos.npy
+
+  mmcli retrieve --index photos.npy --query "a cat on a sofa" -k 3
+
+  mmcli transcribe talk.wav -o talk.jsonl
+
+  mmcli COMMAND --help    (each command's options, with examples)
+"""
+
 app = typer.Typer(
     cls=Group,
     name="mmcli",
     help="Multimodal models from the shell: embed, caption, transcribe, search and score images, video, audio, text.",
     no_args_is_help=True,
+    epilog=EXAMPLES,
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -56,18 +71,23 @@ def root(
     """Multimodal models from the shell: embed, caption, transcribe, search and score images, video, audio, text."""
 
 
+# In the order the README documents them: the main job first, then embedding and search, then the rest.
 app.command("caption", cls=Command, epilog=CAPTION_EXAMPLES)(caption)
-app.command("classify", cls=Command, epilog=CLASSIFY_EXAMPLES)(classify)
 app.command("extract-features", cls=Command, epilog=EXTRACT_EXAMPLES)(extract_features)
-app.command("fuse", cls=Command, epilog=FUSE_EXAMPLES)(fuse)
 app.command("retrieve", cls=Command, epilog=RETRIEVE_EXAMPLES)(retrieve)
-app.command("report", cls=Command, epilog=REPORT_EXAMPLES)(report)
+app.add_typer(index_app, name="index")
 app.command("serve", cls=Command, epilog=SERVE_EXAMPLES)(serve)
 app.command("transcribe", cls=Command, epilog=TRANSCRIBE_EXAMPLES)(transcribe)
-app.add_typer(index_app, name="index")
+app.command("classify", cls=Command, epilog=CLASSIFY_EXAMPLES)(classify)
+app.command("fuse", cls=Command, epilog=FUSE_EXAMPLES)(fuse)
 app.add_typer(evaluate_app, name="evaluate")
+app.command("report", cls=Command, epilog=REPORT_EXAMPLES)(report)
 app.add_typer(train_app, name="train")
-app.add_typer(warm_app, name="warm")
+app.add_typer(
+    warm_app,
+    name="warm",
+    short_help="Keep torch and the last models loaded in a background process, so each command starts at once.",
+)
 
 
 @functools.cache

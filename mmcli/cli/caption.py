@@ -58,7 +58,7 @@ def caption(
     ] = OutputFormat.jsonl,
     model: opt.CaptionerModel = opt.DEFAULT_CAPTIONER,
     image_column: opt.ImageColumn = None,
-    text_column: opt.TextColumn = None,
+    text_column: opt.RecordTextColumn = None,
     id_column: opt.IdColumn = None,
     prompt: _generation(
         str | None, "Text prefix (BLIP, GIT), task token (Florence-2) or instruction (chat models)."

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mmcli.cli import options as opt
-from mmcli.cli.common import EXIT_ITEMS_FAILED, CommandReporter, note, quiet_libraries, reports_errors
+from mmcli.cli.common import EXIT_ITEMS_FAILED, CommandReporter, counted, note, quiet_libraries, reports_errors
 from mmcli.errors import UsageError
 
 EXAMPLES = """\
@@ -109,7 +109,7 @@ def classify(
         if stats.kept_missing:
             line += f", {stats.kept_missing} records of vanished files kept"
     else:
-        line = f"classified into {result.labels} labels"
+        line = f"classified {counted(result.classified, 'input')} into {counted(result.labels, 'label')}"
     note(line + (f"; {stats.failed} failed" if stats.failed else ""), quiet=quiet)
     if stats.failed:
         raise typer.Exit(EXIT_ITEMS_FAILED)

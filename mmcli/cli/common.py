@@ -70,8 +70,18 @@ class Command(_ShownFlags, TyperCommand):
     """Every mmcli command."""
 
 
+# The order `mmcli --help` lists the commands in: the README's (the main job first, then embedding and
+# search); typer would list single commands before groups.
+COMMAND_ORDER = ("caption", "extract-features", "retrieve", "index", "serve", "transcribe", "classify", "fuse",
+                 "evaluate", "report", "train", "warm")  # fmt: skip
+
+
 class Group(_ShownFlags, TyperGroup):
     """mmcli and its command groups."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        rank = {name: place for place, name in enumerate(COMMAND_ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda name: rank.get(name, len(rank)))
 
 
 def _no_type_shown(param: Any) -> Any:
@@ -82,6 +92,11 @@ def _no_type_shown(param: Any) -> Any:
 
 def error_line(message: str) -> None:
     print(f"mmcli: error: {message}", file=sys.stderr, flush=True)
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 segment``, ``2 segments``: a count and its noun, for summary lines."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def note(message: str, *, quiet: bool = False) -> None:

@@ -30,7 +30,12 @@ def build(
         Literal["ivf", "hnsw"], typer.Option(help="ivf (fast to build) or hnsw (high recall, slow to build).")
     ] = "ivf",
     nlist: Annotated[
-        int | None, typer.Option(min=1, help="IVF lists \\[default: about 4 sqrt(rows)].", show_default=False)
+        int | None,
+        typer.Option(
+            min=1,
+            help="IVF lists \\[default: the square root of the rows, with at least 39 rows a list].",
+            show_default=False,
+        ),
     ] = None,
     m: Annotated[int, typer.Option(min=4, help="HNSW links per node.")] = 32,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,

@@ -120,8 +120,12 @@ def _batch_size(defaults: str) -> Any:
     ]
 
 
-BatchSize = _batch_size("16 on a CPU, 64 on a GPU")
+# What each kind of model takes when the user gives no batch size (tests/test_help_defaults.py holds
+# these to the classes' cpu_batch_size and gpu_batch_size).
+BatchSize = _batch_size("16 on a CPU, 64 on a GPU; audio models 8 and 64; video models that over their clip's frames")
 CaptionBatchSize = _batch_size("8 on a CPU, 32 on a GPU")
+TranscribeBatchSize = _batch_size("4 on a CPU, 32 on a GPU")
+QueryBatchSize = _batch_size("16")
 Workers = Annotated[
     int | None,
     typer.Option(
@@ -173,14 +177,20 @@ ImageColumn = Annotated[
         rich_help_panel=SOURCES,
     ),
 ]
-TextColumn = Annotated[
-    str | None,
-    typer.Option(
-        help="Column of a .parquet input holding texts: the inputs with --modality text, else carried as 'text'.",
-        show_default=False,
-        rich_help_panel=SOURCES,
-    ),
-]
+
+
+def _text_column(use: str) -> Any:
+    return Annotated[
+        str | None,
+        typer.Option(
+            help=f"Column of a .parquet input holding texts: {use}.", show_default=False, rich_help_panel=SOURCES
+        ),
+    ]
+
+
+TextColumn = _text_column("the inputs with --modality text, else carried into each record as 'text'")
+RecordTextColumn = _text_column("carried into each record as 'text'")
+CaptionColumn = _text_column("each image's caption (its training target)")
 IdColumn = Annotated[
     str | None,
     typer.Option(

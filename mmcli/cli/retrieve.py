@@ -83,7 +83,7 @@ def retrieve(
         Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)
     ] = None,
     model: opt.QueryModel = None,
-    batch_size: opt.BatchSize = 16,
+    batch_size: opt.QueryBatchSize = 16,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
     overwrite: opt.Overwrite = False,

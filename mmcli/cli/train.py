@@ -63,7 +63,7 @@ def caption(
     ) = 0.1,
     model: opt.CaptionerModel = opt.DEFAULT_CAPTIONER,
     image_column: opt.ImageColumn = None,
-    text_column: opt.TextColumn = None,
+    text_column: opt.CaptionColumn = None,
     id_column: opt.IdColumn = None,
     epochs: opt.in_panel(SCHEDULE, int, "Passes over the training pairs.", min=1) = 3,
     batch_size: opt.in_panel(SCHEDULE, int, "Pairs per forward pass.", "--batch-size", "-b", min=1) = 16,

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mmcli.cli import options as opt
-from mmcli.cli.common import EXIT_ITEMS_FAILED, CommandReporter, note, reports_errors
+from mmcli.cli.common import EXIT_ITEMS_FAILED, CommandReporter, counted, note, reports_errors
 
 EXAMPLES = """\
 Examples:
@@ -44,6 +44,7 @@ def transcribe(
             "-m",
             envvar="MMCLI_SPEECH_MODEL",
             help="Speech recognition model (Whisper family): Hugging Face id or local checkpoint folder.",
+            rich_help_panel="Model",
         ),
     ] = DEFAULT_TRANSCRIBER,
     language: Annotated[
@@ -53,7 +54,7 @@ def transcribe(
     task: Annotated[Task, typer.Option(help="transcribe: text in the spoken language; translate: in English.")] = (
         Task.transcribe
     ),
-    batch_size: opt.BatchSize = None,
+    batch_size: opt.TranscribeBatchSize = None,
     workers: opt.Workers = None,
     device: opt.DeviceOption = opt.Device.auto,
     dtype: opt.DTypeOption = opt.DType.auto,
@@ -90,8 +91,7 @@ def transcribe(
         reporter=CommandReporter(quiet=quiet, bars=bars),
     )
     stats = result.stats
-    plural = "s" if result.recordings != 1 else ""
-    line = f"transcribed {result.recordings} recording{plural} into {result.segments} segments"
+    line = f"transcribed {counted(result.recordings, 'recording')} into {counted(result.segments, 'segment')}"
     if result.without_speech:
         line += f" ({result.without_speech} with no speech)"
     note(line + (f"; {stats.failed} failed" if stats.failed else ""), quiet=quiet)

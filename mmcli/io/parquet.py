@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mmcli.errors import ItemError, UsageError, option
+from mmcli.errors import ItemError, UsageError, install_hint, option
 from mmcli.io.remote import ByteRange, is_url, open_binary, reading_error, suffix_of, url_folder
 from mmcli.items import InputItem
 from mmcli.media.video import is_video_path
@@ -92,7 +92,7 @@ def _parquet_file(handle: IO[bytes]) -> Any:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise UsageError("reading Parquet needs pyarrow: pip install 'mmcli[scale]'") from None
+        raise UsageError(f"reading Parquet needs pyarrow: {install_hint('scale')}") from None
     return pq.ParquetFile(handle)
 
 

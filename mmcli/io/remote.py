@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mmcli.errors import ItemError, UsageError
+from mmcli.errors import ItemError, UsageError, install_hint
 from mmcli.items import InputItem, path_sort_key
 from mmcli.media.images import is_image_path
 from mmcli.media.video import is_video_path
@@ -37,7 +37,7 @@ def filesystem(url: str) -> tuple[Any, str]:
     try:
         from fsspec.core import url_to_fs
     except ImportError:
-        raise UsageError(f"{url}: reading URLs needs fsspec: pip install 'mmcli[scale]'") from None
+        raise UsageError(f"{url}: reading URLs needs fsspec: {install_hint('scale')}") from None
     try:
         return url_to_fs(url)
     except ImportError as exc:

@@ -1,7 +1,7 @@
 """Audio decoding that streams: a file (or a video's soundtrack) is read, resampled to the model's rate
 and cut into windows as it goes, so a two-hour recording never sits in memory.
 
-Decoding is FFmpeg's, through PyAV (``pip install 'mmcli[audio]'``), imported only when audio is
+Decoding is FFmpeg's, through PyAV (the ``audio`` extra: ``pip install av``), imported only when audio is
 opened: WAV, FLAC, OGG/Vorbis, Opus, MP3, M4A/AAC and the audio track of any video FFmpeg reads.
 Samples are float32 at the rate the model was trained on (FFmpeg's resampler), and mono: channels
 are averaged, as ``librosa.load`` and the models' reference usage do (``ffmpeg -ac 1`` mixes at -3 dB
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mmcli.errors import ItemError, UsageError, option
+from mmcli.errors import ItemError, UsageError, install_hint, option
 from mmcli.items import InputItem
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff"})
@@ -32,7 +32,7 @@ AUDIO_END = "audio-end"  # the modality of the marker item that follows an audio
 # recording, a placeholder, a video with a muted track.
 SILENCE_PEAK = 1e-4
 _NOT_AUDIO = "not audio FFmpeg can decode (unknown format, or a corrupt or truncated file)"
-_INSTALL = "reading audio needs PyAV: pip install 'mmcli[audio]'"
+_INSTALL = f"reading audio needs PyAV: {install_hint('audio')}"
 
 
 def is_audio_path(path: str | os.PathLike[str]) -> bool:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mmcli.errors import MmcliError, UsageError, option
+from mmcli.errors import MmcliError, UsageError, install_hint, option
 from mmcli.items import PART_MODALITIES, InputItem
 from mmcli.pipeline import Outcome
 from mmcli.reporting import Reporter
@@ -64,9 +64,7 @@ def check_ray_available(cluster: RayCluster) -> None:
     try:
         import ray.data  # noqa: F401
     except ImportError:
-        raise UsageError(
-            f"{option('backend', 'ray')} needs Ray Data: pip install 'mmcli[ray]' (or pip install 'ray[data]')"
-        ) from None
+        raise UsageError(f"{option('backend', 'ray')} needs Ray Data: {install_hint('ray')}") from None
 
 
 def _prepare_environment(cluster: RayCluster) -> None:

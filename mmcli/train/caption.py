@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mmcli.errors import OutputExists, UsageError, option
+from mmcli.errors import OutputExists, UsageError, install_hint, option
 from mmcli.io.parquet import Columns
 from mmcli.output.destination import writes
 from mmcli.reporting import Reporter
@@ -256,7 +256,7 @@ def _with_lora(family: TrainableFamily, rank: int) -> Any:
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise UsageError(f"{option('lora_rank')} needs peft: pip install 'mmcli[train]'") from None
+        raise UsageError(f"{option('lora_rank')} needs peft: {install_hint('train')}") from None
     present = {name.rsplit(".", 1)[-1] for name, _ in family.model.named_modules()}
     targets = [t for t in family.lora_targets if t in present]
     if not targets:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmcli.errors import InputError, UsageError, option
+from mmcli.errors import InputError, UsageError, install_hint, option
 from mmcli.media.images import DEFAULT_MAX_PIXELS
 from mmcli.output.destination import writes
 from mmcli.web.report_model import Report
@@ -342,7 +342,7 @@ def _require_jinja() -> None:
     try:
         import jinja2  # noqa: F401
     except ImportError:
-        raise UsageError("an HTML report needs Jinja2: pip install 'mmcli[web]'") from None
+        raise UsageError(f"an HTML report needs Jinja2: {install_hint('web')}") from None
 
 
 def render_html(report: Report) -> str:
