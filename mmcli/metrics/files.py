@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmcli.errors import IdMismatch, InputError, MissingScores, UsageError, option
-from mmcli.metrics.captions import ALL_METRICS, CaptionScores, evaluate_captions
+from mmcli.metrics.captions import CaptionScores, evaluate_captions
 from mmcli.metrics.classification import ClassificationScores, evaluate_classification
 from mmcli.metrics.retrieval import DEFAULT_KS, RetrievalScores, cross_modal_recall, evaluate_rankings
 
@@ -206,7 +206,7 @@ def read_caption_references(path: PathLike) -> dict[str, list[str]]:
 def evaluate_caption_files(
     predictions: PathLike,
     references: PathLike,
-    metrics: Sequence[str] = ALL_METRICS,
+    metrics: Sequence[str] | None = None,
     *,
     images: PathLike | None = None,
     model: str | None = None,

