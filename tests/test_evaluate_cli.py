@@ -74,9 +74,19 @@ def test_cross_modal_protocol_from_feature_sets(tmp_path, run_mmcli):
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)["metrics"]
     # text->image: t0 r1, t1 (own img1 scores 0.2 < 0.8) r2, t2 r1, t3 (img0 0.6 first) r2
-    assert metrics["text->image R@1"] == pytest.approx(50.0)
-    assert metrics["text->image R@5"] == pytest.approx(100.0)
-    assert metrics["image->text R@1"] == pytest.approx(100.0)
+    assert metrics["text->image R@1"] == pytest.approx(0.5)  # fractions, as --results/--qrels gives them
+    assert metrics["text->image R@5"] == pytest.approx(1.0)
+    assert metrics["image->text R@1"] == pytest.approx(1.0)
+    # The same text->image queries as retrieve results and qrels: the same R@1, on the same scale.
+    run = write_jsonl(tmp_path / "run.jsonl", [
+        {"query_id": f"t{i}", "query": "s", "hits": [{"rank": r + 1, "id": f"img{int(row)}"}
+                                                     for r, row in enumerate(np.argsort(-texts[i] @ np.eye(3)))]}
+        for i in range(4)])  # fmt: skip
+    qrels = write_jsonl(
+        tmp_path / "qrels.jsonl", [{"query_id": f"t{i}", "relevant": [o]} for i, o in enumerate(owners)]
+    )
+    other = run_mmcli("evaluate", "retrieval", "--results", run, "--qrels", qrels, "--top-k", "1")
+    assert json.loads(other.stdout)["metrics"]["R@1"] == metrics["text->image R@1"]
 
 
 def test_caption_metrics_without_java(tmp_path, run_mmcli, monkeypatch):

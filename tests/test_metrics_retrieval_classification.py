@@ -51,10 +51,10 @@ def test_cross_modal_recall_with_several_captions_per_image():
     result = cross_modal_recall(images, texts, owner, ks=(1, 2))
     # image->text: image 0 best text is 0 (own) -> rank 1; image 1 scores [0,.1,.2,0,.4]: text 4 first -> 1;
     # image 2 scores [0,0,.8,1,0]: text 3 (own) first -> 1.
-    assert result["image->text R@1"] == pytest.approx(100.0)
+    assert result["image->text R@1"] == pytest.approx(1.0)
     # text->image: t0->img0 r1; t1->img0 r1; t2 [0,.2,.8] own img1 -> r2; t3 -> img2 r1; t4 [.6,.4,0] own img1 -> r2.
-    assert result["text->image R@1"] == pytest.approx(60.0)
-    assert result["text->image R@2"] == pytest.approx(100.0)
+    assert result["text->image R@1"] == pytest.approx(0.6)
+    assert result["text->image R@2"] == pytest.approx(1.0)
     assert result["text->image MedR"] == 1.0
 
 

@@ -110,7 +110,8 @@ def cross_modal_recall(
     *,
     block: int = 1024,
 ) -> dict[str, float]:
-    """Image->text and text->image R@K (in %) as CLIP_benchmark and LAVIS report them.
+    """Image->text and text->image R@K as CLIP_benchmark and LAVIS compute them, as fractions (they
+    print percentages) on the scale of every other score of ``evaluate``.
 
     ``text_image[j]`` is the image row that text ``j`` describes (several texts per image). An image
     query counts as found at K if any of its texts is in the top K; a text query if its image is.
@@ -130,6 +131,6 @@ def cross_modal_recall(
     result: dict[str, float] = {}
     for name, ranks in (("image->text", i2t), ("text->image", t2i)):
         for k in ks:
-            result[f"{name} R@{k}"] = 100.0 * float(np.mean(ranks <= k))
+            result[f"{name} R@{k}"] = float(np.mean(ranks <= k))
         result[f"{name} MedR"] = float(np.median(ranks))
     return result
