@@ -78,6 +78,11 @@ def workers_note(stderr, cluster=None):
     """(inputs, batches, workers) of the note a Ray run ends with, which names the cluster it ran on."""
     found = WORKERS_NOTE.search(stderr)
     assert found, stderr
+    # Before Ray's silent start-up, the run said what it waits for.
+    waiting = re.search(r"ray: (starting a Ray on this machine|connecting to the cluster at \S+)\.\.\.\n"
+                        r"(?:.*\n)*?mmcli: ray: starting \d+ workers?, each loading the model", stderr)  # fmt: skip
+    assert waiting and waiting.end() < found.start(), stderr
+    assert waiting.group(1) == ("starting a Ray on this machine" if cluster is None else waiting.group(1)), stderr
     assert found.group(4) == (f"the cluster at {cluster}" if cluster else "a Ray started for this run"), stderr
     return tuple(int(group) for group in found.groups()[:3])
 

@@ -331,3 +331,36 @@ def test_keyframes_are_grabbed_in_one_pass_at_the_times_asked(tmp_path):
     frames = thumbs.frames(str(path), [0.0, 1.5, 99.0])
     brightness = [np.asarray(frames[t].image).mean() for t in (0.0, 1.5)]
     assert brightness[0] < 20 and 160 < brightness[1] < 200 and frames[99.0].error and len(thumbs.missing) == 1
+
+
+def test_scores_that_are_all_one_value_say_so_instead_of_an_axis_of_one_point(run_mmcli, tmp_path):
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": f"{n}.jpg", "BLEU-4": 0.0, "CIDEr": 0.0}) + "\n" for n in range(4)))
+    out = tmp_path / "items.html"
+    report(run_mmcli, items, "-o", out, "--metric", "BLEU-4")
+    page = Page(out.read_text())
+    assert "all 4 items score 0.0000" in page.all_text
+    assert not [attrs for tag, attrs in page.tags if tag == "rect"]  # no bars over a 0.0000–0.0000 axis
+
+
+def test_contact_sheet_labels_use_a_real_font_at_a_readable_size(monkeypatch):
+    from PIL import ImageFont
+
+    from mmcli.web import contact_sheet
+
+    font = contact_sheet.label_font()
+    assert isinstance(font, ImageFont.FreeTypeFont) and font.size == contact_sheet.FONT_SIZE >= 12
+    assert font.getname()[0] == "DejaVu Sans"  # the system's, as CI installs it
+    left, top, right, bottom = font.getbbox("BLEU-4 0.000")
+    assert bottom - top >= 9 and right - left > 70  # Pillow's default draws it 8 pixels high, 60 wide
+
+    truetype = ImageFont.truetype
+
+    def missing(font, *args, **kwargs):  # no font file of that name on this system; Pillow's own still loads
+        if isinstance(font, str):
+            raise OSError("cannot open resource")
+        return truetype(font, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFont, "truetype", missing)
+    fallback = contact_sheet.label_font()
+    assert isinstance(fallback, ImageFont.FreeTypeFont) and fallback.size == contact_sheet.FONT_SIZE

@@ -282,6 +282,10 @@ class RayJob:
         self._counters = dict(base)
         if not listed:
             return
+        address = self.cluster.address
+        self.reporter.note(  # Ray is silent for its first tens of seconds: say what the run waits for
+            f"ray: connecting to the cluster at {address}..." if address else "ray: starting a Ray on this machine..."
+        )
         started = connect(self.cluster)
         try:
             logging.getLogger("ray.data").setLevel(logging.ERROR)
@@ -313,6 +317,10 @@ class RayJob:
                     compute=ray.data.ActorPoolStrategy(size=self.cluster.num_workers),
                     **resources,  # (Ray Data restarts a dead actor and retries its batch by default)
                 )
+            )
+            self.reporter.note(
+                f"ray: starting {_count(self.cluster.num_workers, 'worker')}, each loading the model; the first "
+                f"batch waits until all are up (at most {actor_start_timeout():g} s, MMCLI_RAY_START_TIMEOUT)"
             )
             workers: set[str] = set()
             batches = 0

@@ -18,7 +18,11 @@ from mmcli.web.thumbnails import Thumb
 COLUMNS = 6
 PAD = 6
 LABEL_LINES = 3
-LINE_HEIGHT = 14
+FONT_SIZE = 13  # pixels: as readable as a page's small print, where Pillow's default is 10
+LINE_HEIGHT = 17
+# A real typeface where the system has it (DejaVu ships with most Linux systems and with matplotlib),
+# else the TrueType face Pillow bundles, at the same size.
+FONT_FILES = ("DejaVuSans.ttf", "Arial.ttf", "Helvetica.ttc")
 BACKGROUND = (255, 255, 255)
 PLACEHOLDER = (214, 214, 214)
 TEXT_TILE = (236, 241, 250)
@@ -104,11 +108,25 @@ def draw_contact_sheet(report: Report, *, thumb_size: int) -> Image.Image:
     columns = max(len(row) for row in rows)
     sheet = Image.new("RGB", (columns * width, len(rows) * height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
+    font = label_font()
     for y, row in enumerate(rows):
         for x, tile in enumerate(row):
             _draw_tile(sheet, draw, font, tile, x * width, y * height, thumb_size)
     return sheet
+
+
+def label_font() -> Any:
+    """The labels' font: the first of :data:`FONT_FILES` Pillow finds, else its own bundled face, at
+    :data:`FONT_SIZE` (Pillow without FreeType has only its small bitmap font)."""
+    for name in FONT_FILES:
+        try:
+            return ImageFont.truetype(name, FONT_SIZE)
+        except OSError:
+            continue
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except (ImportError, OSError, TypeError):  # no FreeType in this Pillow
+        return ImageFont.load_default()
 
 
 def _draw_tile(sheet: Image.Image, draw: Any, font: Any, tile: Tile, left: int, top: int, size: int) -> None:

@@ -264,11 +264,14 @@ def _evaluate(records: list[dict[str, Any]], thumbs: Thumbnails, report: Report,
 
 def histogram(scores: Sequence[float], bins: int = HISTOGRAM_BINS, width: int = 480, height: int = 160) -> dict:
     """Bars of an inline SVG histogram of ``scores``: ``{"width", "height", "bars": [{x, y, w, h, low,
-    high, count}]}``, the bars' geometry in the SVG's own units."""
+    high, count}]}``, the bars' geometry in the SVG's own units. Scores that are all one value have no
+    spread to draw: no bars, and ``same`` (how many) says so."""
     if not scores:
-        return {"width": width, "height": height, "bars": [], "low": None, "high": None}
+        return {"width": width, "height": height, "bars": [], "low": None, "high": None, "same": 0}
     low, high = min(scores), max(scores)
-    span = high - low or 1.0
+    if low == high:
+        return {"width": width, "height": height, "bars": [], "low": low, "high": high, "same": len(scores)}
+    span = high - low
     counts = [0] * bins
     for score in scores:
         counts[min(bins - 1, int((score - low) / span * bins))] += 1
@@ -289,7 +292,7 @@ def histogram(scores: Sequence[float], bins: int = HISTOGRAM_BINS, width: int = 
                 "count": count,
             }
         )
-    return {"width": width, "height": height, "bars": bars, "low": low, "high": high}
+    return {"width": width, "height": height, "bars": bars, "low": low, "high": high, "same": 0}
 
 
 def build_report(
