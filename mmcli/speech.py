@@ -65,17 +65,28 @@ class Transcriber(LoadedModel):
         self.audio_window = float(features.chunk_length)
 
     def preprocess_audio(self, samples: np.ndarray) -> dict[str, torch.Tensor]:
-        """One window -> the model's input features, batch dimension 1 (thread-safe)."""
-        features = self.processor.feature_extractor(samples, sampling_rate=self.audio_rate, return_tensors="pt")
-        return {"input_features": features["input_features"]}
+        """One piece of a recording -> the model's input features, batch dimension 1 (thread-safe): a
+        piece of one window padded to it, as Whisper reads short audio; a longer one whole, with its
+        attention mask, as its sequential long-form decoding reads it."""
+        extractor = self.processor.feature_extractor
+        if not self.long_form(len(samples)):
+            features = extractor(samples, sampling_rate=self.audio_rate, return_tensors="pt")
+            return {"input_features": features["input_features"]}
+        features = extractor(samples, sampling_rate=self.audio_rate, return_tensors="pt", truncation=False,
+                             padding="longest", return_attention_mask=True)  # fmt: skip
+        return {"input_features": features["input_features"], "attention_mask": features["attention_mask"]}
+
+    def long_form(self, samples: int) -> bool:
+        """Whether a piece of ``samples`` is longer than one window: decoded by long-form generation."""
+        return samples > self.audio_window * self.audio_rate
 
     def transcribe(
         self, inputs: Sequence[dict[str, torch.Tensor]], durations: Sequence[float], *, language: str | None = None,
         task: str = "transcribe",
     ) -> list[list[Segment]]:  # fmt: skip
-        """The segments of each window (times from the window's start, none past its ``durations``)."""
-        from mmcli.encoders.base import collate
-
+        """The segments of each piece (times from the piece's start, none past its ``durations``). Pieces
+        longer than one window go through Whisper's sequential long-form generation: each next window
+        starts where the last whole segment ended, so speech across a 30 s boundary is not cut."""
         kwargs: dict[str, Any] = {"return_timestamps": True}
         if task != "transcribe":  # the default; English-only checkpoints refuse to be told any task
             kwargs["task"] = task
@@ -84,9 +95,9 @@ class Transcriber(LoadedModel):
         import torch
 
         with torch.inference_mode():
-            batch = self.to_device(collate(inputs))
+            batch = self.to_device(_padded(inputs))
             try:
-                generated = self.model.generate(input_features=batch["input_features"], **kwargs)
+                generated = self.model.generate(**batch, **kwargs)
             except ValueError as exc:  # an unknown language, a task the checkpoint lacks
                 raise UsageError(f"model {self.name!r}: {exc}") from None
         sequences = getattr(generated, "sequences", generated)
@@ -94,6 +105,23 @@ class Transcriber(LoadedModel):
         # one at a time: the tokenizer computes offsets for a single sequence (a list) only
         decoded = [tokenizer.decode(row.tolist(), skip_special_tokens=True, output_offsets=True) for row in sequences]
         return [_segments(piece, duration) for piece, duration in zip(decoded, durations, strict=True)]
+
+
+def _padded(inputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One batch of pieces: long-form features of several lengths padded to the longest (the padding
+    is masked: generation reads each piece to its own length), short ones as they are."""
+    import torch
+
+    from mmcli.encoders.base import collate
+
+    if "attention_mask" not in inputs[0]:
+        return collate(inputs)
+    frames = max(item["input_features"].shape[-1] for item in inputs)
+
+    def pad(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(tensor, (0, frames - tensor.shape[-1]))
+
+    return {key: torch.cat([pad(item[key]) for item in inputs]) for key in ("input_features", "attention_mask")}
 
 
 def _segments(decoded: dict[str, Any], duration: float) -> list[Segment]:
@@ -135,10 +163,16 @@ def load_transcriber(
     )
 
 
+# A recording is transcribed in pieces of at most this long, end to end (the last one short): each
+# piece is decoded as Whisper's own long-form generation decodes a whole recording, and holds its
+# samples (about 115 MB for 30 minutes at 16 kHz) and their features while it is decoded.
+LONG_FORM_PIECE_S = 1800.0
+
+
 def transcript_windowing(transcriber: Transcriber, start: float = 0.0, end: float | None = None) -> Windowing:
-    """The model's windows end to end, the last one short (padded by the processor), so no stretch
-    of speech is transcribed twice."""
-    return Windowing(transcriber.audio_window, None, start, end, tail="short")
+    """Pieces of :data:`LONG_FORM_PIECE_S` end to end, the last one short, so no stretch of speech is
+    transcribed twice; within a piece, Whisper's long-form decoding moves its 30 s window itself."""
+    return Windowing(max(LONG_FORM_PIECE_S, transcriber.audio_window), None, start, end, tail="short")
 
 
 def transcribe_items(
@@ -176,7 +210,7 @@ def transcribe_items(
         run,
         batch_size=batch_size or transcriber.default_batch_size,
         workers=default_workers() if workers is None else workers,
-        group=lambda item: "window" if isinstance(item, AudioWindow) else "end",
+        group=lambda item: _piece_kind(transcriber, item),
         markers=("end",),
         fatal=(UsageError,),
         linger=linger,
@@ -186,6 +220,14 @@ def transcribe_items(
                 t = float(outcome.item.extra["t"])
                 outcome.value = [Segment(t + s.t, t + s.end, s.text) for s in outcome.value]
         yield outcomes
+
+
+def _piece_kind(transcriber: Transcriber, item: InputItem) -> str:
+    """Which model call a piece joins: short pieces (one window) and long ones (long-form) apart."""
+    if not isinstance(item, AudioWindow):
+        return "end"
+    seconds = float(item.extra["end"]) - float(item.extra["t"])
+    return "long" if transcriber.long_form(round(seconds * transcriber.audio_rate)) else "window"
 
 
 def transcribe_recording(

@@ -31,22 +31,21 @@ def talk(tmp_path_factory):
 
 
 def reference_segments(whisper, samples: np.ndarray, **generate) -> list[tuple[float, float, str]]:
-    """Whisper's reference usage on each 30 s window (processor -> generate with timestamps -> decode
-    with offsets), times moved to the window's place and cut at its end."""
+    """Whisper's own usage on a whole recording: the processor (all of it, with its attention mask, when
+    longer than 30 s: sequential long-form decoding) -> generate with timestamps -> decode with offsets."""
     _, processor, model = whisper
-    segments = []
-    for start in range(0, len(samples), WINDOW * RATE):
-        window = samples[start : start + WINDOW * RATE]
-        features = processor(window, sampling_rate=RATE, return_tensors="pt").input_features
-        with torch.no_grad():
-            ids = model.generate(input_features=features, return_timestamps=True, **generate)[0]
-        decoded = processor.tokenizer.decode(ids.tolist(), skip_special_tokens=True, output_offsets=True)
-        offset, duration = start / RATE, len(window) / RATE
-        for piece in decoded["offsets"]:
-            begin, end = piece["timestamp"]
-            end = duration if end is None else min(end, duration)
-            if piece["text"].strip() and begin < duration:
-                segments.append((round(offset + begin, 6), round(offset + end, 6), piece["text"].strip()))
+    long = len(samples) > WINDOW * RATE
+    options = {"truncation": False, "padding": "longest", "return_attention_mask": True} if long else {}
+    inputs = processor(samples, sampling_rate=RATE, return_tensors="pt", **options)
+    with torch.no_grad():
+        ids = model.generate(**inputs, return_timestamps=True, **generate)[0]
+    decoded = processor.tokenizer.decode(ids.tolist(), skip_special_tokens=True, output_offsets=True)
+    duration, segments = len(samples) / RATE, []
+    for piece in decoded["offsets"]:
+        begin, end = piece["timestamp"]
+        end = duration if end is None else min(end, duration)
+        if piece["text"].strip() and begin < duration:
+            segments.append((round(begin, 6), round(end, 6), piece["text"].strip()))
     return segments
 
 
@@ -54,7 +53,7 @@ def records(run) -> list[dict]:
     return [json.loads(line) for line in run.stdout.splitlines()]
 
 
-def test_segments_are_the_reference_usage_window_by_window(run_mmcli, whisper, talk):
+def test_segments_are_whispers_own_long_form_decoding_of_the_recording(run_mmcli, whisper, talk):
     path, samples = talk
     run = run_mmcli("transcribe", path, "--model", whisper[0])
     assert run.returncode == 0, run.stderr
@@ -64,7 +63,7 @@ def test_segments_are_the_reference_usage_window_by_window(run_mmcli, whisper, t
     assert [(r["t"], r["end"], r["text"]) for r in found] == expected
     assert {r["source"] for r in found} == {str(path)} and {r["model"] for r in found} == {str(whisper[0])}
     assert found[0]["id"] == f"{path}#t={found[0]['t']:.3f},{found[0]['end']:.3f}"
-    assert any(r["t"] >= 60 for r in found) and max(r["end"] for r in found) <= 65.0  # the short last window
+    assert any(r["t"] >= 60 for r in found) and max(r["end"] for r in found) <= 65.0  # past two windows
     assert f"transcribed 1 recording into {len(found)} segment{'s' if len(found) != 1 else ''}" in run.stderr
 
 
@@ -85,12 +84,23 @@ def test_windows_of_several_recordings_share_batches(run_mmcli, whisper, tmp_pat
     # files' batches are full, however long the next file takes to decode
     batched = run_mmcli("transcribe", *paths, "-m", whisper[0], "-b", "3", "--language", "en", "--task", "translate")
     assert batched.returncode == 0, batched.stderr
-    assert sizes == [3, 1]  # four windows (two of the 40 s recording), three to a call
+    assert sizes == [1, 2]  # the 40 s recording long-form, the two 10 s ones together
     assert calls[0] == {"language": "en", "task": "translate", "return_timestamps": True}
     sizes.clear()
     one_by_one = run_mmcli("transcribe", *paths, "-m", whisper[0], "-b", "1", "--language", "en", "--task", "translate")
-    assert sizes == [1, 1, 1, 1]
+    assert sizes == [1, 1, 1]
     assert one_by_one.stdout == batched.stdout
+
+
+def test_long_recordings_of_different_lengths_share_a_long_form_call_as_if_alone(run_mmcli, whisper, talk, tmp_path):
+    path = talk[0]  # 65 s
+    shorter = write_wav(tmp_path / "forty.wav", speech_like(40.0, RATE, seed=7), RATE)
+    together = run_mmcli("transcribe", path, shorter, "-m", whisper[0], "-b", "2")
+    assert together.returncode == 0, together.stderr
+    alone = [run_mmcli("transcribe", one, "-m", whisper[0], "-b", "1").stdout for one in (path, shorter)]
+    assert together.stdout == "".join(alone)  # the padding of the shorter one is masked
+    heard = [(r["t"], r["end"], r["text"]) for r in records(together) if r["source"] == str(shorter)]
+    assert heard == reference_segments(whisper, as_pcm16(speech_like(40.0, RATE, seed=7)))
 
 
 def test_an_unknown_language_is_a_usage_error(run_mmcli, whisper, talk):
@@ -231,7 +241,7 @@ def test_workers_preprocess_windows_in_threads_and_quantize_makes_int8(run_mmcli
     monkeypatch.setattr(Transcriber, "preprocess_audio", spy)
     monkeypatch.setattr(registry, "quantize_linear_layers", spy_quantize)
     inline = run_mmcli("transcribe", talk[0], "-m", whisper[0], "--workers", "0")
-    assert inline.returncode == 0 and threads == ["mmcli-feed"] * 3
+    assert inline.returncode == 0 and threads == ["mmcli-feed"]  # one piece: the 65 s recording whole
     threads.clear()
     threaded = run_mmcli("transcribe", talk[0], "-m", whisper[0], "--workers", "2")
     assert threaded.stdout == inline.stdout and all(name.startswith("mmcli-prepare") for name in threads)
@@ -281,3 +291,32 @@ def _read_wav(path, rate: int) -> np.ndarray:
     from mmcli.media.audio import decode_audio
 
     return decode_audio(str(path), rate)
+
+
+ACROSS = "My brother bought a small boat and sails it on the lake every weekend."
+
+
+def test_a_sentence_across_the_30_second_boundary_is_transcribed_whole(run_mmcli, real_whisper, tmp_path):
+    import shutil
+    import subprocess
+
+    espeak = shutil.which("espeak-ng")
+    assert espeak, "espeak-ng speaks the test sentences (.ci/run installs it)"
+    spoken = {}
+    for name, text in (("first", SAID), ("across", ACROSS)):
+        subprocess.run([espeak, "-v", "en-us", "-s", "130", "-w", str(tmp_path / f"{name}.wav"), text], check=True)
+        spoken[name] = _read_wav(tmp_path / f"{name}.wav", RATE)
+    starts = 28.0 - len(spoken["across"]) / RATE / 2  # the second sentence's middle at 28 s
+    samples = np.zeros(int((starts + 12) * RATE), np.float32)
+    samples[: len(spoken["first"])] = spoken["first"]
+    at = int(starts * RATE)
+    samples[at : at + len(spoken["across"])] = spoken["across"]
+    samples += np.random.default_rng(0).normal(0, 1e-3, len(samples)).astype(np.float32)  # a room, not silence
+    path = write_wav(tmp_path / "two.wav", samples, RATE)
+    assert at / RATE < 30 < (at + len(spoken["across"])) / RATE  # the sentence is cut by the first window's end
+    run = run_mmcli("transcribe", path, "--model", real_whisper)
+    assert run.returncode == 0, run.stderr
+    found = records(run)
+    whole = [r for r in found if {"boat", "lake", "weekend"} <= set(words(r["text"]))]
+    assert whole, found  # one segment holds the sentence, from before 30 s to after it
+    assert whole[0]["t"] < 30 < whole[0]["end"], whole
