@@ -122,7 +122,10 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("transcribe", "--restart"): (
         "tests/test_transcribe.py::test_a_killed_transcription_resumes_to_the_uninterrupted_output",
     ),
-    ("transcribe", "--model"): ("tests/test_transcribe.py::test_segments_are_the_reference_usage_window_by_window",),
+    ("transcribe", "--model"): (
+        "tests/test_transcribe.py::test_segments_are_whispers_own_long_form_decoding_of_the_recording",
+        "tests/test_cli.py::test_each_model_variable_the_readme_names_sets_its_commands_model",
+    ),
     ("transcribe", "--language"): (
         "tests/test_transcribe.py::test_windows_of_several_recordings_share_batches",
         "tests/test_transcribe.py::test_an_unknown_language_is_a_usage_error",
