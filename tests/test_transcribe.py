@@ -150,7 +150,7 @@ def test_silent_and_broken_recordings_are_error_records(run_mmcli, whisper, talk
 def test_a_killed_transcription_resumes_to_the_uninterrupted_output(mmcli_exe, run_mmcli_process, whisper, tmp_path):
     folder = tmp_path / "podcasts"
     folder.mkdir()
-    for index in range(40):
+    for index in range(24):
         write_wav(
             folder / f"ep{index:02d}.wav", speech_like(2.0, RATE, seed=index) + tone(2.0, RATE, 200 + index), RATE
         )
@@ -162,7 +162,7 @@ def test_a_killed_transcription_resumes_to_the_uninterrupted_output(mmcli_exe, r
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "resumed.jsonl"
     done = kill_partway(command(out), tmp_path / "resumed.partial" / "state.json", 6)
-    assert 6 <= done < 40 and not out.exists()
+    assert 6 <= done < 24 and not out.exists()
     rerun = run_mmcli_process(*command(out)[1:-1])
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming: {done} recordings" in rerun.stderr
