@@ -56,7 +56,7 @@ def _command_section(command: Any, path: str, parent: Any) -> list[str]:
     if command.epilog:
         examples = [line.strip() for line in command.epilog.splitlines()]
         body = [line for line in examples if line and not line.startswith("Examples")]
-        lines += ["Examples:", "", "```bash", *body, "```", ""]
+        lines += ["Examples:", "", "```shell", *body, "```", ""]  # (shown, not run: the command pages' run)
     return lines
 
 

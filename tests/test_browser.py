@@ -2,7 +2,7 @@
 page against a real server process, and the page ``mmcli report`` writes.
 
 With ``MMCLI_SCREENSHOTS=DIR`` in the environment, the screenshots are kept in DIR (``search.png``,
-``report.png``), as the README shows them.
+``report.png``), as the serve page of the docs shows them.
 """
 
 from __future__ import annotations

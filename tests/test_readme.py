@@ -1,4 +1,5 @@
-"""The README's shell examples, run as a reader runs them: every ``bash`` block, top to bottom, in one
+"""The documentation's shell examples, run as a reader runs them: every ``bash`` block of the README and
+then of each page of the docs site, in the site's order (``mkdocs.yml``'s nav), top to bottom, in one
 fresh folder, so an example that needs a file an earlier one did not make, or that writes over an
 earlier one's output, fails here.
 
@@ -27,6 +28,28 @@ from test_sources import parquet_table, sample, write_shard
 from test_video_media import scenes, write_video
 
 README = REPO / "README.md"
+
+
+def pages() -> list[Path]:
+    """The README, then every page of the docs site in the order its nav lists them."""
+    import yaml
+
+    def walk(entries) -> list[str]:
+        found = []
+        for entry in entries:
+            value = entry if isinstance(entry, str) else next(iter(entry.values()))
+            found += walk(value) if isinstance(value, list) else [value]
+        return found
+
+    config = yaml.load((REPO / "mkdocs.yml").read_text(), Loader=yaml.BaseLoader)  # (tags it cannot build stay text)
+    return [README, *(REPO / "docs" / name for name in walk(config["nav"]))]
+
+
+def all_blocks() -> list[tuple[str, int, str, str | None]]:
+    """(page, line, code, reason it is not run or None) of every ``bash`` block, in reading order."""
+    return [(str(page.relative_to(REPO)), *block) for page in pages() for block in shell_blocks(page.read_text())]
+
+
 SKIP = re.compile(r"<!--\s*not run:\s*(?P<reason>[^>]*?)\s*-->\s*$")
 
 # Each hub id the README names, and the tiny checkpoint of its architecture that stands in for it.
@@ -105,21 +128,24 @@ def _pip_of_the_test_environment() -> str:
 
 
 def test_skipped_blocks_are_few_and_say_why():
-    skipped = [(line, reason) for line, _, reason in shell_blocks(README.read_text()) if reason is not None]
-    assert all(len(reason) > 10 for _, reason in skipped), skipped
-    assert len(skipped) <= 12, skipped
-    assert len(shell_blocks(README.read_text())) - len(skipped) >= 15
+    blocks = all_blocks()
+    skipped = [(page, line, reason) for page, line, _, reason in blocks if reason is not None]
+    assert all(len(reason) > 10 for *_, reason in skipped), skipped
+    assert len(skipped) <= 16, skipped  # installs, the suite, servers, GPUs, object storage, Ray, benchmarks
+    assert len(blocks) - len(skipped) >= 15
+    every = {path for path in (REPO / "docs").rglob("*.md")}
+    assert every - set(pages()) == set(), "a page the nav leaves out is never run"
 
 
 def test_every_hub_id_the_run_blocks_name_has_a_stand_in():
     named = set()
-    for _, code, reason in shell_blocks(README.read_text()):
+    for _, _, code, reason in all_blocks():
         if reason is None:
             named |= set(re.findall(r"(?:--model|--speech)\s+([\w.-]+/[\w.-]+)(?=\s|$)", code))
     assert named - set(HUB_IDS) == set()
 
 
-def test_the_readme_runs_top_to_bottom_in_one_folder(mmcli_exe, tiny_models, photos, tmp_path):
+def test_the_readme_and_the_docs_run_top_to_bottom_in_one_folder(mmcli_exe, tiny_models, photos, tmp_path):
     folder = tmp_path / "reader"
     folder.mkdir()
     readers_files(folder, photos)
@@ -138,13 +164,13 @@ def test_the_readme_runs_top_to_bottom_in_one_folder(mmcli_exe, tiny_models, pho
     prelude = _pip_of_the_test_environment()
     ran = 0
     try:
-        for line, code, reason in shell_blocks(README.read_text()):
+        for page, line, code, reason in all_blocks():
             if reason is not None:
                 continue
             result = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + code], cwd=folder, env=env,
                                     capture_output=True, text=True, timeout=900)  # fmt: skip
-            assert result.returncode == 0, f"README.md:{line}: the block failed\n{code}\n{result.stderr[-3000:]}"
-            assert "Traceback" not in result.stderr, f"README.md:{line}\n{result.stderr[-3000:]}"
+            assert result.returncode == 0, f"{page}:{line}: the block failed\n{code}\n{result.stderr[-3000:]}"
+            assert "Traceback" not in result.stderr, f"{page}:{line}\n{result.stderr[-3000:]}"
             ran += 1
         status = subprocess.run([mmcli_exe, "warm", "status", "--json"], env=env, capture_output=True, text=True,
                                 timeout=120)  # fmt: skip

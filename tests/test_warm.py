@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from audio_media import speech_like, write_wav
 from conftest import EXAMPLES, PHOTO_NAMES, REPO
-from test_readme import shell_blocks
+from test_readme import all_blocks
 from test_resume import interrupt_partway, kill_partway
 
 from mmcli.warm import protocol
@@ -213,9 +213,9 @@ def command_of(words: list[str]) -> str:
     return " ".join(words[:2]) if words[0] in GROUPS else words[0]
 
 
-def test_the_steps_cover_every_command_the_readme_runs(tiny_models):
+def test_the_steps_cover_every_command_the_docs_run(tiny_models):
     shown = set()
-    for _, code, reason in shell_blocks((REPO / "README.md").read_text()):
+    for _, _, code, reason in all_blocks():  # the README's and every docs page's
         if reason is None:
             for match in re.finditer(r"(?:^|[|;&(]\s*)mmcli ([a-z-]+(?: [a-z-]+)?)", code, re.MULTILINE):
                 shown.add(command_of(match[1].split()))

@@ -71,7 +71,7 @@ def root(
     """Multimodal models from the shell: embed, caption, transcribe, search and score images, video, audio, text."""
 
 
-# In the order the README documents them: the main job first, then embedding and search, then the rest.
+# In the order the docs present them: the main job first, then embedding and search, then the rest.
 app.command("caption", cls=Command, epilog=CAPTION_EXAMPLES)(caption)
 app.command("extract-features", cls=Command, epilog=EXTRACT_EXAMPLES)(extract_features)
 app.command("retrieve", cls=Command, epilog=RETRIEVE_EXAMPLES)(retrieve)

@@ -70,7 +70,7 @@ class Command(_ShownFlags, TyperCommand):
     """Every mmcli command."""
 
 
-# The order `mmcli --help` lists the commands in: the README's (the main job first, then embedding and
+# The order `mmcli --help` lists the commands in: the docs' (the main job first, then embedding and
 # search); typer would list single commands before groups.
 COMMAND_ORDER = ("caption", "extract-features", "retrieve", "index", "serve", "transcribe", "classify", "fuse",
                  "evaluate", "report", "train", "warm")  # fmt: skip

@@ -1,5 +1,5 @@
-"""Feature sets: ``NAME.npy`` (N x D matrix) with ``NAME.jsonl`` (N records), as the README's section
-"Files and streams" describes them.
+"""Feature sets: ``NAME.npy`` (N x D matrix) with ``NAME.jsonl`` (N records), as the documentation's
+"Files and streams" page (docs/formats.md) describes them.
 
 Rows are streamed to temporary files as they are produced, so memory stays flat in the number of
 inputs, and the pair only appears under its final names once every row is written.
@@ -102,7 +102,7 @@ def read_npy(npy: Path, *, mmap: bool = True) -> FeatureSet:
 
 
 def read_sidecar(sidecar: Path) -> list[dict[str, Any]]:
-    """The sidecar's records, each with the keys DESIGN.md requires and an id no other line has:
+    """The sidecar's records, each with the keys docs/formats.md requires and an id no other line has:
     a hit, a fused row or a prediction is named by its id, so a repeated one would name two rows."""
     records: list[dict[str, Any]] = []
     line_of: dict[Any, tuple[int, int]] = {}  # id -> (row, line)
