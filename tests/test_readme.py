@@ -3,13 +3,14 @@ then of each page of the docs site, in the site's order (``mkdocs.yml``'s nav), 
 fresh folder, so an example that needs a file an earlier one did not make, or that writes over an
 earlier one's output, fails here.
 
-The model ids the README names are laid out in a Hugging Face cache as tiny checkpoints of the same
+The model ids the pages name are laid out in a Hugging Face cache as tiny checkpoints of the same
 architectures, so each command loads its model through the real ``from_pretrained`` path, offline.
 The blocks' commands run through a warm process started for the test (``mmcli warm start``), as a
 reader with one running would run them; tests/test_warm.py shows each command's warm run equal to its
-cold one. The reader's own files the README speaks of (``photos/``, ``clips/``, ``talk.mp4``, ...) are made
-first; everything else an example reads, an earlier example wrote. A block that cannot run here is
-preceded by ``<!-- not run: REASON -->``, and the reasons are few and checked.
+cold one. The folder starts as a reader's scratch folder, a copy of examples/ alone: the videos,
+recordings, shards and table the pages read are made by the documented step that makes them
+(examples/make_inputs.py), and everything else an example reads, an earlier example wrote. A block
+that cannot run here is preceded by ``<!-- not run: REASON -->``, and the reasons are few and checked.
 """
 
 from __future__ import annotations
@@ -21,11 +22,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
-from audio_media import speech_like, tone, write_mp4, write_wav
 from conftest import EXAMPLES, REPO
-from test_sources import parquet_table, sample, write_shard
-from test_video_media import scenes, write_video
 
 README = REPO / "README.md"
 
@@ -96,23 +93,10 @@ def hub_cache(root: Path, tiny_models) -> Path:
     return root
 
 
-def readers_files(folder: Path, photos: Path) -> None:
-    """What the README takes to be the reader's own, beside the repository's examples/ and tests/: videos,
-    recordings, and shards and a table of the ``photos``."""
+def readers_files(folder: Path) -> None:
+    """The reader's scratch folder: a copy of the repository's examples/, and nothing else (the pages
+    make what else they read, with examples/make_inputs.py)."""
     shutil.copytree(EXAMPLES, folder / "examples")
-    (folder / "tests").symlink_to(REPO / "tests")
-    (folder / "clips").mkdir()
-    write_video(folder / "clips" / "scenes.mp4", scenes, fps=10, duration=3.0)
-    write_video(folder / "clips" / "steady.mp4", lambda t: np.full((48, 64, 3), 90, np.uint8), fps=10, duration=2.0)
-    write_mp4(folder / "talk.mp4", speech_like(6.0, 16000), 16000)
-    (folder / "sounds").mkdir()
-    write_wav(folder / "sounds" / "tone.wav", tone(3.0, 48000), 48000)
-    write_wav(folder / "sounds" / "voice.wav", speech_like(3.0, 48000), 48000)
-    write_wav(folder / "long.wav", speech_like(8.0, 48000, seed=1), 48000)
-    (folder / "data").mkdir()
-    write_shard(folder / "data" / "shard-000000.tar", [sample(photos, 0), sample(photos, 1)])
-    write_shard(folder / "data" / "shard-000001.tar", [sample(photos, 2), sample(photos, 3)])
-    parquet_table(folder / "train.parquet", photos)
 
 
 def _pip_of_the_test_environment() -> str:
@@ -145,10 +129,10 @@ def test_every_hub_id_the_run_blocks_name_has_a_stand_in():
     assert named - set(HUB_IDS) == set()
 
 
-def test_the_readme_and_the_docs_run_top_to_bottom_in_one_folder(mmcli_exe, tiny_models, photos, tmp_path):
+def test_the_readme_and_the_docs_run_top_to_bottom_in_one_folder(mmcli_exe, tiny_models, tmp_path):
     folder = tmp_path / "reader"
     folder.mkdir()
-    readers_files(folder, photos)
+    readers_files(folder)
     warm = tmp_path / "warm"
     warm.mkdir(mode=0o700)
     env = {
