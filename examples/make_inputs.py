@@ -128,4 +128,10 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        import av  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as missing:
+        sys.exit(f"make_inputs.py needs PyAV and pyarrow ({missing.name} is missing): pip install av pyarrow "
+                 "(or, in mmcli's source folder, pip install '.[audio,scale]')")  # fmt: skip
     main(Path.cwd())
