@@ -72,18 +72,13 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def claimed_pixels(data: bytes) -> int | None:
-    """The pixels an image's header says it holds, read without decoding it (Pillow's bomb guard
-    included); ``None`` when the bytes are not an image Pillow knows."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            return width * height
-    except Image.DecompressionBombError as exc:
-        size = _BOMB_SIZE.search(str(exc))
-        return int(size.group(1)) if size else None
-    except Exception:  # not an image, or a broken one: the decoder says which
-        return None
+class ImageTooLarge(ItemError):
+    """An image whose header claims more than ``max_pixels``, refused before anything is decoded;
+    ``pixels`` is what it claims (``None`` where Pillow's own guard did not say)."""
+
+    def __init__(self, message: str, pixels: int | None) -> None:
+        super().__init__(message)
+        self.pixels = pixels
 
 
 _BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
@@ -120,9 +115,10 @@ def load_image(
         with Image.open(path) as image:
             width, height = image.size
             if width * height > max_pixels:
-                raise ItemError(
+                raise ImageTooLarge(
                     f"image is {width}x{height} pixels, over the limit of {max_pixels:,} "
-                    "(a decompression bomb?); raise the limit with --max-pixels if it is genuine"
+                    "(a decompression bomb?); raise the limit with --max-pixels if it is genuine",
+                    width * height,
                 )
             image.seek(0)
             if min_side and image.format == "JPEG" and min(width, height) >= 2 * min_side:
@@ -143,9 +139,10 @@ def load_image(
     except Image.DecompressionBombError as exc:  # Pillow's own check, in Image.open, for images far over the limit
         size = _BOMB_SIZE.search(str(exc))
         pixels = f"{int(size.group(1)):,} pixels" if size else "too many pixels"
-        raise ItemError(
+        raise ImageTooLarge(
             f"image has {pixels}, over the limit of {max_pixels:,} (a decompression bomb?); "
-            "raise the limit with --max-pixels if it is genuine"
+            "raise the limit with --max-pixels if it is genuine",
+            int(size.group(1)) if size else None,
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc) or type(exc).__name__

@@ -40,7 +40,7 @@ from mmcli.errors import InputError, MmcliError, UsageError, option
 from mmcli.io.inputs import discover_texts
 from mmcli.items import InputItem
 from mmcli.media.clips import FrameItem
-from mmcli.media.images import DEFAULT_MAX_PIXELS, claimed_pixels, is_image_path, load_image
+from mmcli.media.images import DEFAULT_MAX_PIXELS, ImageTooLarge, is_image_path, load_image
 from mmcli.output.feature_set import read_feature_set
 from mmcli.output.npy import FeatureSet
 from mmcli.reporting import Reporter
@@ -205,17 +205,18 @@ class SearchService:
 
     def decode_upload(self, data: bytes, name: str) -> Any:
         """An upload's picture: refused (413) from its header when it claims more than
-        ``max_upload_pixels``, else decoded by the safe decoder (422 with the reason it cannot be)."""
+        ``max_upload_pixels`` (the decoder's own header check, with this server's limit), else decoded
+        (422 with the reason it cannot be)."""
         limit = self.max_upload_pixels
-        pixels = claimed_pixels(data) or 0
-        if pixels > limit:
-            raise RequestError(
-                f"query {name}: image has {pixels:,} pixels, over this server's upload limit of {limit / 1e6:g} "
-                f"megapixels ({option('max_upload_megapixels')}): a decompression bomb, or a picture to shrink first",
-                413,
-            )
         try:
             return load_image(data, max_pixels=limit, min_side=getattr(self.encoder, "decode_min_side", None))
+        except ImageTooLarge as exc:
+            pixels = f"{exc.pixels:,} pixels" if exc.pixels else "too many pixels"
+            raise RequestError(
+                f"query {name}: image has {pixels}, over this server's upload limit of {limit / 1e6:g} "
+                f"megapixels ({option('max_upload_megapixels')}): a decompression bomb, or a picture to shrink first",
+                413,
+            ) from None
         except MmcliError as exc:
             raise RequestError(f"query {name}: {exc}", 422) from None
 
