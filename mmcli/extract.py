@@ -509,13 +509,5 @@ def _compile_noted(encoder: Encoder, reporter: Reporter, result: ExtractResult) 
     if encoder.compile_error:
         reporter.note(f"torch.compile failed ({encoder.compile_error}); the rows were embedded without it")
     if encoder.texts_cut:
-        reporter.note(texts_cut_note(encoder, encoder.texts_cut))
+        reporter.note(encoder.texts_cut_note(encoder.texts_cut))
     return result
-
-
-def texts_cut_note(encoder: Encoder, count: int) -> str:
-    """The one line a run prints when ``count`` texts were longer than the model reads."""
-    return (
-        f"{count:,} text{'s were' if count != 1 else ' was'} longer than {encoder.name} reads "
-        f"({encoder.max_length} tokens); {'each' if count != 1 else 'its'} row embeds the first {encoder.max_length}"
-    )

@@ -219,9 +219,7 @@ def embed_queries(
         if rows:
             blocks.append(np.stack(rows))
         if encoder.texts_cut > cut_before:
-            from mmcli.extract import texts_cut_note
-
-            found.note = texts_cut_note(encoder, encoder.texts_cut - cut_before)
+            found.note = encoder.texts_cut_note(encoder.texts_cut - cut_before)
     width = feature_set.vectors.shape[1]
     found.vectors = np.concatenate(blocks) if blocks else np.zeros((0, width), np.float32)
     if not found.ids and not found.failures:

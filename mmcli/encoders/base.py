@@ -135,6 +135,13 @@ class Encoder(LoadedModel):
         with torch.inference_mode():
             return self._finish(self._text_features(texts), normalize)
 
+    def texts_cut_note(self, count: int) -> str:
+        """The one line a run prints when ``count`` texts were longer than the model reads."""
+        return (
+            f"{count:,} text{'s were' if count != 1 else ' was'} longer than {self.name} reads "
+            f"({self.max_length} tokens); {'each' if count != 1 else 'its'} row embeds the first {self.max_length}"
+        )
+
     @property
     def text_tokenizer(self) -> Any:
         """The tokenizer of the text tower (``None`` for a model without one)."""
