@@ -47,7 +47,7 @@ SLOW_FIXTURES = frozenset({"java_on_path"})
 # The longest tests first (and so their modules, which pytest-xdist hands out whole): the workers start
 # on them rather than end on them one at a time.
 LONG_FIRST = (
-    "test_readme.py::test_the_readme_and_the_docs_run",
+    "test_readme.py::test_each_page_runs",
     "test_warm.py::test_each_command",
     "test_train_caption.py::test_training_from_scratch",
     "test_ray_backend.py",

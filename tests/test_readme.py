@@ -1,16 +1,16 @@
-"""The documentation's shell examples, run as a reader runs them: every ``bash`` block of the README and
-then of each page of the docs site, in the site's order (``mkdocs.yml``'s nav), top to bottom, in one
-fresh folder, so an example that needs a file an earlier one did not make, or that writes over an
-earlier one's output, fails here.
+"""The documentation's examples, run as a reader runs them: every ``bash`` and ``python`` block of the
+README and of each page of the docs site, top to bottom, each page in a fresh scratch folder of its
+own, so an example that needs a file its page does not make, or that writes over an earlier one's
+output, fails here.
 
 The model ids the pages name are laid out in a Hugging Face cache as tiny checkpoints of the same
 architectures, so each command loads its model through the real ``from_pretrained`` path, offline.
-The blocks' commands run through a warm process started for the test (``mmcli warm start``), as a
+The blocks' commands run through a warm process started for the module (``mmcli warm start``), as a
 reader with one running would run them; tests/test_warm.py shows each command's warm run equal to its
-cold one. The folder starts as a reader's scratch folder, a copy of examples/ alone: the videos,
-recordings, shards and table the pages read are made by the documented step that makes them
-(examples/make_inputs.py), and everything else an example reads, an earlier example wrote. A block
-that cannot run here is preceded by ``<!-- not run: REASON -->``, and the reasons are few and checked.
+cold one. A page's folder starts as a reader's scratch folder, a copy of examples/ alone: the page's
+set-up block makes the rest (examples/make_inputs.py for the videos, recordings, shards and table,
+and the commands that make the features and captions its examples read). A block that cannot run
+here is preceded by ``<!-- not run: REASON -->``, and the reasons are few and checked.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from conftest import EXAMPLES, REPO
 
 README = REPO / "README.md"
@@ -66,20 +68,27 @@ HUB_IDS = {
 }
 
 
-def shell_blocks(text: str) -> list[tuple[int, str, str | None]]:
-    """(line number, code, reason it is not run or None) of each ``bash`` block, in order."""
+def example_blocks(text: str) -> list[tuple[int, str, str, str | None]]:
+    """(line number, language, code, reason it is not run or None) of each ``bash`` and ``python``
+    block, in order."""
     blocks, lines = [], text.splitlines()
     index = 0
     while index < len(lines):
-        if lines[index].strip() == "```bash":
+        fence = lines[index].strip()
+        if fence in ("```bash", "```python"):
             start = index + 1
             end = next(i for i in range(start, len(lines)) if lines[i].strip() == "```")
             above = next((lines[i] for i in range(index - 1, -1, -1) if lines[i].strip()), "")
             skip = SKIP.match(above.strip())
-            blocks.append((start + 1, "\n".join(lines[start:end]), skip["reason"] if skip else None))
+            blocks.append((start + 1, fence[3:], "\n".join(lines[start:end]), skip["reason"] if skip else None))
             index = end
         index += 1
     return blocks
+
+
+def shell_blocks(text: str) -> list[tuple[int, str, str | None]]:
+    """(line number, code, reason it is not run or None) of each ``bash`` block, in order."""
+    return [(line, code, reason) for line, language, code, reason in example_blocks(text) if language == "bash"]
 
 
 def hub_cache(root: Path, tiny_models) -> Path:
@@ -129,15 +138,16 @@ def test_every_hub_id_the_run_blocks_name_has_a_stand_in():
     assert named - set(HUB_IDS) == set()
 
 
-def test_the_readme_and_the_docs_run_top_to_bottom_in_one_folder(mmcli_exe, tiny_models, tmp_path):
-    folder = tmp_path / "reader"
-    folder.mkdir()
-    readers_files(folder)
-    warm = tmp_path / "warm"
+@pytest.fixture(scope="module")
+def readers_env(mmcli_exe, tiny_models, tmp_path_factory) -> dict[str, str]:
+    """A reader's shell: the hub ids the pages name cached as their tiny stand-ins, offline, with a warm
+    process started for the pages' commands."""
+    root = tmp_path_factory.mktemp("reader")
+    warm = root / "warm"
     warm.mkdir(mode=0o700)
     env = {
         **os.environ,
-        "HF_HOME": str(hub_cache(tmp_path / "hf", tiny_models)),
+        "HF_HOME": str(hub_cache(root / "hf", tiny_models)),
         "HF_HUB_OFFLINE": "1",
         "PATH": f"{Path(mmcli_exe).parent}{os.pathsep}{os.environ['PATH']}",
         "MMCLI_WARM": "on",
@@ -145,20 +155,45 @@ def test_the_readme_and_the_docs_run_top_to_bottom_in_one_folder(mmcli_exe, tiny
     }
     started = subprocess.run([mmcli_exe, "warm", "start"], env=env, capture_output=True, text=True, timeout=300)
     assert started.returncode == 0, started.stderr
+    yield env
+    subprocess.run([mmcli_exe, "warm", "stop"], env=env, capture_output=True, timeout=300)
+
+
+def _commands_run(mmcli_exe: str, env: dict[str, str]) -> int:
+    status = subprocess.run([mmcli_exe, "warm", "status", "--json"], env=env, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    return json.loads(status.stdout)["commands_run"]
+
+
+PAGES = [str(page.relative_to(REPO)) for page in pages()]
+
+# Pages whose every example is marked not run (a server, the suite, full-size benchmarks), or that
+# hold no examples (the contract, the model families, the generated references).
+WITHOUT_EXAMPLES_TO_RUN = {
+    "docs/commands/serve.md",
+    "docs/models.md",
+    "docs/formats.md",
+    "docs/performance.md",
+    "docs/development.md",
+    "docs/reference/cli.md",
+    "docs/reference/python.md",
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_runs_top_to_bottom_in_a_scratch_folder_of_its_own(page, mmcli_exe, readers_env, tmp_path):
+    blocks = [block for block in example_blocks((REPO / page).read_text()) if block[3] is None]
+    assert blocks or page in WITHOUT_EXAMPLES_TO_RUN, f"{page} has no example that runs"
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    readers_files(folder)
+    before = _commands_run(mmcli_exe, readers_env)
     prelude = _pip_of_the_test_environment()
-    ran = 0
-    try:
-        for page, line, code, reason in all_blocks():
-            if reason is not None:
-                continue
-            result = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + code], cwd=folder, env=env,
-                                    capture_output=True, text=True, timeout=900)  # fmt: skip
-            assert result.returncode == 0, f"{page}:{line}: the block failed\n{code}\n{result.stderr[-3000:]}"
-            assert "Traceback" not in result.stderr, f"{page}:{line}\n{result.stderr[-3000:]}"
-            ran += 1
-        status = subprocess.run([mmcli_exe, "warm", "status", "--json"], env=env, capture_output=True, text=True,
-                                timeout=120)  # fmt: skip
-        assert json.loads(status.stdout)["commands_run"] >= 60  # the blocks' commands ran warm
-    finally:
-        subprocess.run([mmcli_exe, "warm", "stop"], env=env, capture_output=True, timeout=300)
-    assert ran >= 15
+    for line, language, code, _ in blocks:
+        shell = ["bash", "-euo", "pipefail", "-c", prelude + code]
+        program = shell if language == "bash" else [sys.executable, "-c", code]
+        result = subprocess.run(program, cwd=folder, env=readers_env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{page}:{line}: the block failed\n{code}\n{result.stderr[-3000:]}"
+        assert "Traceback" not in result.stderr, f"{page}:{line}\n{result.stderr[-3000:]}"
+    if any(re.search(r"(^|[|;&(]\s*)mmcli ", code, re.MULTILINE) for _, language, code, _ in blocks):
+        assert _commands_run(mmcli_exe, readers_env) > before  # the blocks' commands ran warm
