@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,10 @@ def test_the_site_builds_strictly_and_a_broken_link_fails_it(tmp_path):
     assert built.returncode == 0, built.stderr[-3000:]
     page = (copy / "site" / "reference" / "python" / "index.html").read_text()
     assert "extract_features" in page and "Embed" in page  # a docstring made it onto the page
+    # It reads offline: no page loads a stylesheet, script or font from another host.
+    for built_page in (copy / "site").rglob("*.html"):
+        fetched = re.findall(r'<(?:link|script)[^>]*(?:href|src)="(https?:)?//[^"]*"', built_page.read_text())
+        assert fetched == [], (built_page, fetched)
     with open(copy / "docs" / "index.md", "a") as index:
         index.write("\nSee [the missing page](reference/missing.md).\n")
     broken = _build(copy)
