@@ -34,10 +34,19 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 @dataclass(frozen=True)
 class Classes:
+    """What inputs are classified into: zero-shot, the labels' class ``embeddings`` (normalised rows)
+    with the model's temperature (and SigLIP's bias); or, with ``embeddings`` None, a classification
+    checkpoint's own labels, whose rows are its classifier's logits (``multi_label``: a sigmoid each)."""
+
     labels: list[str]
-    embeddings: np.ndarray  # (labels, dim), rows normalised
-    logit_scale: float
-    logit_bias: float | None  # set for sigmoid-trained models
+    embeddings: np.ndarray | None  # (labels, dim), rows normalised; None: the rows are logits
+    logit_scale: float = 1.0
+    logit_bias: float | None = None  # set for sigmoid-trained models
+    multi_label: bool = False
+
+    @property
+    def zero_shot(self) -> bool:
+        return self.embeddings is not None
 
 
 def class_embeddings(encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> Classes:
@@ -73,12 +82,17 @@ def logit_scale_and_bias(encoder: Encoder) -> tuple[float, float | None]:
 
 
 def probabilities(image_vectors: np.ndarray, classes: Classes) -> np.ndarray:
-    """(images, labels) probabilities from L2-normalised image rows."""
-    images = np.asarray(image_vectors, dtype=np.float64)
-    images = images / np.linalg.norm(images, axis=1, keepdims=True)
-    logits = classes.logit_scale * images @ classes.embeddings.astype(np.float64).T
-    if classes.logit_bias is not None:
-        return 1.0 / (1.0 + np.exp(-(logits + classes.logit_bias)))
+    """(inputs, labels) probabilities from L2-normalised rows (zero-shot), or from a classifier's logits."""
+    rows = np.asarray(image_vectors, dtype=np.float64)
+    if not classes.zero_shot:
+        logits = rows.copy()
+        if classes.multi_label:
+            return 1.0 / (1.0 + np.exp(-logits))
+    else:
+        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        logits = classes.logit_scale * rows @ classes.embeddings.astype(np.float64).T
+        if classes.logit_bias is not None:
+            return 1.0 / (1.0 + np.exp(-(logits + classes.logit_bias)))
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)
@@ -151,6 +165,15 @@ def zero_shot(
     return encoder, classes
 
 
+def trained_classifier(model: str, **loading: Any) -> tuple[Encoder, Classes]:
+    """A classification checkpoint (``*ForImageClassification``, ``*ForVideoClassification``, a timm
+    classifier) loaded with its classifier, and its own labels (``loading`` goes to ``load_encoder``)."""
+    from mmcli.encoders import load_encoder
+
+    encoder = load_encoder(model, head=True, **loading)
+    return encoder, Classes(list(encoder.labels or ()), None, multi_label=encoder.multi_label)
+
+
 def classify_features(feature_set: FeatureSet, classes: Classes, top: int | None = None) -> Iterator[dict]:
     """``{"id", "source", "label", "score", "scores"}`` for each row of an image feature set; a set with
     no rows or a non-finite row is refused here, before the first record (a NaN score is not JSON)."""
@@ -187,6 +210,7 @@ def classify_items(
     for batch in embed_rows(
         items,
         encoder,
+        normalize=classes.zero_shot,  # a classifier's logits are scored as they are
         batch_size=batch_size,
         workers=workers,
         max_pixels=max_pixels,
@@ -273,6 +297,12 @@ def classify_files(
     run = RunOptions.of(run_options)
     output = Path(output) if output is not None else None
     inputs = [str(i) for i in inputs]
+    labels = list(labels)
+    if not labels and (features is not None or model is None):
+        raise UsageError(
+            "no labels: give --labels a,b,c or --labels-file FILE"
+            + ("" if features is not None else ", or --model a classification checkpoint, which has labels of its own")
+        )
     if features is None:
         require_inputs(inputs, hint="give image or audio files or folders, - for stdin, or --features FEATS.npy")
     elif inputs:
@@ -297,7 +327,7 @@ def classify_files(
             return ClassifyResult(output, count, len(classes.labels), RunStats())
         audio = input_modality(model or DEFAULT_MODEL, trust_remote_code=run.trust_remote_code) == "audio"
         unit = "recordings" if audio else "images"
-        items, total = with_total(discover_images(inputs, audio=audio), inputs, what=unit)
+        items, total = with_total(discover_images(inputs, audio=audio, videos=not audio), inputs, what=unit)
         items = unique_ids(items)
         listed: list[InputItem] = []
         previous = None
@@ -305,10 +335,13 @@ def classify_files(
             listed = list(items)
             previous = destination.previous(listed)
         with reporter.loading(model or DEFAULT_MODEL):
-            encoder, classes = zero_shot(model, labels, templates, **run.loading)
+            if labels:
+                encoder, classes = zero_shot(model, labels, templates, **run.loading)
+            else:
+                encoder, classes = trained_classifier(str(model), **run.loading)
         batch_size = run.batch_size or encoder.default_batch_size
         # What decides the records; recorded in the manifest so an update can insist on the same.
-        settings = {"model": model or DEFAULT_MODEL, "labels": list(labels), "templates": list(templates or []),
+        settings = {"model": model or DEFAULT_MODEL, "labels": classes.labels, "templates": list(templates or []),
                     "top_k": top, "max_pixels": run.max_pixels, "exact_decode": run.exact_decode,
                     "dtype": str(encoder.dtype), "quantize": encoder.quantized}  # fmt: skip
         options = {"batch_size": batch_size, "workers": run.workers, "max_pixels": run.max_pixels,

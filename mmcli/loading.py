@@ -6,9 +6,10 @@ same way: Hugging Face id or local ``save_pretrained`` folder, through ``from_pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from mmcli.errors import ModelNotFound, UnsupportedModel, UsageError, option
@@ -174,6 +175,20 @@ def from_pretrained(
     return model
 
 
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """Silence warnings logged on the root logger meanwhile (open_clip and timm log there); what goes
+    wrong is raised, and said once, by mmcli."""
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def load_processor(name: str, path: str, *, trust_remote_code: bool = False) -> Any:
     """The checkpoint's ``AutoProcessor``; a missing one is reported as the model's processor."""
     return from_pretrained("AutoProcessor", name, path, what="processor of model", trust_remote_code=trust_remote_code)
@@ -227,11 +242,16 @@ def forget_configs() -> None:
 
 
 def _read_config(name: str, trust_remote_code: bool) -> Any:
+    from mmcli.checkpoints import library_config
+
     if looks_like_path(name):
         if not os.path.exists(os.path.expanduser(name)):
             raise ModelNotFound(f"model folder {name!r} does not exist")
     else:
         offline_unless_hub_answers()
+    other = library_config(name)  # an open_clip or timm checkpoint
+    if other is not None:
+        return other
     from transformers import AutoConfig
 
     path = os.path.expanduser(name)

@@ -28,6 +28,7 @@ class Family:
     accepts: Callable[[Any], bool]
     reads: str = "image"  # what a command reads files as for this family's models when not told
     clip_frames: Callable[[Any], int] | None = None  # frames of the one clip a model takes a video as, by config
+    heads: bool = False  # whether its loader takes head=True: a classification checkpoint with its classifier
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,14 @@ class Registry:
         accepts: Callable[[Any], bool] = _never,
         reads: str = "image",
         clip_frames: Callable[[Any], int] | None = None,
+        heads: bool = False,
     ) -> None:
         """A family whose loader (``"module:function"``, see :meth:`register`) is imported when one of its
-        models loads; everything else about it is known without importing it."""
+        models loads; everything else about it is known without importing it. ``heads``: its loader
+        takes ``head=True`` and then loads a classification checkpoint with its classifier, whose rows
+        are the classifier's logits over ``labels``."""
         self._families[name] = Family(
-            name, description, frozenset(model_types), _LazyLoader(loader), accepts, reads, clip_frames
+            name, description, frozenset(model_types), _LazyLoader(loader), accepts, reads, clip_frames, heads
         )
 
     def families(self) -> list[Family]:
@@ -190,6 +194,13 @@ class Registry:
     ) -> Any:
         config = load_config(name_or_path, trust_remote_code=trust_remote_code)
         family = self.family_for(config, name_or_path)
+        if options.get("head") and not family.heads:
+            raise UnsupportedModel(
+                f"model {name_or_path!r} ({family.name}) is not a classification checkpoint: it has no classifier "
+                "of its own. Give labels to classify into (zero-shot, with an image-text or audio-text model)"
+            )
+        if not options.get("head", True):
+            options = {key: value for key, value in options.items() if key != "head"}
         try:
             loaded = family.load(
                 name_or_path,

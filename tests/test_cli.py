@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_models import hub_layout
 
 from mmcli.output.feature_set import read_feature_set
 
@@ -36,7 +37,8 @@ def test_help_lists_subcommands_without_importing_torch():
         "from mmcli.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'transformers', 'cv2', 'numpy', 'pyarrow', 'fsspec', 's3fs', 'webdataset',\n"
-        "                       'botocore', 'ray', 'jinja2', 'fastapi', 'uvicorn') if m in sys.modules]\n"
+        "                       'botocore', 'ray', 'jinja2', 'fastapi', 'uvicorn', 'open_clip', 'timm')\n"
+        "         if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -300,10 +302,7 @@ def test_uncached_model_with_an_unreachable_hub_fails_at_once_in_one_line(mmcli_
 
 def test_cached_hub_model_with_an_unreachable_hub_loads_from_the_cache(mmcli_exe, tiny_models, photos, tmp_path):
     # The tiny CLIP laid out as the hub cache holds a download of "tiny/clip"; the hub itself does not answer.
-    model = tmp_path / "hf" / "hub" / "models--tiny--clip"
-    shutil.copytree(tiny_models["clip"], model / "snapshots" / ("0" * 40))
-    (model / "refs").mkdir()
-    (model / "refs" / "main").write_text("0" * 40)
+    hub_layout(tmp_path / "hf", "tiny/clip", tiny_models["clip"])
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
     result = subprocess.run(

@@ -27,6 +27,9 @@ ENCODER_CHECKPOINTS = {
     "video-text": ("xclip",),
     "video": ("videomae",),
     "clap": ("clap",),
+    "open_clip": ("open_clip",),
+    "timm": ("timm",),
+    "audio": ("ast_classifier",),
 }
 TRANSCRIBER_CHECKPOINTS = {"whisper": ("whisper",)}
 # Where a family captions both images and, for some checkpoints, whole clips, one of each.

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, REPO
+from tiny_models import hub_layout
 
 README = REPO / "README.md"
 
@@ -65,6 +66,11 @@ HUB_IDS = {
     "microsoft/git-base-vatex": "git_video",
     "Salesforce/blip2-opt-2.7b": "blip2",
     "HuggingFaceTB/SmolVLM-256M-Instruct": "idefics3",
+    "laion/CLIP-ViT-B-32-laion2B-s34B-b79K": "open_clip",
+    "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k": "timm",
+    "google/vit-base-patch16-224": "vit_classifier",
+    "MCG-NJU/videomae-base-finetuned-kinetics": "videomae",
+    "MIT/ast-finetuned-audioset-10-10-0.4593": "ast_classifier",
 }
 
 
@@ -93,12 +99,8 @@ def shell_blocks(text: str) -> list[tuple[int, str, str | None]]:
 
 def hub_cache(root: Path, tiny_models) -> Path:
     """An ``HF_HOME`` whose hub cache holds each of :data:`HUB_IDS` as its tiny stand-in."""
-    revision = "0" * 40
     for hub_id, name in HUB_IDS.items():
-        model = root / "hub" / f"models--{hub_id.replace('/', '--')}"
-        shutil.copytree(tiny_models[name], model / "snapshots" / revision)
-        (model / "refs").mkdir()
-        (model / "refs" / "main").write_text(revision)
+        hub_layout(root, hub_id, tiny_models[name])
     return root
 
 
@@ -110,13 +112,15 @@ def readers_files(folder: Path) -> None:
 
 def _pip_of_the_test_environment() -> str:
     """A ``pip`` for the blocks: the test environment has every extra installed already, so a block's
-    ``pip install ".[EXTRA]"`` only has to name an extra the project declares."""
+    ``pip install ".[EXTRA,...]"`` only has to name extras the project declares."""
     table = (REPO / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1].split("\n[")[0]
-    extras = re.findall(r"^([\w-]+) = \[", table, re.MULTILINE)
-    known = "|".join(f'".[{name}]"' for name in sorted(extras))
+    known = "|".join(sorted(re.findall(r"^([\w-]+) = \[", table, re.MULTILINE)))
     return (
-        f'pip() {{ [ "$1" = install ] || return 1; shift; for extra in "$@"; do case "$extra" in {known}) ;; '
-        f'*) echo "pip install $extra: not an extra of the project" >&2; return 1;; esac; done; }}\n'
+        'pip() { [ "$1" = install ] || return 1; shift; for given in "$@"; do '
+        '[[ "$given" == ".["*"]" ]] || { echo "pip install $given: not the project with extras" >&2; return 1; }; '
+        'names="${given#.[}"; IFS=, read -ra extras <<< "${names%]}"; for extra in "${extras[@]}"; do '
+        f'case "$extra" in {known}) ;; *) echo "pip install $given: $extra is not an extra of the project" >&2; '
+        "return 1;; esac; done; done; }\n"
     )
 
 
@@ -134,7 +138,7 @@ def test_every_hub_id_the_run_blocks_name_has_a_stand_in():
     named = set()
     for _, _, code, reason in all_blocks():
         if reason is None:
-            named |= set(re.findall(r"(?:--model|--speech)\s+([\w.-]+/[\w.-]+)(?=\s|$)", code))
+            named |= set(re.findall(r"(?:--model|--speech)\s+(?:hf-hub:)?([\w.-]+/[\w.-]+)(?=\s|$)", code))
     assert named - set(HUB_IDS) == set()
 
 
@@ -168,10 +172,9 @@ def _commands_run(mmcli_exe: str, env: dict[str, str]) -> int:
 PAGES = [str(page.relative_to(REPO)) for page in pages()]
 
 # Pages whose every example is marked not run (a server, the suite, full-size benchmarks), or that
-# hold no examples (the contract, the model families, the generated references).
+# hold no examples (the contract, the generated references).
 WITHOUT_EXAMPLES_TO_RUN = {
     "docs/commands/serve.md",
-    "docs/models.md",
     "docs/formats.md",
     "docs/performance.md",
     "docs/development.md",

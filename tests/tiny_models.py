@@ -197,6 +197,46 @@ def build_vit(folder: Path) -> Path:
     return folder
 
 
+IMAGE_LABELS = {0: "tabby cat", 1: "rocket", 2: "astronaut", 3: "coffee mug"}
+
+
+@tiny("vit_classifier")
+def build_vit_classifier(folder: Path) -> Path:
+    """ViT fine-tuned for image classification (ViTForImageClassification), with named labels."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(**_vision_kwargs(), id2label=IMAGE_LABELS, label2id={v: k for k, v in IMAGE_LABELS.items()})
+    torch.manual_seed(12)
+    model = ViTForImageClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(30)  # probabilities that are not all alike
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(folder)
+    return folder
+
+
+SOUND_LABELS = {0: "Speech", 1: "Music", 2: "Sine wave", 3: "Silence", 4: "Dog"}
+
+
+@tiny("ast_classifier")
+def build_ast_classifier(folder: Path) -> Path:
+    """An Audio Spectrogram Transformer fine-tuned for audio classification (ASTForAudioClassification),
+    as the AudioSet checkpoints are, at toy size: 32 mel bins, 1.28 s windows (128 frames of 10 ms)."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    config = ASTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_mel_bins=32,
+        max_length=128, id2label=SOUND_LABELS, label2id={v: k for k, v in SOUND_LABELS.items()},
+    )  # fmt: skip
+    torch.manual_seed(13)
+    model = ASTForAudioClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.dense.weight.mul_(30)
+    model.save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=32, max_length=128).save_pretrained(folder)
+    return folder
+
+
 @tiny("bert")
 def build_bert(folder: Path) -> Path:
     """A BERT sentence encoder laid out as sentence-transformers saves one (mean pooling)."""
@@ -290,9 +330,11 @@ def build_videomae(folder: Path) -> Path:
     as the Kinetics checkpoints are; tubelets of 2 frames x 8x8 pixels."""
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEImageProcessor
 
+    labels = {0: "archery", 1: "juggling balls", 2: "playing guitar"}  # Kinetics-style classes
     config = VideoMAEConfig(
-        **_vision_kwargs(), num_frames=CLIP_FRAMES, tubelet_size=2, use_mean_pooling=True, num_labels=3
-    )
+        **_vision_kwargs(), num_frames=CLIP_FRAMES, tubelet_size=2, use_mean_pooling=True, id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )  # fmt: skip
     torch.manual_seed(9)
     model = VideoMAEForVideoClassification(config).eval()
     with torch.no_grad():  # a non-trivial fc_norm, so tests can tell whether it was applied
@@ -305,12 +347,24 @@ def build_videomae(folder: Path) -> Path:
     return folder
 
 
+def hub_layout(home: Path, repo_id: str, checkpoint: Path) -> Path:
+    """Lay ``checkpoint`` out in the Hugging Face cache under ``home`` (an ``HF_HOME``) as a download of
+    ``repo_id``, so the hub client finds it there offline; returns ``home``."""
+    revision = "0" * 40
+    model = home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(checkpoint, model / "snapshots" / revision)
+    (model / "refs").mkdir(exist_ok=True)
+    (model / "refs" / "main").write_text(revision)
+    return home
+
+
 def registry() -> dict[str, Builder]:
     """Every tiny builder by name, encoders' and captioners' alike (the captioner modules register on import)."""
     import tiny_audio  # noqa: F401
     import tiny_captioners_a  # noqa: F401
     import tiny_captioners_b  # noqa: F401
     import tiny_captioners_c  # noqa: F401
+    import tiny_libraries  # noqa: F401
 
     return REGISTRY
 

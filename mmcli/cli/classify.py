@@ -1,4 +1,4 @@
-"""``mmcli classify``: zero-shot image classification with a dual-tower model."""
+"""``mmcli classify``: zero-shot classification with a dual-tower model, or a classifier's own labels."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import typer
 
 from mmcli.cli import options as opt
 from mmcli.cli.common import EXIT_ITEMS_FAILED, CommandReporter, counted, note, quiet_libraries, reports_errors
-from mmcli.errors import UsageError
 
 EXAMPLES = """\
 Examples:
@@ -20,13 +19,22 @@ Examples:
   mmcli classify photos/ --labels-file labels.txt --template "a photo of a {}." --template "a drawing of a {}."
 
   mmcli classify --features photos.npy --labels cat,dog --top-k 1 | jq -r '[.id, .label] | @tsv'
+
+  mmcli classify photos/ --model timm/convnext_tiny.fb_in1k --top-k 5   # a classifier's own labels
 """
 
 
 @reports_errors
 def classify(
     inputs: opt.Inputs = None,
-    labels: Annotated[str | None, typer.Option(help="Comma-separated class labels.", show_default=False)] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated class labels (zero-shot). Leave out with a classification checkpoint "
+            "(--model) to classify into its own labels.",
+            show_default=False,
+        ),
+    ] = None,
     labels_file: Annotated[
         Path | None, typer.Option(help="Class labels, one per line.", show_default=False, dir_okay=False)
     ] = None,
@@ -75,8 +83,10 @@ def classify(
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Zero-shot classify images, or recordings with an audio-text model (CLAP): one {"id", "source",
-    "label", "score", "scores"} record per input.
+    """Classify images, videos or recordings: zero-shot into --labels with an image-text or audio-text
+    model (CLIP, SigLIP, CLAP), or with a classification checkpoint (an ImageNet or Kinetics classifier,
+    a timm classifier) into its own labels. One {"id", "source", "label", "score", "scores"} record per
+    input.
 
     With -o, progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed),
     the same command resumes where it stopped and gives exactly the output of an uninterrupted run.
@@ -116,12 +126,11 @@ def classify(
 
 
 def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
-    """--labels a,b,c and the lines of --labels-file, in that order."""
+    """--labels a,b,c and the lines of --labels-file, in that order; none: a classification
+    checkpoint's own."""
     found = [label.strip() for label in (labels or "").split(",") if label.strip()]
     if labels_file is not None:
         from mmcli.classify import read_label_file
 
         found += read_label_file(labels_file)
-    if not found:
-        raise UsageError("no labels: give --labels a,b,c or --labels-file FILE")
     return found

@@ -1,4 +1,5 @@
-"""Audio-text models (CLAP): recordings and texts in one space, so a sentence finds sounds.
+"""Audio models: audio-text models (CLAP), recordings and texts in one space, so a sentence finds
+sounds; and audio spectrogram transformers (AST), whose AudioSet classifiers ``classify`` runs.
 
 Each window of a recording goes through the checkpoint's own ``ClapProcessor`` and
 ``get_audio_features``, as its reference usage does; texts through the text tower. Windows never
@@ -13,7 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
+from mmcli.encoders.base import (
+    Encoder,
+    accepted_kwargs,
+    config_labels,
+    features_tensor,
+    require_architecture,
+    text_max_length,
+)
+from mmcli.loading import from_pretrained
 
 
 class ClapEncoder(Encoder):
@@ -59,3 +68,47 @@ def load_clap(
     return ClapEncoder.from_checkpoint(
         name, path, "AutoModel", config=config, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
+
+
+class AudioSpectrogramEncoder(Encoder):
+    """An Audio Spectrogram Transformer: each window (the feature extractor's ``max_length`` frames of
+    10 ms, 10.24 s for AudioSet checkpoints) as the model's pooled output (the mean of its CLS and
+    distillation tokens), or with ``head`` (an ``ASTForAudioClassification`` checkpoint) its logits.
+    A recording longer than a window is cut into windows whose rows are pooled, as for CLAP."""
+
+    family = "audio"
+    modalities = frozenset({"audio"})
+    cpu_batch_size = 8
+    gpu_batch_size = 64
+
+    def __init__(self, name: str, model: Any, processor: Any, config: Any, *, head: bool = False, **kwargs: Any):
+        super().__init__(name, model, processor, **kwargs)
+        self.config = config
+        self.head = head
+        self.audio_rate = int(processor.sampling_rate)
+        self.audio_window = int(processor.max_length) * 0.01  # frames of a 10 ms shift
+        if head:
+            self.labels, self.multi_label = config_labels(config)
+
+    def preprocess_audio(self, samples: np.ndarray) -> dict[str, torch.Tensor]:
+        return dict(self.processor(samples, sampling_rate=self.audio_rate, return_tensors="pt"))
+
+    def _audio_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        output = self.model(input_values=inputs["input_values"])
+        return output.logits if self.head else output.pooler_output
+
+    def _config_dim(self) -> int | None:
+        return len(self.labels or ()) if self.head else int(self.config.hidden_size)
+
+
+def load_audio_spectrogram(
+    name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False, head: bool = False
+) -> AudioSpectrogramEncoder:
+    if head:
+        require_architecture(config, name, "ForAudioClassification")
+    auto = "AutoModelForAudioClassification" if head else "AutoModel"
+    model = from_pretrained(auto, name, path, dtype=dtype, trust_remote_code=trust_remote_code,
+                            allow_missing=() if head else ("pooler",))  # fmt: skip
+    processor = from_pretrained("AutoFeatureExtractor", name, path, what="feature extractor of model",
+                                trust_remote_code=trust_remote_code)  # fmt: skip
+    return AudioSpectrogramEncoder(name, model, processor, config, head=head, device=device, dtype=dtype)

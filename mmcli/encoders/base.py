@@ -43,6 +43,10 @@ class Encoder(LoadedModel):
     compile_error: str | None = None  # why the compiled tower was given up, if it was
     max_length: int | None = None  # the most tokens the text tower reads
     texts_cut = 0  # texts embedded so far that were longer than the text tower reads
+    # A classification checkpoint loaded with its classifier (``head=True``): its rows are logits over
+    # these labels, scored by a sigmoid each where it was trained multi-label, else by softmax.
+    labels: list[str] | None = None
+    multi_label: bool = False
 
     # -- what families implement -------------------------------------------------------------
     def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
@@ -255,6 +259,25 @@ def text_max_length(config: Any, tokenizer: Any) -> int:
     candidates = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     usable = [int(c) for c in candidates if isinstance(c, int) and 0 < c < 1_000_000]
     return min(usable) if usable else 512
+
+
+def config_labels(config: Any) -> tuple[list[str], bool]:
+    """A transformers classification checkpoint's labels in id order, and whether it was trained
+    multi-label (``problem_type``)."""
+    id2label = {int(key): str(value) for key, value in (getattr(config, "id2label", None) or {}).items()}
+    labels = [id2label.get(index, f"LABEL_{index}") for index in range(int(config.num_labels))]
+    return labels, getattr(config, "problem_type", None) == "multi_label_classification"
+
+
+def require_architecture(config: Any, name: str, suffix: str) -> None:
+    """Refuse a checkpoint not saved as a ``*{suffix}`` model (its classifier would be random)."""
+    saved = getattr(config, "architectures", None) or []
+    if not any(architecture.endswith(suffix) for architecture in saved):
+        raise UnsupportedModel(
+            f"model {name!r} was saved as {', '.join(saved) or 'a model without a classifier'}, not as a "
+            f"*{suffix} checkpoint: it has no classifier of its own. Give labels to classify into (zero-shot, "
+            "with an image-text or audio-text model)"
+        )
 
 
 def collate(inputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -64,6 +64,16 @@ ENCODERS.declare(
 
 
 ENCODERS.declare(
+    "audio",
+    description="audio spectrogram transformers (AST): recordings, and AudioSet classifiers' labels",
+    model_types=("audio-spectrogram-transformer",),
+    reads="audio",
+    loader="mmcli.encoders.audio:load_audio_spectrogram",
+    heads=True,
+)
+
+
+ENCODERS.declare(
     "dual-tower",
     description="image-text models with get_image_features / get_text_features",
     model_types=("clip", "siglip", "siglip2", "metaclip_2", "altclip", "chinese_clip", "align", "blip"),
@@ -113,6 +123,24 @@ ENCODERS.declare(
     accepts=_is_tubelet_video,
     clip_frames=videomae_frames,
     loader="mmcli.encoders.video:load_videomae",
+    heads=True,
+)
+
+
+ENCODERS.declare(
+    "open_clip",
+    description="open_clip models (open_clip:ARCH/TAG, hf-hub:org/repo, folders with open_clip_config.json)",
+    model_types=("open_clip",),
+    loader="mmcli.encoders.openclip:load_open_clip",
+)
+
+
+ENCODERS.declare(
+    "timm",
+    description="timm image backbones (timm/NAME; folders whose config.json names an architecture)",
+    model_types=("timm",),
+    loader="mmcli.encoders.timm_backbone:load_timm",
+    heads=True,
 )
 
 
@@ -149,4 +177,5 @@ ENCODERS.declare(
     ),
     accepts=_is_vision_only,
     loader="mmcli.encoders.vision:load_vision",
+    heads=True,
 )

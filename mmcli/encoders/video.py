@@ -15,7 +15,14 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders.base import Encoder, accepted_kwargs, features_tensor, text_max_length
+from mmcli.encoders.base import (
+    Encoder,
+    accepted_kwargs,
+    config_labels,
+    features_tensor,
+    require_architecture,
+    text_max_length,
+)
 from mmcli.encoders.families import videomae_frames, xclip_frames
 from mmcli.loading import from_pretrained
 from mmcli.media.clips import fill_clip
@@ -127,6 +134,21 @@ class VideoMAEEncoder(_ClipEncoder):
         return int(size) if isinstance(size, int) else None
 
 
+class VideoClassifierEncoder(VideoMAEEncoder):
+    """A ``*ForVideoClassification`` checkpoint (VideoMAE fine-tuned on Kinetics, ...) with its
+    classifier: each clip's row is its logits, as the model's own forward gives them."""
+
+    def __init__(self, name: str, model: Any, processor: Any, config: Any, **kwargs: Any) -> None:
+        super().__init__(name, model, processor, config, **kwargs)
+        self.labels, self.multi_label = config_labels(config)
+
+    def _video_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(pixel_values=inputs["pixel_values"]).logits
+
+    def _config_dim(self) -> int | None:
+        return len(self.labels or ())
+
+
 def load_xclip(
     name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
 ) -> XClipEncoder:
@@ -136,12 +158,18 @@ def load_xclip(
 
 
 def load_videomae(
-    name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False
+    name: str, path: str, config: Any, *, device: str, dtype: Any, trust_remote_code: bool = False, head: bool = False
 ) -> VideoMAEEncoder:
     """The backbone as ``AutoModel`` loads it; from a video-classification checkpoint with mean pooling,
     through ``AutoModelForVideoClassification`` instead, whose ``videomae`` is that same backbone, to
     keep the trained ``fc_norm`` that ``AutoModel`` would drop. Every weight used must be in the
     checkpoint (a model with random weights is refused)."""
+    if head:
+        require_architecture(config, name, "ForVideoClassification")
+        return VideoClassifierEncoder.from_checkpoint(
+            name, path, "AutoModelForVideoClassification", config=config, device=device, dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        )  # fmt: skip
     fine_tuned = getattr(config, "use_mean_pooling", False) and any(
         arch.endswith("ForVideoClassification") for arch in getattr(config, "architectures", None) or ()
     )

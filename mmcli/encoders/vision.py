@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders.base import Encoder
+from mmcli.encoders.base import Encoder, config_labels, require_architecture
 from mmcli.loading import from_pretrained
 
 POOLING = ("auto", "cls", "mean", "pooler")
@@ -63,6 +63,20 @@ class VisionEncoder(Encoder):
         return int(size) if isinstance(size, int) and not sizes else None
 
 
+class ImageClassifierEncoder(VisionEncoder):
+    """A ``*ForImageClassification`` checkpoint with its classifier: each image's row is its logits."""
+
+    def __init__(self, name: str, model: Any, image_processor: Any, config: Any, **kwargs: Any) -> None:
+        super().__init__(name, model, image_processor, config, pooling="cls", **kwargs)
+        self.labels, self.multi_label = config_labels(config)
+
+    def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(pixel_values=inputs["pixel_values"]).logits
+
+    def _config_dim(self) -> int | None:
+        return len(self.labels or ())
+
+
 def load_vision(
     name: str,
     path: str,
@@ -72,7 +86,14 @@ def load_vision(
     dtype: Any,
     trust_remote_code: bool = False,
     pooling: str = "auto",
+    head: bool = False,
 ) -> VisionEncoder:
+    if head:
+        require_architecture(config, name, "ForImageClassification")
+        return ImageClassifierEncoder.from_checkpoint(
+            name, path, "AutoModelForImageClassification", config=config, device=device, dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        )  # fmt: skip
     return VisionEncoder.from_checkpoint(
         name,
         path,

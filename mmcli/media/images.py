@@ -176,6 +176,22 @@ def decode_min_side(image_processor: Any) -> int | None:
     return 2 * longest if longest else None
 
 
+def transforms_min_side(transform: Any) -> int | None:
+    """:func:`decode_min_side` for a torchvision ``Compose`` (open_clip's, timm's and torchvision's
+    weights' preprocessing): twice the largest size it resizes or crops to; ``None`` where a step's
+    size is not a plain length."""
+    longest = 0
+    for step in getattr(transform, "transforms", ()):
+        size = getattr(step, "size", None)
+        if size is None:
+            continue
+        sizes = [size] if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else [None]
+        if not sizes or not all(isinstance(value, int) for value in sizes):
+            return None
+        longest = max(longest, *sizes)
+    return 2 * longest if longest else None
+
+
 def _upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation to the pixels.
 
