@@ -8,6 +8,8 @@ Most checkpoints are transformers ones (a ``config.json`` with a ``model_type``)
   open_clip's own list, ``open_clip:ARCH/TAG`` as clip-retrieval spells it (``open_clip.list_pretrained()``).
 - **timm**: a ``config.json`` that names an ``architecture`` (timm's hub layout, e.g. ``timm/NAME``),
   in a hub repository or a local folder.
+- **torchvision**: ``torchvision:NAME[:WEIGHTS]``, a model of torchvision's list with its weights
+  (``DEFAULT`` when not named), which torch keeps in its own cache (``TORCH_HOME``).
 
 Such a checkpoint's config is a :class:`LibraryConfig`, whose ``model_type`` (``open_clip``,
 ``timm``) is the one the registries' families claim, so the family is chosen as for any other.
@@ -24,6 +26,8 @@ from mmcli.errors import ModelNotFound
 
 OPEN_CLIP = "open_clip"
 TIMM = "timm"
+TORCHVISION = "torchvision"
+TORCHVISION_PREFIX = "torchvision:"  # torchvision:NAME[:WEIGHTS]
 OPEN_CLIP_PREFIX = "open_clip:"  # open_clip:ARCH/TAG, a model of open_clip's list
 HUB_PREFIX = "hf-hub:"  # hf-hub:org/repo, as open_clip and timm name hub repositories
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -53,6 +57,8 @@ def library_config(name: str) -> LibraryConfig | None:
     transformers checkpoint, or nothing readable: ``AutoConfig`` then says what is wrong)."""
     if name.startswith(OPEN_CLIP_PREFIX):
         return _open_clip_listed(name[len(OPEN_CLIP_PREFIX) :])
+    if name.startswith(TORCHVISION_PREFIX):
+        return _torchvision_listed(name[len(TORCHVISION_PREFIX) :])
     repo = name[len(HUB_PREFIX) :] if name.startswith(HUB_PREFIX) else name
     local = os.path.expanduser(repo)
     if name.startswith(HUB_PREFIX) or not os.path.isdir(local):
@@ -111,6 +117,42 @@ def _open_clip_listed(spec: str) -> LibraryConfig:
         raise ModelNotFound(f"open_clip has no pretrained weights {tag!r} for {arch!r}; {hint}")
     settings = dict(open_clip.get_pretrained_cfg(arch, tag))
     return LibraryConfig(OPEN_CLIP, arch, pretrained=tag, settings=settings)
+
+
+def _torchvision_listed(spec: str) -> LibraryConfig:
+    """``NAME[:WEIGHTS]`` of torchvision's models: the weights' URL, categories and transforms, and
+    for a video model the clip length and frame rate its weights were evaluated at (their docs say)."""
+    import re
+
+    import torchvision.models as models
+
+    name, _, weights_name = spec.partition(":")
+    if name not in models.list_models():
+        import difflib
+
+        near = difflib.get_close_matches(name, models.list_models(), n=5)
+        raise ModelNotFound(
+            f"torchvision has no model {name!r}" + (f"; near names: {', '.join(near)}" if near else "")
+            + " (torchvision.models.list_models() lists them)"
+        )
+    enum = models.get_model_weights(name)
+    available = [member.name for member in enum]
+    try:
+        weights = enum[weights_name or "DEFAULT"]
+    except KeyError:
+        raise ModelNotFound(
+            f"torchvision's {name} has no weights {weights_name!r}; its weights: {', '.join(available)}"
+        ) from None
+    settings: dict[str, Any] = {
+        "weights": weights.name, "url": weights.url, "categories": list(weights.meta.get("categories") or []),
+        "video": name in models.list_models(module=models.video),
+    }  # fmt: skip
+    docs = str(weights.meta.get("_docs", ""))
+    if settings["video"]:
+        clip_len, frame_rate = re.search(r"clip_len=(\d+)", docs), re.search(r"frame_rate=([\d.]+)", docs)
+        settings["clip_len"] = int(clip_len[1]) if clip_len else 16
+        settings["frame_rate"] = float(frame_rate[1]) if frame_rate else 15.0
+    return LibraryConfig(TORCHVISION, name, pretrained=weights.name, settings=settings)
 
 
 def _folder_json(folder: str, filename: str) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ from mmcli.media.audio import (
     expand_audio,
     silence_error,
 )
-from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, expand_clips, expand_videos
+from mmcli.media.clips import VIDEO_END, ClipItem, FrameItem, expand_clip_series, expand_clips, expand_videos
 from mmcli.media.images import DEFAULT_MAX_PIXELS, load_image
 from mmcli.pipeline import Outcome, RowBatch, default_workers, map_batches
 
@@ -141,7 +141,10 @@ def expand_media(
     """Items as the encoder takes them: videos as sampled frames (or one clip for a native video
     model), recordings (``modality: audio``) as windows at the model's rate; each followed by its end
     marker, for :class:`Pooler`."""
-    if encoder.clip_frames:
+    clip_rate = getattr(encoder, "clip_rate", None)
+    if encoder.clip_frames and clip_rate:
+        items = expand_clip_series(items, encoder.clip_frames, clip_rate, sampling, max_pixels=max_pixels)
+    elif encoder.clip_frames:
         items = expand_clips(items, encoder.clip_frames, sampling, max_pixels=max_pixels)
     else:
         items = expand_videos(items, sampling, max_pixels=max_pixels)
@@ -412,10 +415,21 @@ def extract_features(
             listed = list(items)
             previous = destination.previous(listed)
 
-        clip = None
+        clip, clip_rate = None, None
         if modality == "image" and inputs:  # (the config was read above unless --modality was given)
-            clip = (traits or model_traits(model, trust_remote_code=run.trust_remote_code)).clip
-        if clip is not None:  # sampling flags that cannot apply to a model of whole clips, refused before it loads
+            known = traits or model_traits(model, trust_remote_code=run.trust_remote_code)
+            clip, clip_rate = known.clip, known.clip_rate
+        if clip is not None and clip_rate:  # a series of clips at the rate the weights were trained at
+            given = [flag for flag, value in (("fps", run.fps), ("frames", run.frames), ("keyframes", run.keyframes))
+                     if value not in (None, False)]  # fmt: skip
+            if given:
+                raise UsageError(
+                    f"model {model!r} ({clip[1]}) takes videos as consecutive clips of {clip[0]} frames at "
+                    f"{clip_rate:g} frames per second, as its weights were trained; {option(given[0])} does not "
+                    f"apply (choose the span with {option('start')} and {option('end')})"
+                )
+            sampling = replace(sampling, fps=clip_rate)
+        elif clip is not None:  # sampling flags that cannot apply to a model of whole clips, refused before it loads
             frames, kind = clip
             what = f"model {model!r} ({kind}) embeds each video whole"
             if pool != "mean":
@@ -458,7 +472,9 @@ def extract_features(
                 encoder.audio_window, window, hop, start=sampling.start, end=sampling.end, model=f"model {model!r}"
             )
             settings["audio"] = {"pool": pool, "rate": encoder.audio_rate, **vars(windowing)}
-        if clip is not None:
+        if clip is not None and clip_rate:
+            settings["video"] = {"pool": pool, "clip_frames": clip[0], "clip_rate": clip_rate, **vars(sampling)}
+        elif clip is not None:
             settings["video"] = {"clip_frames": clip[0], **vars(sampling)}
         if _compiles(compile, encoder, modality, total, run):
             reporter.note(

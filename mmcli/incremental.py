@@ -51,7 +51,7 @@ def input_id(outcome: Any) -> str:
     """The id of the input an outcome belongs to: a video's frames and segments, and a recording's
     windows, name it in ``extra``."""
     item = outcome.item
-    if item.modality in ("frame", "segment", "window"):
+    if item.modality in ("frame", "clip", "segment", "window"):
         return item.extra.get("video", item.extra.get("audio", item.id))
     return item.id
 

@@ -10,9 +10,9 @@ from typing import Any
 STDIN = "-"
 
 
-# Items that are pieces of one input (a video's sampled frames, a recording's windows), not inputs of
-# their own: progress and resumed runs count the input, once, at its end marker.
-PART_MODALITIES = frozenset({"frame", "window"})
+# Items that are pieces of one input (a video's sampled frames or clips, a recording's windows), not
+# inputs of their own: progress and resumed runs count the input, once, at its end marker.
+PART_MODALITIES = frozenset({"frame", "clip", "window"})
 
 # A text's ``source`` in a record (a sidecar row, a hit, an error line): its first characters, which
 # keep a paragraph whole, and a flag where more was cut; the model reads the text itself, bounded by

@@ -29,16 +29,21 @@ class Family:
     reads: str = "image"  # what a command reads files as for this family's models when not told
     clip_frames: Callable[[Any], int] | None = None  # frames of the one clip a model takes a video as, by config
     heads: bool = False  # whether its loader takes head=True: a classification checkpoint with its classifier
+    clip_rate: Callable[[Any], float | None] | None = None  # frames per second of its clips, for models that
+    # take a video as a series of clips (torchvision's 3D CNNs) rather than whole
 
 
 @dataclass(frozen=True)
 class Traits:
     """A model's traits known from its config alone, so inputs and flags are checked before the weights
     load: what files given to it are read as (``reads``, see :meth:`Registry.register`), and for a model
-    that takes each video whole, ``clip``: (frames of that clip, model type); None for other models."""
+    that takes videos as clips, ``clip``: (frames of a clip, model type), None for other models; and
+    ``clip_rate``: the frames per second of a model that takes a video as a series of clips at that
+    rate (None: each video whole, as one clip)."""
 
     reads: str = "image"
     clip: tuple[int, str] | None = None
+    clip_rate: float | None = None
 
 
 # Each registry's module and the command its models serve, for pointing a model given to the wrong
@@ -119,16 +124,18 @@ class Registry:
         loader: str,
         accepts: Callable[[Any], bool] = _never,
         reads: str = "image",
-        clip_frames: Callable[[Any], int] | None = None,
+        clip_frames: Callable[[Any], int | None] | None = None,
         heads: bool = False,
+        clip_rate: Callable[[Any], float | None] | None = None,
     ) -> None:
         """A family whose loader (``"module:function"``, see :meth:`register`) is imported when one of its
         models loads; everything else about it is known without importing it. ``heads``: its loader
         takes ``head=True`` and then loads a classification checkpoint with its classifier, whose rows
         are the classifier's logits over ``labels``."""
         self._families[name] = Family(
-            name, description, frozenset(model_types), _LazyLoader(loader), accepts, reads, clip_frames, heads
-        )
+            name, description, frozenset(model_types), _LazyLoader(loader), accepts, reads, clip_frames, heads,
+            clip_rate,
+        )  # fmt: skip
 
     def families(self) -> list[Family]:
         return list(self._families.values())
@@ -153,10 +160,12 @@ class Registry:
         """What a command must know of this model before its weights load, from one read of its config."""
         config = load_config(name_or_path, trust_remote_code=trust_remote_code)
         family = self.family_for(config, name_or_path)
-        clip = None
-        if family.clip_frames is not None:
-            clip = family.clip_frames(config), getattr(config, "model_type", None) or family.name
-        return Traits(family.reads, clip)
+        clip, frames = None, family.clip_frames(config) if family.clip_frames is not None else None
+        if frames:
+            kind = getattr(config, "model_type", None) or family.name
+            clip = frames, f"{kind} {config.source}" if kind == "torchvision" else kind
+        rate = family.clip_rate(config) if family.clip_rate is not None and frames else None
+        return Traits(family.reads, clip, rate)
 
     def load(
         self,

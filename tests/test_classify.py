@@ -88,8 +88,8 @@ def test_classify_command_from_images_and_from_features_agree(run_mmcli, tiny_mo
 
 
 def test_classify_needs_labels_and_a_dual_tower_model(run_mmcli, tiny_models, photos):
-    no_labels = run_mmcli("classify", photos, "--model", tiny_models["clip"])
-    assert no_labels.returncode == 2 and "no labels" in no_labels.stderr
+    no_labels = run_mmcli("classify", photos, "--model", tiny_models["clip"])  # not a classification checkpoint
+    assert no_labels.returncode == 2 and "Give labels" in no_labels.stderr
     vision_only = run_mmcli("classify", photos, "--labels", "a,b", "--model", tiny_models["vit"])
     assert vision_only.returncode == 2 and "dual-tower" in vision_only.stderr
     bad_template = run_mmcli(

@@ -180,7 +180,9 @@ def test_unknown_architecture_shape_falls_back_to_config_shape():
 
 def test_registry_lists_families():
     names = {entry["family"] for entry in list_encoder_families()}
-    assert names == {"dual-tower", "vision", "text", "video-text", "video", "clap", "audio", "open_clip", "timm"}
+    assert names == {
+        "dual-tower", "vision", "text", "video-text", "video", "clap", "audio", "open_clip", "timm", "torchvision"
+    }  # fmt: skip
     clip = next(e for e in list_encoder_families() if e["family"] == "dual-tower")
     assert {"clip", "siglip", "siglip2", "metaclip_2"} <= set(clip["model_types"])
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from audio_media import speech_like
 from PIL import Image
+from tiny_libraries import TORCHVISION_MODELS
 
 from mmcli.captioners import GenerationOptions, load_captioner
 from mmcli.captioners.registry import CAPTIONERS
@@ -30,6 +31,7 @@ ENCODER_CHECKPOINTS = {
     "open_clip": ("open_clip",),
     "timm": ("timm",),
     "audio": ("ast_classifier",),
+    "torchvision": ("torchvision",),  # a TORCH_HOME holding an image CNN's and a 3D CNN's weights
 }
 TRANSCRIBER_CHECKPOINTS = {"whisper": ("whisper",)}
 # Where a family captions both images and, for some checkpoints, whole clips, one of each.
@@ -94,15 +96,20 @@ def _load_choosing(kind: str, path: str):
 
 
 @pytest.mark.parametrize(("kind", "family", "name"), SWEEP)
-def test_family_loads_from_its_config_and_runs(kind, family, name, tiny_models, images):
-    loaded, chosen = _load_choosing(kind, str(tiny_models[name]))
-    assert chosen == [family], f"tiny {name} chose {chosen}, not {family!r}"
-    if kind == "encoder":
-        _check_encoder(loaded, images[0])
-    elif kind == "captioner":
-        _check_captioner(loaded, images[0])
-    else:
-        _check_transcriber(loaded)
+def test_family_loads_from_its_config_and_runs(kind, family, name, tiny_models, images, monkeypatch):
+    models = [str(tiny_models[name])]
+    if name == "torchvision":  # models of torchvision's list, their weights in torch's cache
+        monkeypatch.setenv("TORCH_HOME", models[0])
+        models = [f"torchvision:{model}" for model in TORCHVISION_MODELS]
+    for model in models:
+        loaded, chosen = _load_choosing(kind, model)
+        assert chosen == [family], f"tiny {name} chose {chosen}, not {family!r}"
+        if kind == "encoder":
+            _check_encoder(loaded, images[0])
+        elif kind == "captioner":
+            _check_captioner(loaded, images[0])
+        else:
+            _check_transcriber(loaded)
 
 
 def _check_encoder(encoder, photo: Image.Image) -> None:

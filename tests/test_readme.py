@@ -153,6 +153,7 @@ def readers_env(mmcli_exe, tiny_models, tmp_path_factory) -> dict[str, str]:
         **os.environ,
         "HF_HOME": str(hub_cache(root / "hf", tiny_models)),
         "HF_HUB_OFFLINE": "1",
+        "TORCH_HOME": str(tiny_models["torchvision"]),  # torchvision's weights, as torch caches downloads
         "PATH": f"{Path(mmcli_exe).parent}{os.pathsep}{os.environ['PATH']}",
         "MMCLI_WARM": "on",
         "MMCLI_WARM_SOCKET": str(warm / "warm.sock"),

@@ -58,3 +58,24 @@ def build_timm(folder: Path) -> Path:
     save_for_hf(model, str(folder), model_config={"label_names": TIMM_LABELS}, model_args=TIMM_ARGS,
                 safe_serialization=True)  # fmt: skip
     return folder
+
+
+TORCHVISION_MODELS = ("resnet18", "mc3_18")  # an image CNN and a Kinetics 3D CNN (16-frame clips at 15 fps)
+
+
+@tiny("torchvision")
+def build_torchvision(folder: Path) -> Path:
+    """A ``TORCH_HOME`` whose hub cache holds randomly initialised weights of real torchvision models,
+    under the file names torchvision downloads their default weights as."""
+    import os
+
+    import torchvision.models as models
+
+    checkpoints = folder / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for seed, name in enumerate(TORCHVISION_MODELS):
+        weights = models.get_model_weights(name).DEFAULT
+        torch.manual_seed(40 + seed)
+        model = models.get_model(name, weights=None, num_classes=len(weights.meta["categories"])).eval()
+        torch.save(model.state_dict(), checkpoints / os.path.basename(weights.url))
+    return folder

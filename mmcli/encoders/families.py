@@ -144,6 +144,26 @@ ENCODERS.declare(
 )
 
 
+def torchvision_clip_frames(config: Any) -> int | None:
+    return config.settings.get("clip_len") if config.settings.get("video") else None
+
+
+def torchvision_clip_rate(config: Any) -> float | None:
+    return config.settings.get("frame_rate") if config.settings.get("video") else None
+
+
+ENCODERS.declare(
+    "torchvision",
+    description="torchvision models (torchvision:NAME[:WEIGHTS]): image CNNs and ViTs, and video models "
+    "(3D CNNs, MViT, Swin3D) on clips at their weights' rate",
+    model_types=("torchvision",),
+    loader="mmcli.encoders.torchvision_models:load_torchvision",
+    clip_frames=torchvision_clip_frames,
+    clip_rate=torchvision_clip_rate,
+    heads=True,
+)
+
+
 ENCODERS.declare(
     "vision",
     description="image-only backbones (pooled output or CLS token)",

@@ -4,7 +4,8 @@ A video enters a batch pipeline as its sampled frames (:class:`FrameItem`, decod
 a few at a time) followed by an end marker (:class:`VideoEnd`), so a long video never sits in
 memory; or, for a native video model (``clip_frames`` set: X-CLIP, VideoMAE, GIT VATEX, Qwen2-VL), as
 one :class:`ClipItem` of that many evenly spaced frames (:func:`expand_clips`), filled to length by
-:func:`fill_clip`.
+:func:`fill_clip`; or, for a model of short clips at a fixed rate (torchvision's 3D CNNs), as the
+series of consecutive clips that cover it, followed by its end marker (:func:`expand_clip_series`).
 """
 
 from __future__ import annotations
@@ -177,3 +178,62 @@ def fill_clip(frames: Sequence[T], length: int) -> list[T]:
     if len(frames) > length:
         raise ValueError(f"got {len(frames)} frames for a model that takes {length} per clip; sample {length}")
     return frames + [frames[-1]] * (length - len(frames))
+
+
+def expand_clip_series(
+    items: Iterable[InputItem],
+    clip_frames: int,
+    rate: float,
+    sampling: Any = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[InputItem]:
+    """Replace each video item by consecutive clips of ``clip_frames`` frames sampled at ``rate`` frames
+    per second (``modality: clip``, each ``t`` to ``end`` seconds, with its ``video``), then an end marker
+    (:class:`VideoEnd`) whose rows :class:`~mmcli.extract.Pooler` pools; or by an error item.
+
+    The last clip of a video, shorter than a clip, is filled by repeating its last frame (``padded``
+    says how many). ``sampling`` gives ``start`` and ``end`` (its rate and modes do not apply: the
+    model's rate does); frames are decoded a clip at a time, so a long video never sits in memory."""
+    start = sampling.start if sampling else 0.0
+    options = SamplingOptions(fps=rate, start=start, end=sampling.end if sampling else None)
+
+    def clip(item: InputItem, frames: list[Any]) -> ClipItem:
+        t, end = frames[0].t, frames[-1].t + 1.0 / rate
+        facts: dict[str, Any] = {"t": round(t, 6), "end": round(end, 6), "video": item.id, "frames": len(frames)}
+        if len(frames) < clip_frames:
+            facts["padded"] = clip_frames - len(frames)
+        images = [frame.image for frame in frames]
+        return ClipItem(f"{item.id}#t={t:.3f},{end:.3f}", "clip", item.source, path=item.path,
+                        extra={**item.extra, **facts}, frames=images, start=t, span_end=end)  # fmt: skip
+
+    for item in items:
+        if item.modality != "video" or item.error:
+            yield item
+            continue
+        count, clips, pending = 0, 0, []
+        try:
+            with (
+                local_video(item.path, item.blob) as path,
+                VideoReader(path, options, max_pixels=max_pixels) as reader,
+            ):
+                for frame in reader.frames():
+                    count += 1
+                    pending.append(frame)
+                    if len(pending) == clip_frames:
+                        yield clip(item, pending)
+                        clips, pending = clips + 1, []
+                if pending:
+                    yield clip(item, pending)
+                    clips += 1
+                truncated, span_end = reader.truncated, reader.span_end
+                empty = None if count else no_frames_error(reader)
+        except ItemError as exc:
+            yield replace(item, error=str(exc))
+            continue
+        if empty:
+            yield replace(item, error=empty)
+            continue
+        facts = {"frames": count, "clips": clips, **({"truncated": True} if truncated else {})}
+        yield VideoEnd(item.id, VIDEO_END, item.source, path=item.path, text=item.text, extra={**item.extra, **facts},
+                       blob=item.blob, span_end=span_end)  # fmt: skip

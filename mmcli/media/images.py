@@ -181,14 +181,15 @@ def transforms_min_side(transform: Any) -> int | None:
     weights' preprocessing): twice the largest size it resizes or crops to; ``None`` where a step's
     size is not a plain length."""
     longest = 0
-    for step in getattr(transform, "transforms", ()):
-        size = getattr(step, "size", None)
-        if size is None:
-            continue
-        sizes = [size] if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else [None]
-        if not sizes or not all(isinstance(value, int) for value in sizes):
-            return None
-        longest = max(longest, *sizes)
+    for step in getattr(transform, "transforms", [transform]):
+        for attribute in ("size", "resize_size", "crop_size"):  # (the last two: torchvision weights' presets)
+            size = getattr(step, attribute, None)
+            if size is None:
+                continue
+            sizes = [size] if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else [None]
+            if not sizes or not all(isinstance(value, int) for value in sizes):
+                return None
+            longest = max(longest, *sizes)
     return 2 * longest if longest else None
 
 

@@ -61,7 +61,7 @@ def previous_feature_set(output: Path, items: Sequence[InputItem], model: str) -
             f"{option('update')} must use the same {option('model')}"
         )
     failed = {record.get("source") for record in feature_set_errors(output)}
-    videos = any(record.get("modality") in ("video", "frame") for record in old.records)
+    videos = any(record.get("modality") in ("video", "frame", "clip") for record in old.records)
     return Previous(output, old.records, manifest, failed, videos or _has_videos(items), old.vectors)
 
 
