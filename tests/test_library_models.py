@@ -195,6 +195,21 @@ def test_the_commands_search_and_classify_with_hub_open_clip_and_timm_models(
     got = np.array([[record["scores"]["cat"], record["scores"]["rocket"]] for record in records])
     np.testing.assert_allclose(got, expected_p, atol=1e-5)
 
+    # CLIPScore (w * max(cos, 0), w = 2.5) of captions against the open_clip set's image rows.
+    from mmcli.metrics.clipscore import CAPTION_PREFIX
+
+    pred, refs = tmp_path / "pred.jsonl", tmp_path / "refs.jsonl"
+    ids = [record["id"] for record in records]
+    pred.write_text("".join(json.dumps({"id": i, "caption": "a cat"}) + "\n" for i in ids))
+    refs.write_text("".join(json.dumps({"id": i, "captions": ["a rocket"]}) + "\n" for i in ids))
+    scored = run_mmcli_process("evaluate", "captions", "--pred", pred, "--refs", refs, "--metrics", "bleu",
+                               "--clipscore", "--images", tmp_path / "hf-hub_tiny-org_open-clip-tiny.npy",
+                               "--dtype", "float32", "--format", "json", env=env)  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    _, caption_rows = open_clip_reference(open_clip_hub, [], [CAPTION_PREFIX + "a cat"])
+    expected_score = float(np.mean(2.5 * np.maximum(image_reference @ caption_rows[0], 0)))
+    assert json.loads(scored.stdout)["metrics"]["CLIPScore"] == pytest.approx(expected_score, abs=1e-4)
+
 
 def test_a_missing_library_names_the_install_that_fixes_it(tiny_models, monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # import open_clip raises ImportError
