@@ -132,7 +132,8 @@ def _torchvision_listed(spec: str) -> LibraryConfig:
 
         near = difflib.get_close_matches(name, models.list_models(), n=5)
         raise ModelNotFound(
-            f"torchvision has no model {name!r}" + (f"; near names: {', '.join(near)}" if near else "")
+            f"torchvision has no model {name!r}"
+            + (f"; near names: {', '.join(near)}" if near else "")
             + " (torchvision.models.list_models() lists them)"
         )
     enum = models.get_model_weights(name)
