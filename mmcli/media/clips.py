@@ -189,51 +189,42 @@ def expand_clip_series(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[InputItem]:
     """Replace each video item by consecutive clips of ``clip_frames`` frames sampled at ``rate`` frames
-    per second (``modality: clip``, each ``t`` to ``end`` seconds, with its ``video``), then an end marker
-    (:class:`VideoEnd`) whose rows :class:`~mmcli.extract.Pooler` pools; or by an error item.
+    per second (``modality: clip``, each ``t`` to ``end`` seconds, with its ``video``), then its end
+    marker (:class:`VideoEnd`, counting the ``clips``) whose rows :class:`~mmcli.extract.Pooler` pools;
+    or by an error item.
 
-    The last clip of a video, shorter than a clip, is filled by repeating its last frame (``padded``
-    says how many). ``sampling`` gives ``start`` and ``end`` (its rate and modes do not apply: the
-    model's rate does); frames are decoded a clip at a time, so a long video never sits in memory."""
-    start = sampling.start if sampling else 0.0
-    options = SamplingOptions(fps=rate, start=start, end=sampling.end if sampling else None)
+    The frames are :func:`expand_videos`' at that rate, a clip's worth held at a time. The last clip of
+    a video, shorter than a clip, is filled by repeating its last frame (``padded`` says how many).
+    ``sampling`` gives ``start`` and ``end`` (its rate and modes do not apply: the model's rate does)."""
+    options = SamplingOptions(
+        fps=rate, start=sampling.start if sampling else 0.0, end=sampling.end if sampling else None
+    )
+    pending: list[FrameItem] = []
+    clips = 0
 
-    def clip(item: InputItem, frames: list[Any]) -> ClipItem:
-        t, end = frames[0].t, frames[-1].t + 1.0 / rate
-        facts: dict[str, Any] = {"t": round(t, 6), "end": round(end, 6), "video": item.id, "frames": len(frames)}
-        if len(frames) < clip_frames:
-            facts["padded"] = clip_frames - len(frames)
-        images = [frame.image for frame in frames]
-        return ClipItem(f"{item.id}#t={t:.3f},{end:.3f}", "clip", item.source, path=item.path,
-                        extra={**item.extra, **facts}, frames=images, start=t, span_end=end)  # fmt: skip
+    def clip() -> ClipItem:
+        first, last = pending[0], pending[-1]
+        t, end = first.extra["t"], last.extra["t"] + 1.0 / rate
+        facts: dict[str, Any] = {"t": t, "end": round(end, 6), "frames": len(pending)}
+        if len(pending) < clip_frames:
+            facts["padded"] = clip_frames - len(pending)
+        return ClipItem(f"{first.extra['video']}#t={t:.3f},{end:.3f}", "clip", first.source, path=first.path,
+                        extra={**first.extra, **facts}, frames=[frame.image for frame in pending], start=t,
+                        span_end=end)  # fmt: skip
 
-    for item in items:
-        if item.modality != "video" or item.error:
+    for item in expand_videos(items, options, max_pixels=max_pixels):
+        if isinstance(item, FrameItem):
+            pending.append(item)
+            if len(pending) == clip_frames:
+                yield clip()
+                pending, clips = [], clips + 1
+        elif item.modality == VIDEO_END:
+            if pending:
+                yield clip()
+                pending, clips = [], clips + 1
+            yield replace(item, extra={**item.extra, "clips": clips})
+            clips = 0
+        else:
+            if item.modality == "video":  # a video that failed part-way: its partial clip is not a clip
+                pending, clips = [], 0
             yield item
-            continue
-        count, clips, pending = 0, 0, []
-        try:
-            with (
-                local_video(item.path, item.blob) as path,
-                VideoReader(path, options, max_pixels=max_pixels) as reader,
-            ):
-                for frame in reader.frames():
-                    count += 1
-                    pending.append(frame)
-                    if len(pending) == clip_frames:
-                        yield clip(item, pending)
-                        clips, pending = clips + 1, []
-                if pending:
-                    yield clip(item, pending)
-                    clips += 1
-                truncated, span_end = reader.truncated, reader.span_end
-                empty = None if count else no_frames_error(reader)
-        except ItemError as exc:
-            yield replace(item, error=str(exc))
-            continue
-        if empty:
-            yield replace(item, error=empty)
-            continue
-        facts = {"frames": count, "clips": clips, **({"truncated": True} if truncated else {})}
-        yield VideoEnd(item.id, VIDEO_END, item.source, path=item.path, text=item.text, extra={**item.extra, **facts},
-                       blob=item.blob, span_end=span_end)  # fmt: skip
