@@ -52,6 +52,16 @@ class LibraryConfig:
         return [self.settings.get("architecture") or self.source]
 
 
+def checkpoint_config(name: str, *, trust_remote_code: bool = False) -> Any:
+    """The config that decides ``name``'s family: its :class:`LibraryConfig` where another library
+    loads it, else its transformers config (:func:`~mmcli.loading.load_config`, with its errors)."""
+    from mmcli.loading import load_config, looks_like_path
+
+    if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
+        return load_config(name, trust_remote_code=trust_remote_code)  # says the folder does not exist
+    return library_config(name) or load_config(name, trust_remote_code=trust_remote_code)
+
+
 def library_config(name: str) -> LibraryConfig | None:
     """The :class:`LibraryConfig` of ``name`` when another library loads it, else ``None`` (a
     transformers checkpoint, or nothing readable: ``AutoConfig`` then says what is wrong)."""

@@ -242,16 +242,11 @@ def forget_configs() -> None:
 
 
 def _read_config(name: str, trust_remote_code: bool) -> Any:
-    from mmcli.checkpoints import library_config
-
     if looks_like_path(name):
         if not os.path.exists(os.path.expanduser(name)):
             raise ModelNotFound(f"model folder {name!r} does not exist")
     else:
         offline_unless_hub_answers()
-    other = library_config(name)  # an open_clip or timm checkpoint
-    if other is not None:
-        return other
     from transformers import AutoConfig
 
     path = os.path.expanduser(name)

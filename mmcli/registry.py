@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmcli import keep
+from mmcli.checkpoints import checkpoint_config
 from mmcli.errors import UnsupportedModel
-from mmcli.loading import check_quantize, load_config, quantize_linear_layers, resolve_device, resolve_dtype
+from mmcli.loading import check_quantize, quantize_linear_layers, resolve_device, resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class Registry:
 
     def traits(self, name_or_path: str, *, trust_remote_code: bool = False) -> Traits:
         """What a command must know of this model before its weights load, from one read of its config."""
-        config = load_config(name_or_path, trust_remote_code=trust_remote_code)
+        config = checkpoint_config(name_or_path, trust_remote_code=trust_remote_code)
         family = self.family_for(config, name_or_path)
         clip, frames = None, family.clip_frames(config) if family.clip_frames is not None else None
         if frames:
@@ -201,7 +202,7 @@ class Registry:
         trust_remote_code: bool,
         options: dict[str, Any],
     ) -> Any:
-        config = load_config(name_or_path, trust_remote_code=trust_remote_code)
+        config = checkpoint_config(name_or_path, trust_remote_code=trust_remote_code)
         family = self.family_for(config, name_or_path)
         if options.get("head") and not family.heads:
             raise UnsupportedModel(

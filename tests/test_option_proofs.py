@@ -47,7 +47,7 @@ def loads(monkeypatch):
     from mmcli import registry
 
     seen: dict[str, list] = {"device": [], "dtype": [], "trust_remote_code": []}
-    real_device, real_dtype, real_config = registry.resolve_device, registry.resolve_dtype, registry.load_config
+    real_device, real_dtype, real_config = registry.resolve_device, registry.resolve_dtype, registry.checkpoint_config
 
     def device(asked="auto"):
         seen["device"].append(asked)
@@ -63,7 +63,7 @@ def loads(monkeypatch):
 
     monkeypatch.setattr(registry, "resolve_device", device)
     monkeypatch.setattr(registry, "resolve_dtype", dtype)
-    monkeypatch.setattr(registry, "load_config", config)
+    monkeypatch.setattr(registry, "checkpoint_config", config)
     return seen
 
 
