@@ -128,7 +128,7 @@ def test_an_audio_classifier_scores_recordings_in_its_windows(run_mmcli, tiny_mo
         expected = _softmax(model(**extractor(pcm, sampling_rate=rate, return_tensors="pt")).logits)
     labels = list(SOUND_LABELS.values())
     assert [r["id"] for r in records] == [str(folder / name) for name in recordings]
-    np.testing.assert_allclose(_scores(records, labels), expected, atol=1e-4)
+    np.testing.assert_allclose(_scores(records, labels), expected, atol=1e-5)
 
 
 def test_without_labels_a_model_that_has_none_is_a_usage_error(run_mmcli, tiny_models, photos, tmp_path):
