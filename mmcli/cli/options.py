@@ -64,7 +64,8 @@ EncoderModel = Annotated[
         "--model",
         "-m",
         envvar="MMCLI_MODEL",
-        help="Hugging Face model id or local checkpoint folder.",
+        help="Hugging Face model id (transformers, open_clip or timm) or local checkpoint folder; "
+        "open_clip:ARCH/TAG, hf-hub:ORG/REPO, torchvision:NAME[:WEIGHTS].",
         rich_help_panel="Model",
     ),
 ]
