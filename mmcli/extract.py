@@ -102,6 +102,8 @@ class Pooler:
                 else:
                     result.append(Outcome(pooled, self._pooled(parts)))
             else:
+                if self.pending:  # the parts' input failed part-way (an error, no end marker): none of its rows pool
+                    self._parts, self._quiet, self._heard = [], [], False
                 result.append(outcome)
         return result
 

@@ -157,3 +157,21 @@ def test_a_start_past_the_end_gives_the_videos_duration(run_mmcli, tiny_models, 
     assert result.returncode == 1
     (error,) = [json.loads(line) for line in out.with_suffix(".errors.jsonl").read_text().splitlines()]
     assert error["error"] == "--start 60 is at or past the end of the video, which is 4.0 s long"
+
+
+def test_frames_of_a_video_that_failed_part_way_are_not_pooled_into_the_next():
+    from mmcli.extract import Pooler
+    from mmcli.items import InputItem
+    from mmcli.media.clips import VIDEO_END, FrameItem, VideoEnd
+    from mmcli.pipeline import Outcome
+
+    def frame(video: str, t: float, value: float) -> Outcome:
+        item = FrameItem(f"{video}#t={t:.3f}", "frame", video, extra={"t": t, "video": video})
+        return Outcome(item, np.array([value, 1.0], np.float32))
+
+    failed = Outcome(InputItem("a.mp4", "video", "a.mp4"), error="decoding failed at 2.0 s")
+    end = Outcome(VideoEnd("b.mp4", VIDEO_END, "b.mp4"))
+    rows = Pooler("mean", normalize=False).rows([frame("a.mp4", 0, 100.0), frame("a.mp4", 1, 100.0), failed,
+                                                 frame("b.mp4", 0, 2.0), frame("b.mp4", 1, 4.0), end])  # fmt: skip
+    assert [(row.item.id, row.error) for row in rows] == [("a.mp4", "decoding failed at 2.0 s"), ("b.mp4", None)]
+    np.testing.assert_allclose(rows[1].value, [3.0, 1.0])  # b's frames alone, not a's
