@@ -70,7 +70,11 @@ def request_key(kind: str, name: str, options: dict[str, Any]) -> str | None:
 
 def checkpoint_files(name: str) -> list[Any] | None:
     """The checkpoint's folder and its files' names, sizes and modification times: a local folder, or
-    the snapshot of a hub id that the Hugging Face cache's ``refs/main`` names."""
+    the snapshot of a hub id that the Hugging Face cache's ``refs/main`` names (``hf-hub:`` ids too);
+    for ``torchvision:NAME[:WEIGHTS]``, the weights file in torch's cache."""
+    if name.startswith("torchvision:"):
+        return _torch_cache_file(name)
+    name = name.removeprefix("hf-hub:")
     folder = os.path.expanduser(name)
     if not os.path.isdir(folder):
         from huggingface_hub import constants
@@ -90,6 +94,20 @@ def checkpoint_files(name: str) -> list[Any] | None:
     except OSError:
         return None
     return [os.path.realpath(folder), stamps]
+
+
+def _torch_cache_file(name: str) -> list[Any] | None:
+    try:
+        import torch
+        import torchvision.models as models
+
+        model, _, weights = name.removeprefix("torchvision:").partition(":")
+        url = models.get_model_weights(model)[weights or "DEFAULT"].url
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+        info = os.stat(path)
+    except (ImportError, ValueError, KeyError, OSError):
+        return None
+    return [os.path.realpath(path), [[os.path.basename(path), info.st_size, info.st_mtime_ns]]]
 
 
 def report() -> dict[str, Any]:

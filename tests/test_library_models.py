@@ -220,3 +220,10 @@ def test_a_missing_library_names_the_install_that_fixes_it(tiny_models, monkeypa
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(ModelNotFound, match=r"pip install timm .*\.\[timm\]"):
         load_encoder(str(tiny_models["timm"]), device="cpu")
+
+
+def test_a_warm_process_keeps_an_hf_hub_model_by_its_snapshot(hub_home):
+    from mmcli.keep import checkpoint_files
+
+    kept = checkpoint_files("hf-hub:tiny-org/open-clip-tiny")
+    assert kept is not None and kept == checkpoint_files("tiny-org/open-clip-tiny")

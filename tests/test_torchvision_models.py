@@ -137,3 +137,14 @@ def test_weights_neither_cached_nor_downloadable_are_a_clear_error(tmp_path, mon
         load_encoder("torchvision:resnet18:IMAGENET22K", device="cpu")
     with pytest.raises(ModelNotFound, match="near names: resnet18"):
         load_encoder("torchvision:resnet1", device="cpu")
+
+
+def test_a_warm_process_keeps_a_torchvision_model_by_its_weights_file(torch_home, tmp_path, monkeypatch):
+    from mmcli.keep import checkpoint_files
+
+    path, stamps = checkpoint_files("torchvision:resnet18")
+    assert path == str((torch_home / "hub" / "checkpoints" / stamps[0][0]).resolve()) and stamps[0][0].startswith(
+        "resnet18-"
+    )
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # not cached there: not kept, loaded afresh
+    assert checkpoint_files("torchvision:resnet18") is None
