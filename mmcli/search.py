@@ -125,6 +125,14 @@ def _faiss_index(feature_set: FeatureSet, ann: str, *, save_index: bool) -> tupl
     return index, result
 
 
+def faiss_index_of(feature_set: FeatureSet) -> tuple[Any, SetSearch]:
+    """The faiss index ``search_set(..., ann="faiss")`` searches: ``FEATS.faiss`` where it is fresh, else
+    one built in memory; with how it was had (``index_file``, ``built``), for callers that search it
+    many times (:mod:`mmcli.dedup`)."""
+    require_rows(feature_set)
+    return _faiss_index(feature_set, "faiss", save_index=False)
+
+
 @dataclass
 class Queries:
     """Queries in a feature set's vector space: ``ids``, ``texts`` (the query text or image path),

@@ -289,6 +289,23 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
         PROOF + "test_extract_quiet_silences_the_summary",
     ),
     # -- fuse ------------------------------------------------------------------------------------------
+    # -- dedup -----------------------------------------------------------------------------------------
+    ("dedup", "--threshold"): (
+        "tests/test_dedup.py::test_keep_policies_and_a_sharded_set_equal_to_its_one_file_twin",
+        "tests/test_dedup.py::test_exact_copies_by_their_bytes",
+    ),
+    ("dedup", "--method"): (
+        "tests/test_dedup.py::test_the_approximate_methods_recall_the_planted_pairs",
+        "tests/test_dedup.py::test_output_file_and_refusals",
+    ),
+    ("dedup", "--keep"): ("tests/test_dedup.py::test_keep_policies_and_a_sharded_set_equal_to_its_one_file_twin",),
+    ("dedup", "--exact"): ("tests/test_dedup.py::test_exact_copies_by_their_bytes",),
+    ("dedup", "--neighbors"): ("tests/test_dedup.py::test_neighbors_and_clusters_reach_the_approximate_methods",),
+    ("dedup", "--clusters"): ("tests/test_dedup.py::test_neighbors_and_clusters_reach_the_approximate_methods",),
+    ("dedup", "--seed"): ("tests/test_dedup.py::test_neighbors_and_clusters_reach_the_approximate_methods",),
+    ("dedup", "--output"): ("tests/test_dedup.py::test_output_file_and_refusals",),
+    ("dedup", "--overwrite"): ("tests/test_dedup.py::test_output_file_and_refusals",),
+    ("dedup", "--quiet"): ("tests/test_dedup.py::test_output_file_and_refusals",),
     ("fuse", "--method"): (
         "tests/test_fusion_early.py::test_cli_fuses_and_reuses_a_projection",
         "tests/test_fuse_cli.py::test_late_fusion_of_retrieve_output_files",

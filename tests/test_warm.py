@@ -129,6 +129,7 @@ CHAINS = {  # command lines (and stdin), each chain in an order in which a comma
         ("retrieve --index photos.npy --queries examples/captions.txt -k 3 -o hits.jsonl", None),
         ("extract-features examples/photos --model {dinov2} -o dino.npy", None),
         ("fuse photos.npy dino.npy -o fused.npy", None),
+        ("dedup photos.npy --threshold 0.5 --keep last -o dups.jsonl", None),
         ("index build photos.npy", None),
         ("evaluate retrieval --results hits.jsonl --qrels examples/qrels.jsonl --top-k 1,5", None),
         (

@@ -13,6 +13,8 @@ from mmcli.cli.caption import caption
 from mmcli.cli.classify import EXAMPLES as CLASSIFY_EXAMPLES
 from mmcli.cli.classify import classify
 from mmcli.cli.common import Command, Group
+from mmcli.cli.dedup import EXAMPLES as DEDUP_EXAMPLES
+from mmcli.cli.dedup import dedup
 from mmcli.cli.evaluate import app as evaluate_app
 from mmcli.cli.extract_features import EXAMPLES as EXTRACT_EXAMPLES
 from mmcli.cli.extract_features import extract_features
@@ -80,6 +82,7 @@ app.command("serve", cls=Command, epilog=SERVE_EXAMPLES)(serve)
 app.command("transcribe", cls=Command, epilog=TRANSCRIBE_EXAMPLES)(transcribe)
 app.command("classify", cls=Command, epilog=CLASSIFY_EXAMPLES)(classify)
 app.command("fuse", cls=Command, epilog=FUSE_EXAMPLES)(fuse)
+app.command("dedup", cls=Command, epilog=DEDUP_EXAMPLES)(dedup)
 app.add_typer(evaluate_app, name="evaluate")
 app.command("report", cls=Command, epilog=REPORT_EXAMPLES)(report)
 app.add_typer(train_app, name="train")
