@@ -25,6 +25,10 @@ from mmcli.cli.report import EXAMPLES as REPORT_EXAMPLES
 from mmcli.cli.report import report
 from mmcli.cli.retrieve import EXAMPLES as RETRIEVE_EXAMPLES
 from mmcli.cli.retrieve import retrieve
+from mmcli.cli.score import EXAMPLES as SCORE_EXAMPLES
+from mmcli.cli.score import score
+from mmcli.cli.select import EXAMPLES as SELECT_EXAMPLES
+from mmcli.cli.select import select
 from mmcli.cli.serve import EXAMPLES as SERVE_EXAMPLES
 from mmcli.cli.serve import serve
 from mmcli.cli.train import app as train_app
@@ -83,6 +87,8 @@ app.command("transcribe", cls=Command, epilog=TRANSCRIBE_EXAMPLES)(transcribe)
 app.command("classify", cls=Command, epilog=CLASSIFY_EXAMPLES)(classify)
 app.command("fuse", cls=Command, epilog=FUSE_EXAMPLES)(fuse)
 app.command("dedup", cls=Command, epilog=DEDUP_EXAMPLES)(dedup)
+app.command("score", cls=Command, epilog=SCORE_EXAMPLES)(score)
+app.command("select", cls=Command, epilog=SELECT_EXAMPLES)(select)
 app.add_typer(evaluate_app, name="evaluate")
 app.command("report", cls=Command, epilog=REPORT_EXAMPLES)(report)
 app.add_typer(train_app, name="train")

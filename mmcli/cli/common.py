@@ -73,7 +73,7 @@ class Command(_ShownFlags, TyperCommand):
 # The order `mmcli --help` lists the commands in: the docs' (the main job first, then embedding and
 # search); typer would list single commands before groups.
 COMMAND_ORDER = ("caption", "extract-features", "retrieve", "index", "serve", "transcribe", "classify", "fuse",
-                 "dedup", "evaluate", "report", "train", "warm")  # fmt: skip
+                 "dedup", "score", "select", "evaluate", "report", "train", "warm")  # fmt: skip
 
 
 class Group(_ShownFlags, TyperGroup):

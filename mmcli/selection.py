@@ -1,0 +1,177 @@
+"""Cutting a feature set down to the rows chosen: the run behind ``mmcli select``.
+
+Rows are chosen by id (a JSONL list of ``{"id"}`` records, such as ``dedup``'s kept rows), by
+conditions over the fields of records joined to the rows by id (``dedup``'s ``keep``, ``classify``'s
+``label``, ``score``'s ``score``), or as the top fraction by a number of those records; the chosen
+rows keep their order, their vectors and their own records, and are written as a new feature set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmcli.errors import InputError, UsageError, option
+from mmcli.output.destination import writes
+
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+}  # fmt: skip
+CONDITION = re.compile(r"^\s*(?P<field>[A-Za-z_][\w.-]*)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<value>.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``FIELD OP VALUE``: VALUE a JSON literal (``true``, ``0.3``, ``"nsfw"``) or a bare word (a string)."""
+
+    field: str
+    op: str
+    value: Any
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        match = CONDITION.match(text)
+        if match is None or match["value"][0] in "<>=!":
+            raise UsageError(
+                f"{option('where')} {text!r}: write FIELD OP VALUE with OP one of {', '.join(OPERATORS)}, "
+                "e.g. 'keep == true', 'score >= 0.3', 'label != nsfw'"
+            )
+        raw = match["value"]
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw  # a bare word
+        return cls(match["field"], match["op"], value)
+
+    def holds(self, record: dict[str, Any]) -> bool:
+        if self.field not in record:
+            return False
+        found = record[self.field]
+        if self.op in ("==", "!="):
+            return OPERATORS[self.op](found, self.value)
+        if not _number(found) or not _number(self.value):
+            return False  # an ordering of a non-number holds for no row
+        return OPERATORS[self.op](found, self.value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def joined_records(paths: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The fields of ``paths``' JSONL records merged by ``id`` (later files win a field), each file's ids
+    checked: a repeated id, or an id that is no row's, is refused naming the file and line."""
+    from mmcli.jsonl import read_jsonl
+
+    known = set(ids)
+    merged: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        seen: set[str] = set()
+        for line, record in read_jsonl(path, "records file"):
+            identifier = record.get("id")
+            if not isinstance(identifier, str):
+                raise InputError(f'{path}:{line}: a record without an "id"')
+            if identifier in seen:
+                raise InputError(f"{path}:{line}: id {identifier!r} is repeated; each row takes one record a file")
+            if identifier not in known:
+                raise InputError(f"{path}:{line}: id {identifier!r} is no row of the feature set")
+            seen.add(identifier)
+            merged.setdefault(identifier, {}).update({k: v for k, v in record.items() if k != "id"})
+    return merged
+
+
+def chosen_rows(
+    ids: Sequence[str],
+    records: Sequence[dict[str, Any]],
+    *,
+    joined: dict[str, dict[str, Any]] | None = None,
+    where: Sequence[str] = (),
+    fraction: float | None = None,
+    by: str | None = None,
+    listed: set[str] | None = None,
+) -> np.ndarray:
+    """The rows (ascending) whose id is ``listed`` (where given), whose fields (the row's record, then
+    ``joined``) satisfy every ``where`` condition, and, with ``fraction``, the top fraction of those by
+    the number ``by`` (ties keep the earlier row)."""
+    joined = joined or {}
+    fields = [{**record, **joined.get(identifier, {})} for identifier, record in zip(ids, records, strict=True)]
+    conditions = [Condition.parse(text) for text in where]
+    for condition in conditions:
+        if not any(condition.field in row for row in fields):
+            raise InputError(f"{option('where')} {condition.field!r}: no row's records have that field")
+    keep = np.array([all(c.holds(row) for c in conditions) for row in fields], dtype=bool)
+    if listed is not None:
+        keep &= np.array([identifier in listed for identifier in ids], dtype=bool)
+    if fraction is not None:
+        if not 0.0 < fraction <= 1.0:
+            raise UsageError(f"{option('fraction')} is a share of the rows, in (0, 1], not {fraction}")
+        if by is None:
+            raise UsageError(f"{option('fraction')} keeps the rows highest by a number: name it with {option('by')}")
+        values = np.array([row.get(by) if _number(row.get(by)) else np.nan for row in fields], dtype=np.float64)
+        if np.isnan(values).all():
+            raise InputError(f"{option('by')} {by!r}: no row's records have a number in that field")
+        candidates = np.flatnonzero(keep & ~np.isnan(values))
+        count = math.ceil(fraction * len(candidates))
+        order = candidates[np.argsort(-values[candidates], kind="stable")][:count]
+        keep = np.zeros(len(ids), dtype=bool)
+        keep[order] = True
+    elif by is not None:
+        raise UsageError(f"{option('by')} ranks the rows for {option('fraction')}; give both")
+    return np.flatnonzero(keep)
+
+
+@dataclass
+class SelectResult:
+    """What :func:`select_rows` wrote: ``rows`` of the set's ``total`` to ``output``."""
+
+    output: Path
+    rows: int
+    total: int
+
+
+@writes("output")
+def select_rows(
+    features: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    ids_from: str | os.PathLike[str] | None = None,
+    join: Sequence[str | os.PathLike[str]] = (),
+    where: Sequence[str] = (),
+    fraction: float | None = None,
+    by: str | None = None,
+    overwrite: bool = False,
+) -> SelectResult:
+    """Write the rows of the feature set ``features`` chosen by :func:`chosen_rows` (``ids_from``: a JSONL
+    of ``{"id"}`` records; ``join``: JSONL records whose fields ``where`` and ``by`` read) to ``output``,
+    a new ``.npy`` feature set with the rows' own records, atomically."""
+    from mmcli.output.destination import check_output_path
+    from mmcli.output.feature_set import read_feature_set
+    from mmcli.output.npy import FeatureSetWriter
+
+    target = Path(output)
+    check_output_path(target, overwrite=overwrite)
+    if ids_from is None and not join and not where and fraction is None:
+        raise UsageError(f"nothing chooses the rows: give {option('ids')}, {option('where')} or {option('fraction')}")
+    feature_set = read_feature_set(features)
+    ids = feature_set.ids
+    listed = None
+    if ids_from is not None:
+        listed = set(joined_records([ids_from], ids))
+    joined = joined_records(join, ids)
+    rows = chosen_rows(ids, feature_set.records, joined=joined, where=where, fraction=fraction, by=by, listed=listed)
+    if not len(rows):
+        raise InputError(f"no row of {features} is chosen; nothing written")
+    with FeatureSetWriter(target, dtype=str(np.dtype(feature_set.vectors.dtype))) as writer:
+        for start in range(0, len(rows), 8_192):
+            block = rows[start : start + 8_192]
+            writer.add(np.asarray(feature_set.vectors[block]), [feature_set.records[i] for i in block])
+    return SelectResult(target, len(rows), len(ids))
