@@ -131,11 +131,61 @@ def chosen_rows(
 
 @dataclass
 class SelectResult:
-    """What :func:`select_rows` wrote: ``rows`` of the set's ``total`` to ``output``."""
+    """What :func:`select_rows` wrote: ``rows`` of the set's ``total`` to ``output``; with media shards,
+    the ``shards`` written and the rows whose media are ``not_files`` (so not in them)."""
 
     output: Path
     rows: int
     total: int
+    shards: list[Path] | None = None
+    not_files: int = 0
+
+
+SHARD_SAMPLES = 1_000  # samples a media shard holds
+
+
+def write_media_shards(
+    folder: Path, records: Sequence[dict[str, Any]], joined: dict[str, dict[str, Any]], *, shard_samples: int
+) -> tuple[list[Path], int]:
+    """The chosen rows' media as webdataset shards ``folder/shard-NNNNNN.tar``: per sample, the file's
+    bytes as read (``KEY.jpg``, ``.png``, ... by its extension), the row's record with its joined fields
+    (``KEY.json``) and its caption where it has one (``KEY.txt``). Keys are the sample's number, so no
+    key holds a dot; each shard is written atomically. Rows whose source is not a file are left out
+    and counted."""
+    import io
+    import tarfile
+
+    from mmcli.jsonl import dumps
+    from mmcli.output.atomic import atomic_output
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples, skipped = [], 0
+    for record in records:
+        source = record.get("source")
+        if isinstance(source, str) and os.path.isfile(source):
+            samples.append((source, {**record, **joined.get(record["id"], {})}))
+        else:
+            skipped += 1
+    shards = []
+    for number, start in enumerate(range(0, len(samples), shard_samples)):
+        path = folder / f"shard-{number:06d}.tar"
+        with (
+            atomic_output(path, "wb") as handle,
+            tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for index, (source, fields) in enumerate(samples[start : start + shard_samples], start=start):
+                key = f"{index:09d}"
+                members = [(Path(source).suffix.lower() or ".bin", Path(source).read_bytes()),
+                           (".json", dumps(fields).encode("utf-8"))]  # fmt: skip
+                caption = fields.get("caption")
+                if isinstance(caption, str):
+                    members.append((".txt", caption.encode("utf-8")))
+                for extension, data in members:
+                    info = tarfile.TarInfo(key + extension)
+                    info.size, info.mode = len(data), 0o644
+                    tar.addfile(info, io.BytesIO(data))
+        shards.append(path)
+    return shards, skipped
 
 
 @writes("output")
@@ -148,17 +198,23 @@ def select_rows(
     where: Sequence[str] = (),
     fraction: float | None = None,
     by: str | None = None,
+    media_shards: str | os.PathLike[str] | None = None,
+    shard_samples: int = SHARD_SAMPLES,
     overwrite: bool = False,
 ) -> SelectResult:
     """Write the rows of the feature set ``features`` chosen by :func:`chosen_rows` (``ids_from``: a JSONL
     of ``{"id"}`` records; ``join``: JSONL records whose fields ``where`` and ``by`` read) to ``output``,
-    a new ``.npy`` feature set with the rows' own records, atomically."""
+    a new ``.npy`` feature set with the rows' own records, atomically; with ``media_shards``, their media
+    too, as webdataset shards in that folder (:func:`write_media_shards`)."""
     from mmcli.output.destination import check_output_path
     from mmcli.output.feature_set import read_feature_set
     from mmcli.output.npy import FeatureSetWriter
 
     target = Path(output)
     check_output_path(target, overwrite=overwrite)
+    shards_folder = Path(media_shards) if media_shards is not None else None
+    if shards_folder is not None and shards_folder.exists() and any(shards_folder.iterdir()) and not overwrite:
+        raise UsageError(f"{shards_folder} is not empty; pass {option('overwrite')} to write the shards into it")
     if ids_from is None and not join and not where and fraction is None:
         raise UsageError(f"nothing chooses the rows: give {option('ids')}, {option('where')} or {option('fraction')}")
     feature_set = read_feature_set(features)
@@ -174,4 +230,10 @@ def select_rows(
         for start in range(0, len(rows), 8_192):
             block = rows[start : start + 8_192]
             writer.add(np.asarray(feature_set.vectors[block]), [feature_set.records[i] for i in block])
-    return SelectResult(target, len(rows), len(ids))
+        result = SelectResult(target, len(rows), len(ids))
+        if shards_folder is not None:  # before the set is published: a failed shard leaves no set either
+            chosen = [feature_set.records[i] for i in rows]
+            result.shards, result.not_files = write_media_shards(
+                shards_folder, chosen, joined, shard_samples=shard_samples
+            )
+    return result

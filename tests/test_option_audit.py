@@ -306,6 +306,57 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("dedup", "--output"): ("tests/test_dedup.py::test_output_file_and_refusals",),
     ("dedup", "--overwrite"): ("tests/test_dedup.py::test_output_file_and_refusals",),
     ("dedup", "--quiet"): ("tests/test_dedup.py::test_output_file_and_refusals",),
+    # -- score and select --------------------------------------------------------------------------------
+    ("score", "--texts"): ("tests/test_select_score.py::test_pair_scores_are_the_cosine_of_each_id_s_rows",),
+    ("score", "--head"): (
+        "tests/test_select_score.py::test_the_aesthetic_predictor_s_forward_pass_from_its_state_dict",
+        "tests/test_select_score.py::test_a_safetensors_linear_stack_with_relu",
+    ),
+    ("score", "--activation"): ("tests/test_select_score.py::test_a_safetensors_linear_stack_with_relu",),
+    ("score", "--normalize"): (
+        "tests/test_select_score.py::test_the_aesthetic_predictor_s_forward_pass_from_its_state_dict",
+    ),
+    ("score", "--output"): (
+        "tests/test_select_score.py::test_select_writes_a_valid_set_whose_search_is_the_full_set_s_restricted",
+    ),
+    ("score", "--overwrite"): (
+        "tests/test_select_score.py::test_score_and_select_refuse_an_existing_output_without_overwrite",
+    ),
+    ("score", "--quiet"): (
+        "tests/test_select_score.py::test_score_and_select_refuse_an_existing_output_without_overwrite",
+    ),
+    ("select", "--output"): (
+        "tests/test_select_score.py::test_select_writes_a_valid_set_whose_search_is_the_full_set_s_restricted",
+    ),
+    ("select", "--ids"): (
+        "tests/test_select_score.py::test_select_writes_a_valid_set_whose_search_is_the_full_set_s_restricted",
+    ),
+    ("select", "--join"): (
+        "tests/test_select_score.py::test_select_writes_a_valid_set_whose_search_is_the_full_set_s_restricted",
+        "tests/test_select_score.py::test_dedup_then_select_keeps_one_row_of_each_group",
+    ),
+    ("select", "--where"): (
+        "tests/test_select_score.py::test_select_writes_a_valid_set_whose_search_is_the_full_set_s_restricted",
+        "tests/test_select_score.py::test_bad_input_is_one_line_and_nothing_is_written",
+    ),
+    ("select", "--fraction"): (
+        "tests/test_select_score.py::test_select_writes_a_valid_set_whose_search_is_the_full_set_s_restricted",
+    ),
+    ("select", "--by"): (
+        "tests/test_select_score.py::test_select_writes_a_valid_set_whose_search_is_the_full_set_s_restricted",
+    ),
+    ("select", "--media-shards"): (
+        "tests/test_select_score.py::test_media_shards_read_back_to_the_same_bytes_and_records",
+    ),
+    ("select", "--shard-samples"): (
+        "tests/test_select_score.py::test_media_shards_read_back_to_the_same_bytes_and_records",
+    ),
+    ("select", "--overwrite"): (
+        "tests/test_select_score.py::test_score_and_select_refuse_an_existing_output_without_overwrite",
+    ),
+    ("select", "--quiet"): (
+        "tests/test_select_score.py::test_score_and_select_refuse_an_existing_output_without_overwrite",
+    ),
     ("fuse", "--method"): (
         "tests/test_fusion_early.py::test_cli_fuses_and_reuses_a_projection",
         "tests/test_fuse_cli.py::test_late_fusion_of_retrieve_output_files",

@@ -166,3 +166,54 @@ def test_bad_input_is_one_line_and_nothing_is_written(run_mmcli, sets, tmp_path)
         result = run_mmcli(*args)
         line = assert_one_line_refusal(result, tmp_path, before)
         assert words in line, (args, line)
+
+
+def test_score_and_select_refuse_an_existing_output_without_overwrite(run_mmcli, sets, tmp_path):
+    images_npy, texts_npy, _, _ = sets
+    scores, out = tmp_path / "scores.jsonl", tmp_path / "out.npy"
+    assert run_mmcli("score", images_npy, "--texts", texts_npy, "-o", scores, "--quiet").stderr == ""
+    first = scores.read_text()
+    refused = run_mmcli("score", images_npy, "--texts", texts_npy, "-o", scores)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    assert run_mmcli("score", images_npy, "--texts", texts_npy, "-o", scores, "--overwrite").returncode == 0
+    assert scores.read_text() == first
+    chosen = run_mmcli("select", images_npy, "--join", scores, "--where", "score > 0.5", "-o", out, "-q")
+    assert chosen.returncode == 0 and chosen.stderr == ""
+    again = run_mmcli("select", images_npy, "--join", scores, "--where", "score > 0.9", "-o", out)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    replaced = run_mmcli("select", images_npy, "--join", scores, "--where", "score > 0.9", "-o", out, "--overwrite")
+    assert replaced.returncode == 0 and len(read_feature_set(out)) < 30
+
+
+def test_media_shards_read_back_to_the_same_bytes_and_records(run_mmcli, tiny_models, photos, tmp_path):
+    import tarfile
+
+    import webdataset as wds
+
+    npy = tmp_path / "photos.npy"
+    assert run_mmcli("extract-features", photos, "-o", npy, "--model", tiny_models["clip"]).returncode == 0
+    captions = tmp_path / "captions.jsonl"
+    records = read_feature_set(npy).records
+    captions.write_text(
+        "".join(json.dumps({"id": r["id"], "caption": f"photo {n}"}) + "\n" for n, r in enumerate(records))
+    )
+    shards = tmp_path / "shards"
+    made = run_mmcli("select", npy, "--join", captions, "--where", 'caption != "photo 1"', "-o", tmp_path / "kept.npy",
+                     "--media-shards", shards, "--shard-samples", "2")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    kept = read_feature_set(tmp_path / "kept.npy").records
+    assert len(kept) == len(records) - 1 and records[1] not in kept
+    assert sorted(p.name for p in shards.iterdir()) == ["shard-000000.tar", "shard-000001.tar"][: (len(kept) + 1) // 2]
+    samples = list(wds.WebDataset(sorted(str(p) for p in shards.iterdir()), shardshuffle=False, empty_check=False))
+    assert len(samples) == len(kept)
+    for sample, record in zip(samples, kept, strict=True):
+        assert sample["jpg"] == open(record["source"], "rb").read()  # the bytes as read, not re-encoded
+        assert json.loads(sample["json"]) == {**record, "caption": f"photo {records.index(record)}"}
+        assert sample["txt"].decode() == f"photo {records.index(record)}"
+    with tarfile.open(shards / "shard-000000.tar") as tar:
+        assert all("." not in name.split(".", 1)[0] for name in tar.getnames())  # keys hold no dot
+    # mmcli reads the shards back as inputs: the same pictures give the same rows
+    again = tmp_path / "again.npy"
+    assert run_mmcli("extract-features", f"{shards}/", "-o", again, "--model", tiny_models["clip"]).returncode == 0
+    np.testing.assert_allclose(np.asarray(read_feature_set(again).vectors),
+                               np.asarray(read_feature_set(tmp_path / "kept.npy").vectors), atol=1e-5)  # fmt: skip

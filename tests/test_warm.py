@@ -130,6 +130,8 @@ CHAINS = {  # command lines (and stdin), each chain in an order in which a comma
         ("extract-features examples/photos --model {dinov2} -o dino.npy", None),
         ("fuse photos.npy dino.npy -o fused.npy", None),
         ("dedup photos.npy --threshold 0.5 --keep last -o dups.jsonl", None),
+        ("score photos.npy --texts photos.npy -o scores.jsonl", None),  # (each row against itself)
+        ("select photos.npy --join dups.jsonl --where 'keep == true' -o kept.npy", None),
         ("index build photos.npy", None),
         ("evaluate retrieval --results hits.jsonl --qrels examples/qrels.jsonl --top-k 1,5", None),
         (

@@ -56,6 +56,16 @@ def select(
         typer.Option(help="Keep the top fraction (0-1] of the rows by --by, after --where.", show_default=False),
     ] = None,
     by: Annotated[str | None, typer.Option(help="The number --fraction ranks by.", show_default=False)] = None,
+    media_shards: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the chosen rows' media into this folder as webdataset shards (the file's bytes, the "
+            "record as .json, the caption as .txt).",
+            show_default=False,
+            file_okay=False,
+        ),
+    ] = None,
+    shard_samples: Annotated[int, typer.Option(min=1, help="Samples a media shard holds.")] = 1000,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -66,6 +76,9 @@ def select(
 
     result = select_rows(
         features, output, ids_from=ids, join=join or [], where=where or [], fraction=fraction, by=by,
-        overwrite=overwrite,
+        media_shards=media_shards, shard_samples=shard_samples, overwrite=overwrite,
     )  # fmt: skip
     note(f"wrote {counted(result.rows, 'row')} of {result.total:,} to {result.output}", quiet=quiet)
+    if result.shards is not None:
+        left = f"; {counted(result.not_files, 'row')} whose source is not a file left out" if result.not_files else ""
+        note(f"wrote {counted(len(result.shards), 'media shard')} to {media_shards}{left}", quiet=quiet)
