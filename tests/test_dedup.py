@@ -248,5 +248,5 @@ def test_neighbors_and_clusters_reach_the_approximate_methods(clustered, run_mmc
 
     monkeypatch.setattr(dedup, "semantic_pairs", counted)
     one = run_mmcli("dedup", npy, "--method", "semantic", "--clusters", "20", "--seed", "3")
-    assert one.returncode == 0 and "20 k-means clusters" in one.stderr
+    assert one.returncode == 0 and "20 k-means clusters" in one.stderr, one.stderr
     assert made == [(20, 3)]  # the clusters and the seed k-means starts from

@@ -37,8 +37,8 @@ def dedup(
         str,
         typer.Option(
             help="exact (every pair, a block at a time), faiss (each row's nearest rows through an index; "
-            "approximate), semantic (k-means clusters, then pairs within each; approximate), or auto: exact "
-            "below 100,000 rows, else faiss."
+            "approximate), semantic (k-means clusters, each row in its 3 nearest, then pairs within each; "
+            "approximate), or auto: exact below 100,000 rows, else semantic."
         ),
     ] = "auto",
     keep: Annotated[
