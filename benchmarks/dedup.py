@@ -3,7 +3,8 @@
 The set: rows around 2,000 cluster centres (members at cosine ~0.5-0.8 to each other, as photos of
 one kind are), 1 % of them planted near-copies of another row (cosine ~0.97, a re-encode or a
 resize), in random order, stored as one ``.npy`` with its sidecar. The command runs in a process of
-its own, so its time and its peak memory (``ru_maxrss`` of that process) are its own:
+its own, so its time and its peak memory (``VmHWM`` of that process, which unlike ``ru_maxrss`` does not
+carry over the parent's peak through fork and exec) are its own:
 
 - mmcli dedup with the default method (``auto``: faiss above 100,000 rows) and the default threshold;
 - the baseline: exact all-pairs search (``--method exact``) on a random 50,000-row sample of the same
@@ -73,7 +74,8 @@ def run_dedup(npy: Path, out: Path, *flags: str) -> tuple[float, float]:
         "started = time.perf_counter()\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
         "print('SECONDS', time.perf_counter() - started, file=sys.stderr)\n"
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "peak = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')]\n"
+        "print('PEAK', peak[0] if peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
     )
     argv = ["mmcli", "dedup", str(npy), "-o", str(out), "--threshold", str(THRESHOLD), *flags]
     result = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = {argv!r}\n" + code],
