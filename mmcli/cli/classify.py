@@ -83,10 +83,11 @@ def classify(
     trust_remote_code: opt.TrustRemoteCode = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Classify images, videos or recordings: zero-shot into --labels with an image-text or audio-text
-    model (CLIP, SigLIP, CLAP), or with a classification checkpoint (an ImageNet or Kinetics classifier,
-    a timm classifier) into its own labels. One {"id", "source", "label", "score", "scores"} record per
-    input.
+    """Classify images, videos or recordings: one {"id", "source", "label", "score", "scores"} record each.
+
+    Zero-shot into --labels with an image-text or audio-text model (CLIP, SigLIP, CLAP), or, without
+    --labels, with a classification checkpoint (an ImageNet, Kinetics or AudioSet classifier, a timm or
+    torchvision classifier) into its own labels.
 
     With -o, progress is kept in OUT.partial/ as the run goes: if it is interrupted (even killed),
     the same command resumes where it stopped and gives exactly the output of an uninterrupted run.

@@ -65,9 +65,11 @@ def dedup(
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Find near-duplicate rows of a feature set: one {"id", "group", "keep", "duplicate_of", "similarity"}
-    record per row, and a summary on stderr. Groups are the connected components of the pairs at or
-    above --threshold (a chain of near-duplicates is one group); one row of each is kept (--keep)."""
+    """Find near-duplicate rows of a feature set: one {"id", "group", "keep", "duplicate_of"} record per row.
+
+    Groups are the connected components of the pairs at or above --threshold (a chain of
+    near-duplicates is one group); one row of each is kept (--keep). Each dropped row's record also
+    gives its cosine to the kept row ("similarity"); a summary goes to stderr."""
     from mmcli.dedup import dedup_set
 
     result = dedup_set(

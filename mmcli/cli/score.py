@@ -60,8 +60,10 @@ def score(
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Score each row of a feature set: its cosine to the text row of the same id (--texts), or a scoring
-    head's output (--head). One {"id", "score"} record per row."""
+    """Score each row of a feature set: one {"id", "score"} record per row.
+
+    The score is the row's cosine to the text row of the same id (--texts: DataComp's CLIP score), or a
+    scoring head's output (--head: LAION's aesthetic predictor, linear layers)."""
     from mmcli.scoring import score_set
 
     result = score_set(

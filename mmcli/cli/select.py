@@ -69,9 +69,11 @@ def select(
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Write a new feature set of the rows chosen by id (--ids), by conditions over their records and
-    joined records (--where), or as the top --fraction by a number (--by); the rows keep their order,
-    vectors and records."""
+    """Write a new feature set of the rows you choose: by id, by conditions, or the top fraction by a score.
+
+    --ids keeps the rows listed in a JSONL file; --where tests their records and the records joined by
+    --join; --fraction keeps the best share by --by. The rows keep their order, vectors and records;
+    --media-shards also writes their pictures as webdataset shards."""
     from mmcli.selection import select_rows
 
     result = select_rows(
