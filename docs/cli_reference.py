@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 PAGE = Path(__file__).resolve().parent / "reference" / "cli.md"
+# The checkout's own mmcli, whichever one pip installed: the page describes the code beside it.
+sys.path.insert(0, str(PAGE.parents[2]))
 HEAD = """\
 # Command-line reference
 
