@@ -200,18 +200,25 @@ def select_rows(
     by: str | None = None,
     media_shards: str | os.PathLike[str] | None = None,
     shard_samples: int = SHARD_SAMPLES,
+    shard_rows: int | None = None,
     overwrite: bool = False,
 ) -> SelectResult:
     """Write the rows of the feature set ``features`` chosen by :func:`chosen_rows` (``ids_from``: a JSONL
     of ``{"id"}`` records; ``join``: JSONL records whose fields ``where`` and ``by`` read) to ``output``,
-    a new ``.npy`` feature set with the rows' own records, atomically; with ``media_shards``, their media
-    too, as webdataset shards in that folder (:func:`write_media_shards`)."""
+    a new ``.npy`` feature set with the rows' own records, atomically, or a sharded ``DIR/`` of parts of
+    ``shard_rows`` rows (resumable); with ``media_shards``, their media too, as webdataset shards in that
+    folder (:func:`write_media_shards`)."""
     from mmcli.output.destination import check_output_path
     from mmcli.output.feature_set import read_feature_set
     from mmcli.output.npy import FeatureSetWriter
+    from mmcli.output.sharded import check_sharded_output, is_sharded_output, write_rows_sharded
 
+    sharded = is_sharded_output(output)
     target = Path(output)
-    check_output_path(target, overwrite=overwrite)
+    if sharded:
+        check_sharded_output(target, overwrite=overwrite, update=False)  # refused before any work
+    else:
+        check_output_path(target, overwrite=overwrite)
     shards_folder = Path(media_shards) if media_shards is not None else None
     if shards_folder is not None and shards_folder.exists() and any(shards_folder.iterdir()) and not overwrite:
         raise UsageError(f"{shards_folder} is not empty; pass {option('overwrite')} to write the shards into it")
@@ -226,14 +233,21 @@ def select_rows(
     rows = chosen_rows(ids, feature_set.records, joined=joined, where=where, fraction=fraction, by=by, listed=listed)
     if not len(rows):
         raise InputError(f"no row of {features} is chosen; nothing written")
-    with FeatureSetWriter(target, dtype=str(np.dtype(feature_set.vectors.dtype))) as writer:
+    dtype = str(np.dtype(feature_set.vectors.dtype))
+    chosen = [feature_set.records[i] for i in rows]
+    result = SelectResult(target, len(rows), len(ids))
+    if shards_folder is not None:  # before the set is published: a failed shard leaves no set either
+        result.shards, result.not_files = write_media_shards(shards_folder, chosen, joined, shard_samples=shard_samples)
+    if sharded:
+        settings = {
+            "command": "select", "features": str(features), "ids": str(ids_from) if ids_from else None,
+            "join": [str(path) for path in join], "where": list(where), "fraction": fraction, "by": by,
+        }  # fmt: skip
+        write_rows_sharded(target, lambda start, stop: np.asarray(feature_set.vectors[rows[start:stop]]), chosen,
+                           shard_rows=shard_rows, dtype=dtype, settings=settings, overwrite=overwrite)  # fmt: skip
+        return result
+    with FeatureSetWriter(target, dtype=dtype) as writer:
         for start in range(0, len(rows), 8_192):
             block = rows[start : start + 8_192]
             writer.add(np.asarray(feature_set.vectors[block]), [feature_set.records[i] for i in block])
-        result = SelectResult(target, len(rows), len(ids))
-        if shards_folder is not None:  # before the set is published: a failed shard leaves no set either
-            chosen = [feature_set.records[i] for i in rows]
-            result.shards, result.not_files = write_media_shards(
-                shards_folder, chosen, joined, shard_samples=shard_samples
-            )
     return result

@@ -351,6 +351,9 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ("select", "--shard-samples"): (
         "tests/test_select_score.py::test_media_shards_read_back_to_the_same_bytes_and_records",
     ),
+    ("select", "--shard-rows"): (
+        "tests/test_select_score.py::test_select_into_a_sharded_set_equals_the_one_file_set_and_resumes",
+    ),
     ("select", "--overwrite"): (
         "tests/test_select_score.py::test_score_and_select_refuse_an_existing_output_without_overwrite",
     ),

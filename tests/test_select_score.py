@@ -217,3 +217,37 @@ def test_media_shards_read_back_to_the_same_bytes_and_records(run_mmcli, tiny_mo
     assert run_mmcli("extract-features", f"{shards}/", "-o", again, "--model", tiny_models["clip"]).returncode == 0
     np.testing.assert_allclose(np.asarray(read_feature_set(again).vectors),
                                np.asarray(read_feature_set(tmp_path / "kept.npy").vectors), atol=1e-5)  # fmt: skip
+
+
+def test_select_into_a_sharded_set_equals_the_one_file_set_and_resumes(run_mmcli, sets, tmp_path):
+    images_npy, texts_npy, _, _ = sets
+    scores = tmp_path / "scores.jsonl"
+    assert run_mmcli("score", images_npy, "--texts", texts_npy, "-o", scores).returncode == 0
+    choose = ["--join", scores, "--where", "score >= 0.4"]
+    assert run_mmcli("select", images_npy, *choose, "-o", tmp_path / "one.npy").returncode == 0
+    folder = tmp_path / "parts"
+    made = run_mmcli("select", images_npy, *choose, "-o", f"{folder}/", "--shard-rows", "4")
+    assert made.returncode == 0, made.stderr
+    one, parts = read_feature_set(tmp_path / "one.npy"), read_feature_set(folder)
+    assert parts.ids == one.ids and parts.records == one.records
+    np.testing.assert_array_equal(np.asarray(parts.vectors), np.asarray(one.vectors))
+    index = json.loads((folder / "index.json").read_text())
+    assert index["complete"] and [p["rows"] for p in index["parts"]][:-1] == [4] * (len(index["parts"]) - 1)
+
+    # a run killed after its first part: the same command finishes it, a different one is refused
+    last = index["parts"][-1]["name"]
+    for suffix in (".npy", ".jsonl"):
+        (folder / f"{last}{suffix}").unlink()
+    (folder / "index.json").write_text(json.dumps(dict(index, parts=index["parts"][:-1], complete=False)))
+    other = run_mmcli("select", images_npy, "--join", scores, "--where", "score >= 0.5", "-o", f"{folder}/",
+                      "--shard-rows", "4")  # fmt: skip
+    assert other.returncode == 2 and "unfinished run with other settings" in other.stderr, other.stderr
+    first = (folder / "part-00000.npy").stat().st_mtime_ns
+    again = run_mmcli("select", images_npy, *choose, "-o", f"{folder}/", "--shard-rows", "4")
+    assert again.returncode == 0, again.stderr
+    assert (folder / "part-00000.npy").stat().st_mtime_ns == first  # the finished part was kept, not rewritten
+    resumed = read_feature_set(folder)
+    assert resumed.records == one.records
+    np.testing.assert_array_equal(np.asarray(resumed.vectors), np.asarray(one.vectors))
+    done = run_mmcli("select", images_npy, *choose, "-o", f"{folder}/")
+    assert done.returncode == 2 and "--overwrite" in done.stderr

@@ -29,7 +29,10 @@ def select(
         Path, typer.Argument(help="The feature set: NAME.npy (with its .jsonl) or a sharded DIR/.", show_default=False)
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="The new feature set (NAME.npy).", dir_okay=False, show_default=False)
+        str,
+        typer.Option(
+            "--output", "-o", help="The new feature set: NAME.npy, or DIR/ for a sharded set.", show_default=False
+        ),
     ],
     ids: Annotated[
         Path | None,
@@ -66,6 +69,10 @@ def select(
         ),
     ] = None,
     shard_samples: Annotated[int, typer.Option(min=1, help="Samples a media shard holds.")] = 1000,
+    shard_rows: Annotated[
+        int | None,
+        typer.Option(min=1, help="Rows a part of a sharded -o DIR/ holds \\[default: 100,000].", show_default=False),
+    ] = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -78,7 +85,7 @@ def select(
 
     result = select_rows(
         features, output, ids_from=ids, join=join or [], where=where or [], fraction=fraction, by=by,
-        media_shards=media_shards, shard_samples=shard_samples, overwrite=overwrite,
+        media_shards=media_shards, shard_samples=shard_samples, shard_rows=shard_rows, overwrite=overwrite,
     )  # fmt: skip
     note(f"wrote {counted(result.rows, 'row')} of {result.total:,} to {result.output}", quiet=quiet)
     if result.shards is not None:

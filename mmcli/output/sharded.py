@@ -398,6 +398,42 @@ def resume_sharded(
     )  # fmt: skip
 
 
+def write_rows_sharded(
+    folder: Path,
+    rows_of: Any,
+    records: Sequence[dict[str, Any]],
+    *,
+    shard_rows: int | None,
+    dtype: str,
+    settings: dict[str, Any],
+    overwrite: bool,
+) -> int:
+    """A sharded set of rows known before it is written (``rows_of(start, stop)`` gives rows ``start`` to
+    ``stop`` of ``records``' order), a part of ``shard_rows`` rows at a time, each published as it
+    closes and listed in the index; a killed run resumes after its finished parts when run again with
+    the same ``settings`` (others are refused by name), and the index is marked complete last."""
+    existing = check_sharded_output(folder, overwrite=overwrite, update=False)
+    resume = resume_sharded(folder, existing, settings=settings, run={}, shard_rows=shard_rows, restart=False,
+                            overwrite=overwrite, resumable=True)  # fmt: skip
+    if existing is not None and not resume.parts:  # starting over: the old parts go, and the index with them
+        for part in existing.get("parts", []):
+            for path in part_files(folder, str(part["name"])):
+                path.unlink(missing_ok=True)
+        index_path(folder).unlink(missing_ok=True)
+    folder.mkdir(exist_ok=True)
+    index = dict(resume.index, parts=list(resume.parts), complete=False)
+    for start in range(resume.consumed, len(records), resume.shard_rows):
+        stop = min(start + resume.shard_rows, len(records))
+        name = part_name(len(index["parts"]))
+        with FeatureSetWriter(folder / f"{name}.npy", dtype=dtype) as writer:
+            writer.add(rows_of(start, stop), list(records[start:stop]))
+        index["parts"].append({"name": name, "rows": stop - start, "consumed": stop, "errors": 0})
+        write_index(folder, index)
+    index["complete"] = True
+    write_index(folder, index)
+    return len(records)
+
+
 class ShardedSink:
     """A sharded set as an engine sink (see :class:`~mmcli.engine.Sink`): parts of about ``shard_rows``
     rows, one :class:`~mmcli.output.npy.FeatureSetWriter` each.
