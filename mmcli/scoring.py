@@ -82,6 +82,7 @@ def load_head(path: str | os.PathLike[str], activation: str | None = None) -> He
     ``.pth``/``.pt`` state dict (LAION's aesthetic predictor: ``layers.0``, ``layers.2``, ... linear
     layers with dropout between and no activation), read with ``weights_only=True``."""
     source = Path(path)
+    _refuse_fusion_head(source)
     if not source.is_file():
         raise InputError(f"head {source} does not exist")
     metadata: dict[str, str] = {}
@@ -124,6 +125,26 @@ def load_head(path: str | os.PathLike[str], activation: str | None = None) -> He
     if weights[-1].shape[0] != 1:
         raise InputError(f"head {source} gives {weights[-1].shape[0]} outputs; a score head gives one")
     return Head(weights, biases, chosen, str(source), layers)
+
+
+def _refuse_fusion_head(source: Path) -> None:
+    """A head ``mmcli fuse --save-head`` wrote scores several feature sets at once, through ``fuse``."""
+    import json
+
+    from mmcli.fusion.learned import HEAD_FORMAT, head_files
+
+    config_path = head_files(source)[1]
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(config, dict) and config.get("format") == HEAD_FORMAT:
+        sets = len(config.get("input_dims") or [])
+        raise UsageError(
+            f"{source} is a head of mmcli fuse, over {sets} feature sets: score with it through "
+            f"`mmcli fuse SET1.npy SET2.npy --head {source} --predict`, whose {{\"id\", \"label\", \"score\"}} "
+            "records select --join reads"
+        )
 
 
 def _layer_order(name: str) -> tuple[Any, ...]:

@@ -251,3 +251,23 @@ def test_select_into_a_sharded_set_equals_the_one_file_set_and_resumes(run_mmcli
     np.testing.assert_array_equal(np.asarray(resumed.vectors), np.asarray(one.vectors))
     done = run_mmcli("select", images_npy, *choose, "-o", f"{folder}/")
     assert done.returncode == 2 and "--overwrite" in done.stderr
+
+
+def test_a_fuse_head_scores_through_fuse_and_its_predictions_join_select(run_mmcli, tmp_path):
+    rng = np.random.default_rng(4)
+    a = write_set(tmp_path / "a.npy", rng.standard_normal((24, 8)))
+    b = write_set(tmp_path / "b.npy", rng.standard_normal((24, 6)))
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text("".join(json.dumps({"id": f"r{i}", "label": "even" if i % 2 == 0 else "odd"}) + "\n"
+                             for i in range(24)))  # fmt: skip
+    trained = run_mmcli("fuse", a, b, "--truth", truth, "--save-head", tmp_path / "head", "-o", tmp_path / "f.npy",
+                        "--epochs", "3")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    refused = run_mmcli("score", a, "--head", tmp_path / "head.safetensors")
+    assert refused.returncode == 2 and "mmcli fuse SET1.npy SET2.npy --head" in refused.stderr, refused.stderr
+    predictions = tmp_path / "predictions.jsonl"
+    assert run_mmcli("fuse", a, b, "--head", tmp_path / "head", "--predict", "-o", predictions).returncode == 0
+    chosen = run_mmcli("select", a, "--join", predictions, "--where", "label == even", "-o", tmp_path / "even.npy")
+    assert chosen.returncode == 0, chosen.stderr
+    even = {json.loads(line)["id"] for line in predictions.read_text().splitlines() if '"even"' in line}
+    assert set(read_feature_set(tmp_path / "even.npy").ids) == even
