@@ -371,24 +371,15 @@ def dedup_set(
     """Find the near-duplicates of the feature set ``features`` (a ``.npy`` or a sharded ``DIR/``) and
     write a record per row (:func:`records`) to ``output`` (JSONL, atomically) or ``stream`` (stdout
     by default). ``options`` are :func:`find_duplicates`'."""
-    import sys
-
-    from mmcli.jsonl import dumps
-    from mmcli.output.atomic import atomic_output
     from mmcli.output.destination import writing
     from mmcli.output.feature_set import read_feature_set
+    from mmcli.output.records import RecordWriter
 
     target = Path(output) if output is not None else None
     with writing(target, overwrite=overwrite):  # refused before any work if it cannot be written
         feature_set = read_feature_set(features)
         found = find_duplicates(feature_set, **options)
-        lines = (dumps(record) + "\n" for record in records(feature_set, found))
-        if target is None:
-            out = stream or sys.stdout
-            for line in lines:
-                out.write(line)
-            out.flush()
-        else:
-            with atomic_output(target) as handle:
-                handle.writelines(lines)
+        with RecordWriter(target, stream=stream, fmt="jsonl") as writer:
+            for record in records(feature_set, found):
+                writer.write(record)
     return DedupResult(target, len(feature_set), found)

@@ -142,7 +142,7 @@ def _refuse_fusion_head(source: Path) -> None:
         sets = len(config.get("input_dims") or [])
         raise UsageError(
             f"{source} is a head of mmcli fuse, over {sets} feature sets: score with it through "
-            f"`mmcli fuse SET1.npy SET2.npy --head {source} --predict`, whose {{\"id\", \"label\", \"score\"}} "
+            f'`mmcli fuse SET1.npy SET2.npy --head {source} --predict`, whose {{"id", "label", "score"}} '
             "records select --join reads"
         )
 
@@ -197,12 +197,9 @@ def score_set(
 ) -> ScoreResult:
     """Score each row of ``features``: against its text row in ``texts`` (cosine), or by ``head``; the
     records go to ``output`` (JSONL, atomically) or ``stream`` (stdout by default)."""
-    import sys
-
-    from mmcli.jsonl import dumps
-    from mmcli.output.atomic import atomic_output
     from mmcli.output.destination import writing
     from mmcli.output.feature_set import check_rows, read_feature_set
+    from mmcli.output.records import RecordWriter
 
     if (texts is None) == (head is None):
         raise UsageError("give --texts TEXTS.npy (pair scores) or --head FILE (a scoring head), one of them")
@@ -217,12 +214,7 @@ def score_set(
             scored, unpaired = pair_scores(feature_set, text_set)
         else:
             scored = list(head_scores(feature_set, load_head(head, activation), normalize=normalize))  # type: ignore[arg-type]
-        lines = [dumps(record) + "\n" for record in scored]
-        if target is None:
-            out = stream or sys.stdout
-            out.writelines(lines)
-            out.flush()
-        else:
-            with atomic_output(target) as handle:
-                handle.writelines(lines)
+        with RecordWriter(target, stream=stream, fmt="jsonl") as writer:
+            for record in scored:
+                writer.write(record)
     return ScoreResult(target, len(scored), unpaired)

@@ -105,6 +105,7 @@ STATED: dict[tuple[str, str], Callable[[], list[float]] | None] = {
     ("transcribe", "--batch-size"): _transcriber_batches,
     ("retrieve", "--batch-size"): _query_batch,
     ("extract-features", "--shard-rows"): _shard_rows,
+    ("select", "--shard-rows"): _shard_rows,
     ("extract-features", "--window"): _clap_window,
     ("transcribe", "--language"): _whisper_window,
     ("extract-features", "--fps"): _frame_rate,

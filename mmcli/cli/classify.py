@@ -59,9 +59,7 @@ def classify(
             "--top-k", "-k", "--top", min=1, help="Keep only the best K labels in scores.", show_default=False
         ),
     ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)
-    ] = None,
+    output: opt.RecordsOutput = None,
     model: opt.EncoderModel = opt.DEFAULT_ENCODER,
     batch_size: opt.BatchSize = None,
     workers: opt.Workers = None,

@@ -59,9 +59,7 @@ def dedup(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="--method semantic: the k-means seed.")] = 0,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the JSONL here instead of stdout.", dir_okay=False)
-    ] = None,
+    output: opt.RecordsOutput = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:

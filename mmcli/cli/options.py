@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -301,3 +302,9 @@ def model_loading(
         "quantize": quantize.value if quantize else None,
         "trust_remote_code": trust_remote_code,
     }
+
+
+# Where a command's JSONL records go: a file (written atomically), or standard output.
+RecordsOutput = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)
+]

@@ -79,9 +79,7 @@ def retrieve(
     ] = False,
     nprobe: NProbe = None,
     ef: Ef = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", dir_okay=False)
-    ] = None,
+    output: opt.RecordsOutput = None,
     model: opt.QueryModel = None,
     batch_size: opt.QueryBatchSize = 16,
     device: opt.DeviceOption = opt.Device.auto,

@@ -54,9 +54,7 @@ def score(
     normalize: Annotated[
         bool, typer.Option(help="L2-normalise rows before the head (LAION's predictor takes normalised rows).")
     ] = True,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the JSONL here instead of stdout.", dir_okay=False)
-    ] = None,
+    output: opt.RecordsOutput = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
