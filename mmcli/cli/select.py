@@ -71,7 +71,7 @@ def select(
     shard_samples: Annotated[int, typer.Option(min=1, help="Samples a media shard holds.")] = 1000,
     shard_rows: Annotated[
         int | None,
-        typer.Option(min=1, help="Rows a part of a sharded -o DIR/ holds \\[default: 100,000].", show_default=False),
+        typer.Option(min=1, help="Rows a part of a sharded -o DIR/ holds \\[default: 100000].", show_default=False),
     ] = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
