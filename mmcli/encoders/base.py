@@ -220,6 +220,27 @@ class Encoder(LoadedModel):
         )
 
 
+class TransformEncoder(Encoder):
+    """An image model prepared by a torchvision-style transform (open_clip's, timm's, torchvision
+    weights' ``transforms()``: PIL image -> (C, H, W) tensor), whose rows are what the model returns for
+    the batch: features, or with ``labels`` (a classifier with its head) logits over them."""
+
+    modalities = frozenset({"image"})
+
+    def __init__(self, name: str, model: Any, transform: Any, *, labels: list[str] | None = None, **kwargs: Any):
+        super().__init__(name, model, transform, **kwargs)
+        self.labels = labels
+
+    def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.processor(image).unsqueeze(0)}
+
+    def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(inputs["pixel_values"]).flatten(1)
+
+    def _config_dim(self) -> int | None:
+        return len(self.labels) if self.labels else None
+
+
 # A text is tokenised from a prefix of at most this many characters per token the model reads (then
 # 8 and 64 times more where that prefix held fewer tokens: long runs of spaces, words the vocabulary
 # lacks), never from the whole: a 50 MB text cost 238 s and 10.9 GB of tokenising for 77 tokens.

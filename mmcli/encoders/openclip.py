@@ -15,29 +15,23 @@ from typing import Any
 import torch
 
 from mmcli.checkpoints import LibraryConfig
-from mmcli.encoders.base import PREFIX_CHARS_PER_TOKEN, Encoder, _between_words
+from mmcli.encoders.base import PREFIX_CHARS_PER_TOKEN, TransformEncoder, _between_words
 from mmcli.errors import ModelNotFound, install_hint
 from mmcli.loading import hub_call, quiet_root_logger
-from mmcli.media.images import transforms_min_side
 
 
-class OpenClipEncoder(Encoder):
+class OpenClipEncoder(TransformEncoder):
     family = "open_clip"
     modalities = frozenset({"image", "text"})
 
     def __init__(self, name: str, model: Any, preprocess: Any, tokenizer: Any, **kwargs: Any) -> None:
-        super().__init__(name, model, None, **kwargs)
-        self.processor = preprocess  # a torchvision Compose: PIL image -> (C, H, W) tensor
+        super().__init__(name, model, preprocess, **kwargs)
         self.tokenizer = tokenizer
-        self.decode_min_side = transforms_min_side(preprocess)
         self.context_length = int(getattr(tokenizer, "context_length", 77))
 
     @property
     def text_tokenizer(self) -> Any:
         return None  # open_clip's tokenizers cut texts to the context length themselves
-
-    def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.processor(image).unsqueeze(0)}
 
     def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.encode_image(inputs["pixel_values"])

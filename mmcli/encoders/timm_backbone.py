@@ -10,33 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from mmcli.checkpoints import LibraryConfig
-from mmcli.encoders.base import Encoder
+from mmcli.encoders.base import TransformEncoder
 from mmcli.errors import ModelNotFound, UnsupportedModel, install_hint
 from mmcli.loading import hub_call, quiet_root_logger
-from mmcli.media.images import transforms_min_side
 
 
-class TimmEncoder(Encoder):
+class TimmEncoder(TransformEncoder):
     family = "timm"
-    modalities = frozenset({"image"})
-
-    def __init__(self, name: str, model: Any, transform: Any, **kwargs: Any) -> None:
-        super().__init__(name, model, None, **kwargs)
-        self.processor = transform  # a torchvision Compose: PIL image -> (C, H, W) tensor
-        self.decode_min_side = transforms_min_side(transform)
-
-    def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.processor(image).unsqueeze(0)}
-
-    def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(inputs["pixel_values"])
 
     def _config_dim(self) -> int | None:
         features = getattr(self.model, "num_features", None)
-        return int(features) if isinstance(features, int) else None
+        return super()._config_dim() or (int(features) if isinstance(features, int) else None)
 
 
 def timm_model(name: str, config: LibraryConfig, **options: Any) -> tuple[Any, Any]:
@@ -58,17 +43,6 @@ def timm_model(name: str, config: LibraryConfig, **options: Any) -> tuple[Any, A
     model = hub_call(name, create)
     data_config = timm.data.resolve_data_config({}, model=model)
     return model, timm.data.create_transform(**data_config, is_training=False)
-
-
-class TimmClassifierEncoder(TimmEncoder):
-    """A timm classifier with its head: each image's row is its logits over ``labels``."""
-
-    def __init__(self, name: str, model: Any, transform: Any, labels: list[str], **kwargs: Any) -> None:
-        super().__init__(name, model, transform, **kwargs)
-        self.labels = labels
-
-    def _config_dim(self) -> int | None:
-        return len(self.labels or ())
 
 
 def timm_labels(model: Any, config: LibraryConfig) -> list[str]:
@@ -106,6 +80,6 @@ def load_timm(
                 "(zero-shot, with an image-text model)"
             )
         labels = timm_labels(model, config)
-        return TimmClassifierEncoder(name, model.to(dtype=dtype), transform, labels, device=device, dtype=dtype)
+        return TimmEncoder(name, model.to(dtype=dtype), transform, labels=labels, device=device, dtype=dtype)
     model, transform = timm_model(name, config, num_classes=0)
     return TimmEncoder(name, model.to(dtype=dtype), transform, device=device, dtype=dtype)

@@ -21,27 +21,13 @@ from typing import Any
 import torch
 
 from mmcli.checkpoints import LibraryConfig
-from mmcli.encoders.base import Encoder
+from mmcli.encoders.base import TransformEncoder
 from mmcli.errors import ModelNotFound, UnsupportedModel
 from mmcli.media.clips import fill_clip
-from mmcli.media.images import transforms_min_side
 
 
-class TorchvisionEncoder(Encoder):
+class TorchvisionEncoder(TransformEncoder):
     family = "torchvision"
-    modalities = frozenset({"image"})
-
-    def __init__(self, name: str, model: Any, transform: Any, *, labels: list[str] | None = None, **kwargs: Any):
-        super().__init__(name, model, None, **kwargs)
-        self.processor = transform  # the weights' transforms(): PIL image -> (C, H, W) tensor
-        self.decode_min_side = transforms_min_side(transform)
-        self.labels = labels
-
-    def preprocess_image(self, image: Any) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.processor(image).unsqueeze(0)}
-
-    def _image_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(inputs["pixel_values"]).flatten(1)
 
 
 class TorchvisionVideoEncoder(TorchvisionEncoder):

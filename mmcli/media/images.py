@@ -161,36 +161,36 @@ def decode_min_side(image_processor: Any) -> int | None:
 
     Twice the largest side the processor resizes or crops to, so its own antialiased resize still
     does the final reduction; ``None`` where its sizes are not plain lengths (tiling or
-    dynamic-resolution processors), meaning: decode at full size.
+    dynamic-resolution processors), meaning: decode at full size. A transformers image processor
+    states them as ``size`` and ``crop_size``; a torchvision ``Compose`` (open_clip's, timm's) in its
+    steps' ``size``; torchvision weights' presets as ``resize_size`` and ``crop_size``.
     """
     longest = 0
-    for attribute in ("size", "crop_size"):
-        size = getattr(image_processor, attribute, None)
-        if size is None:
-            continue
-        size = dict(size) if not isinstance(size, int) else {"shortest_edge": size}
-        values = {key: value for key, value in size.items() if value is not None}
-        if not values or not set(values) <= _SIDE_KEYS or not all(isinstance(v, int) for v in values.values()):
-            return None
-        longest = max(longest, *values.values())
-    return 2 * longest if longest else None
-
-
-def transforms_min_side(transform: Any) -> int | None:
-    """:func:`decode_min_side` for a torchvision ``Compose`` (open_clip's, timm's and torchvision's
-    weights' preprocessing): twice the largest size it resizes or crops to; ``None`` where a step's
-    size is not a plain length."""
-    longest = 0
-    for step in getattr(transform, "transforms", [transform]):
-        for attribute in ("size", "resize_size", "crop_size"):  # (the last two: torchvision weights' presets)
+    for step in getattr(image_processor, "transforms", None) or [image_processor]:
+        for attribute in ("size", "resize_size", "crop_size"):
             size = getattr(step, attribute, None)
             if size is None:
                 continue
-            sizes = [size] if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else [None]
-            if not sizes or not all(isinstance(value, int) for value in sizes):
+            lengths = _side_lengths(size)
+            if lengths is None:
                 return None
-            longest = max(longest, *sizes)
+            longest = max(longest, *lengths)
     return 2 * longest if longest else None
+
+
+def _side_lengths(size: Any) -> list[int] | None:
+    """The pixel lengths a processor's size states (an int, a sequence, or a dict of ``_SIDE_KEYS``);
+    ``None`` where it states something else."""
+    if isinstance(size, int):
+        return [size]
+    if isinstance(size, (tuple, list)):
+        values = list(size)
+    else:
+        given = {key: value for key, value in dict(size).items() if value is not None}
+        if not set(given) <= _SIDE_KEYS:
+            return None
+        values = list(given.values())
+    return values if values and all(isinstance(value, int) for value in values) else None
 
 
 def _upright(image: Image.Image) -> Image.Image:
