@@ -54,12 +54,19 @@ class LibraryConfig:
 
 def checkpoint_config(name: str, *, trust_remote_code: bool = False) -> Any:
     """The config that decides ``name``'s family: its :class:`LibraryConfig` where another library
-    loads it, else its transformers config (:func:`~mmcli.loading.load_config`, with its errors)."""
-    from mmcli.loading import load_config, looks_like_path
+    loads it, else its transformers config; read once per command, as
+    :func:`~mmcli.loading.load_config` keeps configs."""
+    from mmcli.loading import load_config
+
+    return load_config(name, trust_remote_code=trust_remote_code, read=_read_checkpoint_config)
+
+
+def _read_checkpoint_config(name: str, trust_remote_code: bool) -> Any:
+    from mmcli.loading import looks_like_path, read_config
 
     if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
-        return load_config(name, trust_remote_code=trust_remote_code)  # says the folder does not exist
-    return library_config(name) or load_config(name, trust_remote_code=trust_remote_code)
+        return read_config(name, trust_remote_code)  # says the folder does not exist
+    return library_config(name) or read_config(name, trust_remote_code)
 
 
 def library_config(name: str) -> LibraryConfig | None:

@@ -217,14 +217,17 @@ def move_to(inputs: Any, device: str, dtype: Any) -> dict[str, Any]:
 _configs: dict[tuple[Any, ...], Any] = {}  # read once per command: traits first, then the load
 
 
-def load_config(name: str, *, trust_remote_code: bool = False) -> Any:
+def load_config(name: str, *, trust_remote_code: bool = False, read: Callable[[str, bool], Any] | None = None) -> Any:
     """The model's config (which decides the family), with errors that say what to do; read once per
-    process (a copy each time, so a loader that changes its config changes no other caller's)."""
+    process (a copy each time, so a loader that changes its config changes no other caller's).
+    ``read(name, trust_remote_code)`` reads it (default :func:`read_config`, transformers'
+    ``AutoConfig``); each reader's results are kept apart."""
     import copy
 
-    key = (os.getcwd(), name, trust_remote_code, _stamp(os.path.join(os.path.expanduser(name), "config.json")))
+    read = read or read_config
+    key = (read, os.getcwd(), name, trust_remote_code, _stamp(os.path.join(os.path.expanduser(name), "config.json")))
     if key not in _configs:
-        _configs[key] = _read_config(name, trust_remote_code)
+        _configs[key] = read(name, trust_remote_code)
     return copy.deepcopy(_configs[key])
 
 
@@ -241,7 +244,8 @@ def forget_configs() -> None:
     _configs.clear()
 
 
-def _read_config(name: str, trust_remote_code: bool) -> Any:
+def read_config(name: str, trust_remote_code: bool) -> Any:
+    """A transformers config through ``AutoConfig``, a missing folder or an unreachable hub said plainly."""
     if looks_like_path(name):
         if not os.path.exists(os.path.expanduser(name)):
             raise ModelNotFound(f"model folder {name!r} does not exist")

@@ -80,9 +80,14 @@ def test_a_model_command_reads_its_config_once(run_mmcli, tiny_models, photos, t
     from mmcli import loading
 
     reads = []
-    read = loading._read_config
-    monkeypatch.setattr(loading, "_read_config", lambda *args: reads.append(args) or read(*args))
+    from mmcli import checkpoints
+
+    read = loading.read_config
+    monkeypatch.setattr(loading, "read_config", lambda *args: reads.append(args) or read(*args))
+    looked = []  # whether another library loads it (open_clip, timm) is asked once too
+    library = checkpoints.library_config
+    monkeypatch.setattr(checkpoints, "library_config", lambda name: looked.append(name) or library(name))
     model = str(tiny_models["clip"])
     result = run_mmcli("extract-features", photos, "--model", model, "-o", tmp_path / "set.npy", "-q")
     assert result.returncode == 0, result.stderr
-    assert reads == [(model, False)]
+    assert reads == [(model, False)] and looked == [model]
