@@ -47,10 +47,6 @@ class LibraryConfig:
     pretrained: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def architectures(self) -> list[str]:
-        return [self.settings.get("architecture") or self.source]
-
 
 def checkpoint_config(name: str, *, trust_remote_code: bool = False) -> Any:
     """The config that decides ``name``'s family: its :class:`LibraryConfig` where another library
@@ -113,15 +109,28 @@ def _names_timm_architecture(config: dict[str, Any] | None) -> bool:
     return config is not None and "model_type" not in config and isinstance(config.get("architecture"), str)
 
 
-def _open_clip_listed(spec: str) -> LibraryConfig:
-    """``ARCH/TAG`` of open_clip's list (``open_clip.list_pretrained()``); refused with the near names."""
+def open_clip_module() -> Any:
+    """``open_clip``, or the line that says how to install it."""
     from mmcli.errors import install_hint
 
-    arch, _, tag = spec.partition("/")
     try:
         import open_clip
     except ImportError:
         raise ModelNotFound(f"open_clip models need open_clip: {install_hint('openclip')}") from None
+    return open_clip
+
+
+def torch_cache_file(url: str) -> str:
+    """Where torch keeps the weights it downloads from ``url`` (``$TORCH_HOME/hub/checkpoints/``)."""
+    import torch
+
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def _open_clip_listed(spec: str) -> LibraryConfig:
+    """``ARCH/TAG`` of open_clip's list (``open_clip.list_pretrained()``); refused with the near names."""
+    arch, _, tag = spec.partition("/")
+    open_clip = open_clip_module()
     if not arch or not tag:
         raise ModelNotFound(
             f"{OPEN_CLIP_PREFIX}{spec!r} names no weights: write open_clip:ARCH/TAG, e.g. "

@@ -97,13 +97,13 @@ def checkpoint_files(name: str) -> list[Any] | None:
 
 
 def _torch_cache_file(name: str) -> list[Any] | None:
+    from mmcli.checkpoints import torch_cache_file
+
     try:
-        import torch
         import torchvision.models as models
 
         model, _, weights = name.removeprefix("torchvision:").partition(":")
-        url = models.get_model_weights(model)[weights or "DEFAULT"].url
-        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+        path = torch_cache_file(models.get_model_weights(model)[weights or "DEFAULT"].url)
         info = os.stat(path)
     except (ImportError, ValueError, KeyError, OSError):
         return None

@@ -47,6 +47,12 @@ class Traits:
     clip_rate: float | None = None
 
 
+# Why a checkpoint cannot classify into labels of its own, and what to do instead.
+NO_CLASSIFIER = (
+    "it has no classifier of its own. Give labels to classify into (zero-shot, with an image-text or audio-text model)"
+)
+
+
 # Each registry's module and the command its models serve, for pointing a model given to the wrong
 # command at the right one.
 COMMANDS = {
@@ -163,8 +169,7 @@ class Registry:
         family = self.family_for(config, name_or_path)
         clip, frames = None, family.clip_frames(config) if family.clip_frames is not None else None
         if frames:
-            kind = getattr(config, "model_type", None) or family.name
-            clip = frames, f"{kind} {config.source}" if kind == "torchvision" else kind
+            clip = frames, getattr(config, "model_type", None) or family.name
         rate = family.clip_rate(config) if family.clip_rate is not None and frames else None
         return Traits(family.reads, clip, rate)
 
@@ -206,8 +211,7 @@ class Registry:
         family = self.family_for(config, name_or_path)
         if options.get("head") and not family.heads:
             raise UnsupportedModel(
-                f"model {name_or_path!r} ({family.name}) is not a classification checkpoint: it has no classifier "
-                "of its own. Give labels to classify into (zero-shot, with an image-text or audio-text model)"
+                f"model {name_or_path!r} ({family.name}) is not a classification checkpoint: {NO_CLASSIFIER}"
             )
         if not options.get("head", True):
             options = {key: value for key, value in options.items() if key != "head"}

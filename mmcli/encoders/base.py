@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from mmcli.errors import UnsupportedModel
 from mmcli.models import LoadedModel
 from mmcli.pipeline import batched
+from mmcli.registry import NO_CLASSIFIER
 
 T = TypeVar("T")
 
@@ -296,8 +297,7 @@ def require_architecture(config: Any, name: str, suffix: str) -> None:
     if not any(architecture.endswith(suffix) for architecture in saved):
         raise UnsupportedModel(
             f"model {name!r} was saved as {', '.join(saved) or 'a model without a classifier'}, not as a "
-            f"*{suffix} checkpoint: it has no classifier of its own. Give labels to classify into (zero-shot, "
-            "with an image-text or audio-text model)"
+            f"*{suffix} checkpoint: {NO_CLASSIFIER}"
         )
 
 

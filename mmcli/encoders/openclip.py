@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 
-from mmcli.checkpoints import LibraryConfig
+from mmcli.checkpoints import LibraryConfig, open_clip_module
 from mmcli.encoders.base import PREFIX_CHARS_PER_TOKEN, TransformEncoder, _between_words
-from mmcli.errors import ModelNotFound, install_hint
 from mmcli.loading import hub_call, quiet_root_logger
 
 
@@ -56,10 +55,7 @@ def load_open_clip(
     """The model, its evaluation transforms and its tokenizer, as ``open_clip.create_model_and_transforms``
     and ``open_clip.get_tokenizer`` give them; a checkpoint whose weights cannot be had is refused
     (open_clip itself would go on with random weights)."""
-    try:
-        import open_clip
-    except ImportError:
-        raise ModelNotFound(f"open_clip models need open_clip: {install_hint('openclip')}") from None
+    open_clip = open_clip_module()
 
     def create() -> tuple[Any, Any, Any]:
         try:

@@ -14,6 +14,7 @@ from mmcli.checkpoints import LibraryConfig
 from mmcli.encoders.base import TransformEncoder
 from mmcli.errors import ModelNotFound, UnsupportedModel, install_hint
 from mmcli.loading import hub_call, quiet_root_logger
+from mmcli.registry import NO_CLASSIFIER
 
 
 class TimmEncoder(TransformEncoder):
@@ -75,10 +76,7 @@ def load_timm(
     if head:
         model, transform = timm_model(name, config)
         if not getattr(model, "num_classes", 0):
-            raise UnsupportedModel(
-                f"model {name!r} is a timm backbone without a classifier; give labels to classify into "
-                "(zero-shot, with an image-text model)"
-            )
+            raise UnsupportedModel(f"model {name!r} is a timm backbone: {NO_CLASSIFIER}")
         labels = timm_labels(model, config)
         return TimmEncoder(name, model.to(dtype=dtype), transform, labels=labels, device=device, dtype=dtype)
     model, transform = timm_model(name, config, num_classes=0)

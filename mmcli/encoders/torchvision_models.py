@@ -14,13 +14,12 @@ frames are (see :func:`~mmcli.media.clips.expand_clip_series`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from mmcli.checkpoints import LibraryConfig
+from mmcli.checkpoints import LibraryConfig, torch_cache_file
 from mmcli.encoders.base import TransformEncoder
 from mmcli.errors import ModelNotFound, UnsupportedModel
 from mmcli.media.clips import fill_clip
@@ -91,7 +90,7 @@ def load_torchvision(
     try:
         model = models.get_model(config.source, weights=weights, progress=False)
     except OSError as exc:  # not in the cache, and no network to download it
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+        cached = torch_cache_file(weights.url)
         raise ModelNotFound(
             f"the weights {weights.name} of torchvision's {config.source} are not in torch's cache ({cached}) "
             f"and cannot be downloaded ({exc}); download them once with network, or set TORCH_HOME to a "
