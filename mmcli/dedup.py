@@ -25,7 +25,6 @@ through faiss (an IVF search of every row at 0.24 ms a row), both finding every 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import IO, Any
 import numpy as np
 
 from mmcli.errors import InputError, UsageError, option
+from mmcli.fusion.early import l2_normalize
 from mmcli.output.npy import FeatureSet
 
 METHODS = ("auto", "exact", "faiss", "semantic")
@@ -89,7 +89,7 @@ def find_duplicates(
 
     ``keep``: ``first`` or ``last`` row of a group, ``largest`` file (by size on disk), or
     ``field:NAME[:min|max]``, the row whose record's NAME is largest (``max``, the default) or smallest.
-    ``exact`` also joins rows whose files have equal bytes. ``neighbors`` (faiss) and ``clusters``
+    ``exact`` also joins rows whose files have equal bytes (by content hash). ``neighbors`` (faiss) and ``clusters``
     (semantic; default about the square root of the rows) tune the approximate methods."""
     from mmcli.output.feature_set import check_rows
 
@@ -234,30 +234,30 @@ def _join(components: _Components, pairs: Iterator[tuple[np.ndarray, np.ndarray]
 
 
 def _join_exact_copies(components: _Components, feature_set: FeatureSet) -> int:
-    """Join rows whose files hold equal bytes (SHA-256 of the file a record's ``source`` names)."""
+    """Join rows whose files hold equal bytes: the content hash the set's file manifest recorded for
+    each row (``NAME.files.jsonl``), else the same hash of the file its ``source`` names now."""
+    from mmcli.output.feature_set import read_output_manifest
+    from mmcli.output.manifest import file_entry
+
+    recorded = {entry["id"]: entry.get("blake2b") for entry in read_output_manifest(feature_set.path) or ()}
     first: dict[str, int] = {}
     copies = 0
     for row, record in enumerate(feature_set.records):
         source = record.get("source")
         if not isinstance(source, str) or record.get("modality") not in (None, "image", "video", "audio"):
             continue
-        digest = _file_digest(source)
+        digest = recorded.get(record["id"])
         if digest is None:
-            continue
+            try:
+                digest = file_entry(record["id"], source)["blake2b"]
+            except OSError:
+                continue
         if digest in first:
             copies += 1
             components.union(first[digest], row)
         else:
             first[digest] = row
     return copies
-
-
-def _file_digest(path: str) -> str | None:
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
-        return None
 
 
 def _keep_policy(keep: str, feature_set: FeatureSet) -> Any:
@@ -309,9 +309,8 @@ def _similarities(feature_set: FeatureSet, duplicate_of: np.ndarray, kept: np.nd
 
 
 def _normalised(rows: Any) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.ascontiguousarray(rows / np.maximum(norms, 1e-12))
+    """Unit rows as float32 in one block of memory, as torch's and faiss's products take them."""
+    return np.ascontiguousarray(l2_normalize(np.asarray(rows, dtype=np.float32)))
 
 
 def _members(groups: np.ndarray) -> dict[int, list[int]]:

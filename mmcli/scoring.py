@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 
 from mmcli.errors import InputError, UsageError
+from mmcli.fusion.early import l2_normalize
 from mmcli.output.npy import FeatureSet
 
 ACTIVATIONS = ("none", "relu")
@@ -45,8 +46,8 @@ def pair_scores(images: FeatureSet, texts: FeatureSet) -> tuple[list[dict[str, A
         missing += len(block) - len(paired)
         if not paired:
             continue
-        a = _normalised(images.vectors[[row for row, _ in paired]])
-        b = _normalised(texts.vectors[[other for _, other in paired]])
+        a = l2_normalize(np.asarray(images.vectors[[row for row, _ in paired]], dtype=np.float64))
+        b = l2_normalize(np.asarray(texts.vectors[[other for _, other in paired]], dtype=np.float64))
         for (row, _), value in zip(paired, (a * b).sum(axis=1), strict=True):
             scores.append({"id": ids[row], "score": round(float(value), 6)})
     if not scores:
@@ -164,14 +165,9 @@ def head_scores(feature_set: FeatureSet, head: Head, *, normalize: bool = True) 
     for start in range(0, len(ids), 8_192):
         rows = np.asarray(feature_set.vectors[start : start + 8_192], dtype=np.float64)
         if normalize:
-            rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+            rows = l2_normalize(rows)
         for offset, value in enumerate(head(rows)[:, 0]):
             yield {"id": ids[start + offset], "score": round(float(value), 6)}
-
-
-def _normalised(rows: Any) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float64)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass

@@ -194,6 +194,13 @@ def test_exact_copies_by_their_bytes(run_mmcli, photo_sets, photo_copies):
     ] == ["chelsea-copy.jpg"]
     assert dropped[0]["similarity"] == pytest.approx(1.0, abs=1e-6)
     assert "1 exact copy" in result.stderr and "1 to drop" in result.stderr
+    # a set without its file manifest: the files are hashed as they are now, to the same groups
+    bare = one.with_name("bare.npy")
+    shutil.copy(one, bare)
+    shutil.copy(one.with_suffix(".jsonl"), bare.with_suffix(".jsonl"))
+    assert not bare.with_suffix(".files.jsonl").exists() and one.with_suffix(".files.jsonl").exists()
+    again = run_mmcli("dedup", bare, "--threshold", "1.0", "--exact")
+    assert again.returncode == 0 and again.stdout == result.stdout, again.stderr
 
 
 def test_output_file_and_refusals(run_mmcli, photo_sets, tmp_path):
