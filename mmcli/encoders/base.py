@@ -20,6 +20,7 @@ from mmcli.pipeline import batched
 from mmcli.registry import NO_CLASSIFIER
 
 T = TypeVar("T")
+E = TypeVar("E", bound="Encoder")
 
 
 class Encoder(LoadedModel):
@@ -289,6 +290,16 @@ def config_labels(config: Any) -> tuple[list[str], bool]:
     id2label = {int(key): str(value) for key, value in (getattr(config, "id2label", None) or {}).items()}
     labels = [id2label.get(index, f"LABEL_{index}") for index in range(int(config.num_labels))]
     return labels, getattr(config, "problem_type", None) == "multi_label_classification"
+
+
+def load_classifier(
+    cls: type[E], name: str, path: str, config: Any, suffix: str, *, device: str, dtype: Any, trust_remote_code: bool
+) -> E:
+    """A ``*{suffix}`` checkpoint (``ForImageClassification``, ``ForVideoClassification``) loaded with its
+    classifier through ``AutoModel{suffix}``, every weight present; any other checkpoint is refused."""
+    require_architecture(config, name, suffix)
+    return cls.from_checkpoint(name, path, f"AutoModel{suffix}", config=config, device=device, dtype=dtype,
+                               trust_remote_code=trust_remote_code)  # fmt: skip
 
 
 def require_architecture(config: Any, name: str, suffix: str) -> None:

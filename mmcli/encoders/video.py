@@ -20,7 +20,7 @@ from mmcli.encoders.base import (
     accepted_kwargs,
     config_labels,
     features_tensor,
-    require_architecture,
+    load_classifier,
     text_max_length,
 )
 from mmcli.encoders.families import videomae_frames, xclip_frames
@@ -165,11 +165,8 @@ def load_videomae(
     keep the trained ``fc_norm`` that ``AutoModel`` would drop. Every weight used must be in the
     checkpoint (a model with random weights is refused)."""
     if head:
-        require_architecture(config, name, "ForVideoClassification")
-        return VideoClassifierEncoder.from_checkpoint(
-            name, path, "AutoModelForVideoClassification", config=config, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code,
-        )  # fmt: skip
+        return load_classifier(VideoClassifierEncoder, name, path, config, "ForVideoClassification", device=device,
+                               dtype=dtype, trust_remote_code=trust_remote_code)  # fmt: skip
     fine_tuned = getattr(config, "use_mean_pooling", False) and any(
         arch.endswith("ForVideoClassification") for arch in getattr(config, "architectures", None) or ()
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from mmcli.encoders.base import Encoder, config_labels, require_architecture
+from mmcli.encoders.base import Encoder, config_labels, load_classifier
 from mmcli.loading import from_pretrained
 
 POOLING = ("auto", "cls", "mean", "pooler")
@@ -89,11 +89,8 @@ def load_vision(
     head: bool = False,
 ) -> VisionEncoder:
     if head:
-        require_architecture(config, name, "ForImageClassification")
-        return ImageClassifierEncoder.from_checkpoint(
-            name, path, "AutoModelForImageClassification", config=config, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code,
-        )  # fmt: skip
+        return load_classifier(ImageClassifierEncoder, name, path, config, "ForImageClassification", device=device,
+                               dtype=dtype, trust_remote_code=trust_remote_code)  # fmt: skip
     return VisionEncoder.from_checkpoint(
         name,
         path,
