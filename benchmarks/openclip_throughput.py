@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import make_images  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from extract_throughput import mmcli_engine  # noqa: E402  (the same engine runner, files to rows)
 
 BATCH = 32
 Runner = Callable[[], np.ndarray]
@@ -72,23 +73,6 @@ def open_clip_loop(folder: Path, paths: list[Path]) -> Runner:
     return run
 
 
-def mmcli_engine(folder: Path, paths: list[Path], out: Path, dtype: str) -> Runner:
-    from mmcli.encoders import load_encoder
-    from mmcli.extract import embed_items
-    from mmcli.io.inputs import discover_images
-    from mmcli.output.npy import FeatureSetWriter
-
-    encoder = load_encoder(str(folder), device="cpu", dtype=dtype)
-
-    def run() -> np.ndarray:
-        with FeatureSetWriter(out) as writer:
-            for batch in embed_items(discover_images([str(p) for p in paths]), encoder):
-                writer.add([o.value for o in batch], [o.item.record(model=str(folder)) for o in batch])
-        return np.load(out)
-
-    return run
-
-
 def main() -> None:
     from mmcli.loading import native_bf16_cpu
 
@@ -106,8 +90,8 @@ def main() -> None:
         )
         runners = {
             f"open_clip loop (batch {BATCH}, float32)": open_clip_loop(folder, paths),
-            "mmcli (--dtype float32)": mmcli_engine(folder, paths, root / "f32.npy", "float32"),
-            "mmcli (--dtype auto)": mmcli_engine(folder, paths, root / "auto.npy", "auto"),
+            "mmcli (--dtype float32)": mmcli_engine(folder, paths, root / "f32.npy", dtype="float32"),
+            "mmcli (--dtype auto)": mmcli_engine(folder, paths, root / "auto.npy", dtype="auto"),
         }
         best: dict[str, tuple[float, np.ndarray]] = {}
         for round_number in range(args.rounds):
