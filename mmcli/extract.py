@@ -143,9 +143,8 @@ def expand_media(
     """Items as the encoder takes them: videos as sampled frames (or one clip for a native video
     model), recordings (``modality: audio``) as windows at the model's rate; each followed by its end
     marker, for :class:`Pooler`."""
-    clip_rate = getattr(encoder, "clip_rate", None)
-    if encoder.clip_frames and clip_rate:
-        items = expand_clip_series(items, encoder.clip_frames, clip_rate, sampling, max_pixels=max_pixels)
+    if encoder.clip_frames and encoder.clip_rate:
+        items = expand_clip_series(items, encoder.clip_frames, encoder.clip_rate, sampling, max_pixels=max_pixels)
     elif encoder.clip_frames:
         items = expand_clips(items, encoder.clip_frames, sampling, max_pixels=max_pixels)
     else:

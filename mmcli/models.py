@@ -31,6 +31,8 @@ class LoadedModel:
             JPEGs are decoded at reduced scale down to it.
         clip_frames: frames per clip of a model that takes a whole clip at once (``None``: an image
             model, which sees videos frame by frame).
+        clip_rate: for a model that takes a video as a series of such clips (torchvision's 3D CNNs),
+            their frames per second (``None``: each video is one clip).
     """
 
     family: ClassVar[str] = ""
@@ -47,6 +49,7 @@ class LoadedModel:
     quantized: str | None = None
     decode_min_side: int | None = None
     clip_frames: int | None = None
+    clip_rate: float | None = None
 
     def __init__(self, name: str, model: Any, processor: Any = None, *, device: str, dtype: Any) -> None:
         self.name = name
